@@ -1,0 +1,82 @@
+"""A data owner's encrypted gradient: the affine map g_i(w) = A_i w − b_i on encrypted weights.
+
+The data owner encodes ``A_i`` and ``b_i`` once per job (:meth:`EncryptedAffineMap.prepare`);
+each round then costs d² ciphertext-by-integer products and a few packing squarings, whatever the
+number of rows. Nothing is ever decrypted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.bigint import invert, mpz, powmod
+from common.encoding import encode_array
+from common.errors import EncodingOverflow, ProtocolViolation
+from common.models import MODELS
+from common.packing import check_values, pack_encrypted
+from common.paillier import PublicKey
+from common.protocol import JobSpec
+
+
+@dataclass(frozen=True)
+class EncryptedAffineMap:
+    """One data owner's fixed-point statistics for one job.
+
+    Attributes
+    ----------
+    matrix
+        ``round(A_i · 2**data_frac_bits)``, row by row.
+    offset
+        ``round(b_i · 2**(data_frac_bits + weight_frac_bits))``, at the gradient's scale.
+    row_count
+        The owner's number of rows, summed encrypted so the model creator can average.
+    """
+
+    matrix: tuple[tuple[int, ...], ...]
+    offset: tuple[int, ...]
+    row_count: int
+
+    @classmethod
+    def prepare(cls, spec: JobSpec, features: np.ndarray, labels: np.ndarray, source: str) -> EncryptedAffineMap:
+        """Precompute and encode the statistics, refusing any that could overflow a slot.
+
+        The check uses the largest weight the job allows, so a round can never overflow later,
+        whatever weights the model creator sends.
+        """
+        gram, moment = MODELS[spec.model](features, labels)
+        bound_bits = spec.layout.value_bits
+        matrix_bits = bound_bits - spec.weight_bits - spec.weight_frac_bits
+        matrix = encode_array(gram, spec.data_frac_bits, matrix_bits, f"{source}: XᵀX")
+        offset = encode_array(moment, spec.gradient_frac_bits, bound_bits, f"{source}: Xᵀy")
+        dimension = spec.dimension
+        rows = tuple(tuple(matrix[i * dimension : (i + 1) * dimension]) for i in range(dimension))
+        weight_limit = 1 << (spec.weight_bits + spec.weight_frac_bits)
+        worst_case = [sum(abs(a) for a in row) * weight_limit + abs(b) for row, b in zip(rows, offset)]
+        try:
+            check_values([len(labels), *worst_case], spec.layout, f"{source}: gradient bound")
+        except EncodingOverflow as exc:
+            raise EncodingOverflow(
+                f"{exc.message}; the data are too large for the job's slot layout"
+            ) from exc
+        return cls(rows, tuple(offset), int(len(labels)))
+
+    def evaluate(self, public_key: PublicKey, encrypted_weights: Sequence[mpz], spec: JobSpec) -> list[mpz]:
+        """E(row count) and E(A_i w − b_i), packed into the job's layout, each re-randomised."""
+        if len(encrypted_weights) != len(self.offset):
+            raise ProtocolViolation(
+                f"expected {len(self.offset)} encrypted weights, got {len(encrypted_weights)}"
+            )
+        nsquare = public_key.nsquare
+        inverses = [invert(c, nsquare) for c in encrypted_weights]
+        gradient = []
+        for row, b in zip(self.matrix, self.offset):
+            accumulator = public_key.raw_constant(-b)
+            for a, base, inverse in zip(row, encrypted_weights, inverses):
+                if a:
+                    accumulator = accumulator * powmod(base if a > 0 else inverse, abs(a), nsquare) % nsquare
+            gradient.append(accumulator)
+        values = [public_key.raw_constant(self.row_count), *gradient]
+        return [public_key.rerandomise(c) for c in pack_encrypted(public_key, values, spec.layout)]

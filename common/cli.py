@@ -1,0 +1,36 @@
+"""Command-line options every service takes, and the mapping of them onto app configuration."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def base_parser(description: str, default_port: int, party: str) -> argparse.ArgumentParser:
+    """``--host``, ``--port``, ``--state-dir``, ``--traffic-log`` and ``--log-level``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=default_port, help="port to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=CHECKOUT / "var" / party,
+        help="where this party keeps what must survive a restart (default: var/%s in the checkout)" % party,
+    )
+    parser.add_argument("--traffic-log", type=Path, help="append every request and answer exchanged to this JSON-lines file")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def base_config(args: argparse.Namespace) -> dict:
+    """The app configuration the common options stand for."""
+    config = {"STATE_DIR": str(args.state_dir), "PUBLIC_URL": f"http://{_url_host(args.host)}:{args.port}"}
+    if args.traffic_log:
+        config["TRAFFIC_LOG"] = str(args.traffic_log)
+    return config
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,83 @@
+"""Reading a party's CSV file: columns by name, every used value checked.
+
+Owners may order their columns differently and carry extra ones; only the named columns are read.
+Every problem is a :class:`~common.errors.DataError` naming the file, the column and the row
+(rows count from 1 after the header line), so an owner can find and fix it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import DataError
+
+
+def load_columns(path: str | Path, features: Sequence[str], label: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The feature matrix and label vector (``None`` when ``label`` is) read from a CSV file."""
+    path = Path(path)
+    columns = [*features, *([label] if label is not None else [])]
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header or not any(name.strip() for name in header):
+                raise DataError(f"{path}: file is empty (no header line)")
+            positions = _column_positions(path, [name.strip() for name in header], columns)
+            values = [_parse_row(path, number, row, columns, positions) for number, row in enumerate(reader, 1)]
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    if not values:
+        raise DataError(f"{path}: file has a header but no rows")
+    table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
+    if label is None:
+        return table, None
+    return table[:, :-1], table[:, -1]
+
+
+def read_header(path: str | Path) -> list[str]:
+    """The column names of a CSV file's header line."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from exc
+    if not header:
+        raise DataError(f"{path}: file is empty (no header line)")
+    return [name.strip() for name in header]
+
+
+def _column_positions(path: Path, header: list[str], columns: Sequence[str]) -> list[int]:
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise DataError(
+            f"{path}: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)} (the header has: {', '.join(header)})"
+        )
+    duplicated = [name for name in columns if header.count(name) > 1]
+    if duplicated:
+        raise DataError(f"{path}: column {duplicated[0]!r} appears more than once in the header")
+    return [header.index(name) for name in columns]
+
+
+def _parse_row(path: Path, number: int, row: list[str], columns: Sequence[str], positions: list[int]) -> list[float]:
+    parsed = []
+    for name, position in zip(columns, positions):
+        if position >= len(row):
+            raise DataError(f"{path}: row {number}, column {name!r}: value is missing (short row)")
+        text = row[position].strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"{path}: row {number}, column {name!r}: {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{path}: row {number}, column {name!r}: {text!r} is not a finite number")
+        parsed.append(value)
+    return parsed

@@ -1,0 +1,81 @@
+"""Outbound HTTP between parties: one session per service, explicit timeouts, no redirects.
+
+Connection failures are retried by urllib3's ``Retry`` (only errors raised before the request
+reached the peer, so a POST is never delivered twice); everything else becomes an
+:class:`~common.errors.UpstreamError` naming the peer and what it said.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from common.errors import UpstreamError
+
+TrafficRecorder = Callable[[str, str, bytes], None]
+
+
+class PeerClient:
+    """JSON calls to other parties with a fixed timeout and connection retries."""
+
+    def __init__(self, timeout: float, connect_retries: int = 3, recorder: TrafficRecorder | None = None) -> None:
+        self.timeout = timeout
+        self.recorder = recorder
+        self.session = requests.Session()
+        retry = Retry(total=connect_retries, connect=connect_retries, read=0, status=0, other=0,
+                      redirect=0, backoff_factor=0.2, raise_on_status=False)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=32, pool_maxsize=32)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def request(self, method: str, url: str, payload: Any | None = None, timeout: float | None = None) -> Any:
+        """Send ``payload`` as JSON and return the decoded JSON answer (``None`` for no body)."""
+        body = None if payload is None else json.dumps(payload).encode()
+        if self.recorder is not None and body is not None:
+            self.recorder("sent", url, body)
+        try:
+            response = self.session.request(
+                method, url, data=body, timeout=timeout or self.timeout, allow_redirects=False,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            )
+        except requests.RequestException as exc:
+            raise UpstreamError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        if self.recorder is not None:
+            self.recorder("received", url, response.content)
+        if response.status_code >= 300:
+            raise UpstreamError(
+                f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}", response.status_code
+            )
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UpstreamError(f"{method} {url}: answer is not JSON") from exc
+
+    def post(self, url: str, payload: Any, timeout: float | None = None) -> Any:
+        return self.request("POST", url, payload, timeout)
+
+    def put(self, url: str, payload: Any, timeout: float | None = None) -> Any:
+        return self.request("PUT", url, payload, timeout)
+
+    def get(self, url: str, timeout: float | None = None) -> Any:
+        return self.request("GET", url, None, timeout)
+
+    def delete(self, url: str, timeout: float | None = None) -> Any:
+        return self.request("DELETE", url, None, timeout)
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return payload["error"]
+    return str(payload)[:300]

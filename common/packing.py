@@ -1,0 +1,175 @@
+"""Packing many fixed-point values into the slots of one Paillier plaintext.
+
+A message of m signed values becomes ``ceil((m + 1) / slots_per_ciphertext)`` ciphertexts. Slot 0
+of the first ciphertext is the *contributor count*: every party puts 1 there, so after the
+coordinator multiplies the ciphertexts of K parties the model creator decrypts K itself and does
+not have to trust the coordinator's word for it. Every other slot holds ``value + bias`` with
+``bias = 2**value_bits``, which is non-negative because each party checks ``|value| < bias``;
+``count_bits`` spare bits above each slot absorb the carries of a sum over up to
+``2**count_bits − 1`` parties, so slots never spill into one another.
+
+Slot k of a ciphertext occupies bits ``[k·slot_bits, (k+1)·slot_bits)`` of the plaintext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common.bigint import mpz, powmod
+from common.errors import EncodingOverflow, ProtocolViolation, SchemaError
+from common.paillier import PublicKey
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """How values are laid out in plaintexts: the same for every party of a job."""
+
+    value_bits: int
+    count_bits: int
+    slots_per_ciphertext: int
+
+    def __post_init__(self) -> None:
+        if self.value_bits < 1 or self.count_bits < 1 or self.slots_per_ciphertext < 1:
+            raise SchemaError("layout: value_bits, count_bits and slots_per_ciphertext must be ≥ 1")
+
+    @classmethod
+    def for_key(cls, key_bits: int, value_bits: int, max_contributors: int) -> SlotLayout:
+        """The densest layout for a key size, a value bound and a maximum number of parties."""
+        count_bits = max(1, int(max_contributors).bit_length())
+        slot_bits = value_bits + 1 + count_bits
+        # Keep the packed sum below 2**(key_bits - 2) < n / 3 so it can never wrap around n.
+        slots = (key_bits - 2) // slot_bits
+        if slots < 2:
+            raise EncodingOverflow(
+                f"a slot of {slot_bits} bits does not fit twice in a {key_bits}-bit plaintext"
+            )
+        return cls(value_bits, count_bits, slots)
+
+    @property
+    def slot_bits(self) -> int:
+        """Width of one slot: the biased value, its sign bit and room for carries."""
+        return self.value_bits + 1 + self.count_bits
+
+    @property
+    def bias(self) -> int:
+        """What each party adds to each signed value so its slot stays non-negative."""
+        return 1 << self.value_bits
+
+    @property
+    def max_contributors(self) -> int:
+        """The most parties whose packed messages may be summed without a carry overflow."""
+        return (1 << self.count_bits) - 1
+
+    def ciphertext_count(self, value_count: int) -> int:
+        """Ciphertexts needed for ``value_count`` values plus the contributor count."""
+        return -(-(value_count + 1) // self.slots_per_ciphertext)
+
+    def fits(self, key_bits: int) -> bool:
+        """Whether a full plaintext of this layout stays below n / 3 for a key of ``key_bits``."""
+        return self.slots_per_ciphertext * self.slot_bits <= key_bits - 2
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "value_bits": self.value_bits,
+            "count_bits": self.count_bits,
+            "slots_per_ciphertext": self.slots_per_ciphertext,
+        }
+
+    @classmethod
+    def from_json(cls, payload: Any, where: str = "layout") -> SlotLayout:
+        if not isinstance(payload, dict):
+            raise SchemaError(f"{where}: expected an object")
+        fields = {}
+        for name in ("value_bits", "count_bits", "slots_per_ciphertext"):
+            value = payload.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 4096:
+                raise SchemaError(f"{where}.{name}: expected an integer from 1 to 4096")
+            fields[name] = value
+        return cls(**fields)
+
+
+def _slot_groups(layout: SlotLayout, value_count: int) -> list[list[int]]:
+    """Value indices per ciphertext, with ``-1`` standing for the contributor-count slot."""
+    indices = [-1, *range(value_count)]
+    step = layout.slots_per_ciphertext
+    return [indices[i : i + step] for i in range(0, len(indices), step)]
+
+
+def check_values(values: Sequence[int], layout: SlotLayout, what: str) -> None:
+    """Raise unless every signed value fits its slot: ``|value| < 2**value_bits``."""
+    for index, value in enumerate(values):
+        if abs(value) >= layout.bias:
+            raise EncodingOverflow(
+                f"{what}[{index}] needs {abs(int(value)).bit_length()} bits; the job's slots"
+                f" hold {layout.value_bits}"
+            )
+
+
+def pack_plain(values: Sequence[int], layout: SlotLayout) -> list[int]:
+    """The plaintexts one party's signed values pack into (contributor count 1 included)."""
+    check_values(values, layout, "value")
+    plaintexts = []
+    for group in _slot_groups(layout, len(values)):
+        packed = 0
+        for slot, index in enumerate(group):
+            slot_value = 1 if index < 0 else values[index] + layout.bias
+            packed |= slot_value << (slot * layout.slot_bits)
+        plaintexts.append(packed)
+    return plaintexts
+
+
+def pack_encrypted(
+    public_key: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout
+) -> list[mpz]:
+    """Pack ciphertexts of signed values into the layout, homomorphically.
+
+    Shifting a ciphertext by a slot multiplies its plaintext by ``2**slot_bits``, which Horner's
+    rule does with ``slot_bits`` squarings per slot; the biases and the contributor count are
+    added as one plaintext constant per output ciphertext.
+    """
+    nsquare = public_key.nsquare
+    shift = mpz(1) << layout.slot_bits
+    packed = []
+    for group in _slot_groups(layout, len(ciphertexts)):
+        accumulator = mpz(1)
+        constant = 0
+        for slot in reversed(range(len(group))):
+            index = group[slot]
+            accumulator = powmod(accumulator, shift, nsquare)
+            if index >= 0:
+                accumulator = accumulator * ciphertexts[index] % nsquare
+            constant |= (1 if index < 0 else layout.bias) << (slot * layout.slot_bits)
+        packed.append(public_key.raw_add_constant(accumulator, constant))
+    return packed
+
+
+def unpack_sum(
+    plaintexts: Sequence[int], layout: SlotLayout, value_count: int, what: str
+) -> tuple[int, list[int]]:
+    """Split decrypted packed sums into (contributor count K, the K-party sum of each value).
+
+    Raises when a plaintext has bits above its slots or K exceeds what the slots can carry:
+    either means the sum overflowed or was not made by the protocol, and no value is returned.
+    """
+    groups = _slot_groups(layout, value_count)
+    if len(plaintexts) != len(groups):
+        raise ProtocolViolation(
+            f"{what}: expected {len(groups)} packed ciphertexts, got {len(plaintexts)}"
+        )
+    mask = (1 << layout.slot_bits) - 1
+    slots: dict[int, int] = {}
+    for plaintext, group in zip(plaintexts, groups):
+        plaintext = int(plaintext)
+        if plaintext >> (len(group) * layout.slot_bits):
+            raise EncodingOverflow(f"{what}: packed plaintext has bits beyond its slots")
+        for slot, index in enumerate(group):
+            slots[index] = (plaintext >> (slot * layout.slot_bits)) & mask
+    contributors = slots[-1]
+    if not 0 < contributors <= layout.max_contributors:
+        raise EncodingOverflow(
+            f"{what}: contributor count {contributors} is outside 1..{layout.max_contributors}"
+        )
+    offset = contributors * layout.bias
+    return contributors, [slots[i] - offset for i in range(value_count)]

@@ -1,0 +1,18 @@
+"""``python -m coordinator``: serve the Training Coordinator."""
+
+from __future__ import annotations
+
+from common.cli import base_config, base_parser
+from common.service import configure_logging, serve
+from coordinator import create_app
+
+
+def main() -> None:
+    parser = base_parser("Federated training coordinator (relays and aggregates ciphertexts).", 8080, "coordinator")
+    args = parser.parse_args()
+    configure_logging(args.log_level)
+    serve(create_app(base_config(args)), args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

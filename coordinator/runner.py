@@ -1,0 +1,159 @@
+"""The coordinator's side of a round: fan out to data owners, collect, aggregate, hand on.
+
+Runs in the coordinator's worker, never inside a request. Calls to data owners go out
+concurrently; each owner's failure is recorded with its reason and the round goes on with
+whoever answered, as long as the job's quorum is met.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from common.errors import FederatedError, UpstreamError
+from common.http import PeerClient
+from common.paillier import PublicKey
+from common.protocol import JobSpec
+from common.wire import encode_ciphertexts
+from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
+from coordinator.store import CoordinatorStore
+
+logger = logging.getLogger(__name__)
+
+
+class RoundRunner:
+    """Drives rounds for all jobs of one coordinator."""
+
+    def __init__(self, store: CoordinatorStore, client: PeerClient, registry: RoundRegistry, config: dict[str, Any]) -> None:
+        self.store = store
+        self.client = client
+        self.registry = registry
+        self.round_timeout = float(config["ROUND_TIMEOUT"])
+        self.round_retries = int(config["ROUND_RETRIES"])
+        self.retry_delay = float(config["RETRY_DELAY"])
+        self._fan_out = ThreadPoolExecutor(max_workers=int(config["FAN_OUT_THREADS"]), thread_name_prefix="fan-out")
+        self._lock = threading.Lock()
+        self._joined: dict[str, set[str]] = {}
+        self._refused: dict[str, dict[str, str]] = {}
+
+    def run_round(self, job_id: str, round_number: int, encrypted_weights: list[str]) -> None:
+        """Run one round to its end: the aggregate goes to the model creator, or the job fails."""
+        job = self.store.job(job_id)
+        spec = JobSpec.from_json(job["spec"])
+        started = time.monotonic()
+        for attempt in range(1, self.round_retries + 2):
+            collector = self._attempt(job, spec, round_number, attempt, encrypted_weights)
+            if len(collector.replies) >= spec.min_data_owners:
+                break
+            logger.warning("job %s round %d attempt %d: %d of %d required replies; failures: %s",
+                           job_id, round_number, attempt, len(collector.replies), spec.min_data_owners,
+                           collector.failures)
+            if attempt <= self.round_retries:
+                time.sleep(self.retry_delay)
+        else:
+            reason = (f"round {round_number}: fewer than {spec.min_data_owners} data owner(s) answered in"
+                      f" {self.round_retries + 1} attempt(s); " + _describe(collector.failures))
+            self.store.finish_round(job_id, round_number, "failed", attempt, [], collector.failures,
+                                    time.monotonic() - started)
+            self.fail_job(job_id, reason)
+            return
+        public_key = PublicKey.from_json(job["public_key"])
+        contributors = sorted(collector.replies)
+        summed = aggregate(public_key.nsquare, [collector.replies[name] for name in contributors])
+        self.store.finish_round(job_id, round_number, "aggregated", attempt, contributors, collector.failures,
+                                time.monotonic() - started)
+        logger.info("job %s round %d: aggregated %d contribution(s)", job_id, round_number, len(contributors))
+        self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", {
+            "round": round_number,
+            "key_fingerprint": public_key.fingerprint,
+            "ciphertexts": encode_ciphertexts(summed, public_key),
+            "contributors": contributors,
+            "failures": collector.failures,
+        })
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        """Mark a job failed here and tell the model creator why."""
+        self.store.set_job_status(job_id, "failed", reason)
+        job = self.store.job(job_id)
+        logger.error("job %s failed: %s", job_id, reason)
+        try:
+            self.client.post(f"{job['callback_url']}/jobs/{job_id}/failure", {"error": reason})
+        except UpstreamError as exc:
+            logger.error("could not tell the model creator that job %s failed: %s", job_id, exc.message)
+
+    def forget_job(self, job_id: str) -> None:
+        """Drop a finished job's state here and at every owner that joined it (best effort)."""
+        with self._lock:
+            joined = self._joined.pop(job_id, set())
+            self._refused.pop(job_id, None)
+        owners = self.store.data_owners()
+        for name in joined & owners.keys():
+            try:
+                self.client.delete(f"{owners[name]}/jobs/{job_id}")
+            except UpstreamError as exc:
+                logger.warning("could not release job %s at %s: %s", job_id, name, exc.message)
+
+    def _attempt(self, job: dict, spec: JobSpec, round_number: int, attempt: int, weights: list[str]) -> RoundCollector:
+        owners = self.store.data_owners()
+        with self._lock:
+            refused = dict(self._refused.get(spec.job_id, {}))
+        asked = {name: url for name, url in owners.items() if name not in refused}
+        collector = RoundCollector(spec.job_id, round_number, attempt, frozenset(asked))
+        for name, reason in refused.items():
+            collector.failures[name] = reason
+        self.registry.open(collector)
+        try:
+            for name, url in asked.items():
+                future = self._fan_out.submit(self._dispatch, job, name, url, round_number, attempt, weights)
+                future.add_done_callback(lambda f, name=name: _record_failure(collector, name, f))
+            collector.wait(self.round_timeout)
+        finally:
+            self.registry.close(collector)
+        return collector
+
+    def _dispatch(self, job: dict, name: str, url: str, round_number: int, attempt: int, weights: list[str]) -> None:
+        job_id = job["job_id"]
+        message = {"round": round_number, "attempt": attempt,
+                   "key_fingerprint": job["public_key"]["fingerprint"], "encrypted_weights": weights}
+        if not self._is_joined(job_id, name):
+            self._join(job, name, url)
+        try:
+            self.client.post(f"{url}/jobs/{job_id}/rounds", message)
+        except UpstreamError as exc:
+            if exc.peer_status != 404:
+                raise
+            self._join(job, name, url)
+            self.client.post(f"{url}/jobs/{job_id}/rounds", message)
+
+    def _is_joined(self, job_id: str, name: str) -> bool:
+        with self._lock:
+            return name in self._joined.get(job_id, set())
+
+    def _join(self, job: dict, name: str, url: str) -> None:
+        job_id = job["job_id"]
+        try:
+            self.client.put(f"{url}/jobs/{job_id}", {"spec": job["spec"], "public_key": job["public_key"]})
+        except UpstreamError as exc:
+            if exc.peer_status is not None and 400 <= exc.peer_status < 500:
+                with self._lock:
+                    self._refused.setdefault(job_id, {})[name] = f"refused the job: {exc.message}"
+                raise UpstreamError(f"refused the job: {exc.message}", exc.peer_status) from exc
+            raise
+        with self._lock:
+            self._joined.setdefault(job_id, set()).add(name)
+
+
+def _record_failure(collector: RoundCollector, name: str, future) -> None:
+    error = future.exception()
+    if error is not None:
+        reason = error.message if isinstance(error, FederatedError) else f"{type(error).__name__}: {error}"
+        collector.fail(name, reason)
+
+
+def _describe(failures: dict[str, str]) -> str:
+    if not failures:
+        return "no data owner is registered with the coordinator"
+    return "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))

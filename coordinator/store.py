@@ -1,0 +1,104 @@
+"""The coordinator's persistent state: the data-owner registry, jobs and the record of rounds.
+
+Nothing here is secret: ciphertexts in transit live only in memory for the length of a round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from common.errors import Conflict, NotFound
+from common.storage import SQLiteStore
+
+
+class CoordinatorStore(SQLiteStore):
+    schema = """
+    CREATE TABLE IF NOT EXISTS data_owners (
+        name TEXT PRIMARY KEY, url TEXT NOT NULL, registered_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id TEXT PRIMARY KEY, spec TEXT NOT NULL, public_key TEXT NOT NULL,
+        callback_url TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS rounds (
+        job_id TEXT NOT NULL, round INTEGER NOT NULL, attempts INTEGER NOT NULL,
+        status TEXT NOT NULL, contributors TEXT NOT NULL, failures TEXT NOT NULL,
+        started_at REAL NOT NULL, seconds REAL,
+        PRIMARY KEY (job_id, round)
+    );
+    """
+
+    def register_data_owner(self, name: str, url: str) -> bool:
+        """Add or update a data owner; True when it is new."""
+        with self.connect() as db:
+            known = db.execute("SELECT 1 FROM data_owners WHERE name = ?", (name,)).fetchone()
+            db.execute(
+                "INSERT INTO data_owners (name, url, registered_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, registered_at = excluded.registered_at",
+                (name, url, time.time()),
+            )
+        return known is None
+
+    def data_owners(self) -> dict[str, str]:
+        """Registered data owners: name → URL."""
+        with self.connect() as db:
+            return {row["name"]: row["url"] for row in db.execute("SELECT name, url FROM data_owners ORDER BY name")}
+
+    def create_job(self, job_id: str, spec: dict, public_key: dict, callback_url: str) -> None:
+        now = time.time()
+        with self.connect() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone():
+                raise Conflict(f"job {job_id} already exists")
+            db.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, 'running', NULL, ?, ?)",
+                (job_id, json.dumps(spec), json.dumps(public_key), callback_url, now, now),
+            )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} is unknown to the coordinator")
+        job = dict(row)
+        job["spec"] = json.loads(job["spec"])
+        job["public_key"] = json.loads(job["public_key"])
+        return job
+
+    def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        with self.connect() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, error = ?, updated_at = ? WHERE job_id = ?",
+                (status, error, time.time(), job_id),
+            )
+
+    def start_round(self, job_id: str, round_number: int) -> None:
+        """Record a round as started; a round is started once only."""
+        with self.connect() as db:
+            if db.execute("SELECT 1 FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone():
+                raise Conflict(f"round {round_number} of job {job_id} was already started")
+            db.execute(
+                "INSERT INTO rounds VALUES (?, ?, 0, 'running', '[]', '{}', ?, NULL)",
+                (job_id, round_number, time.time()),
+            )
+
+    def finish_round(self, job_id: str, round_number: int, status: str, attempts: int,
+                     contributors: list[str], failures: dict[str, str], seconds: float) -> None:
+        with self.connect() as db:
+            db.execute(
+                "UPDATE rounds SET status = ?, attempts = ?, contributors = ?, failures = ?, seconds = ?"
+                " WHERE job_id = ? AND round = ?",
+                (status, attempts, json.dumps(contributors), json.dumps(failures), seconds, job_id, round_number),
+            )
+
+    def rounds(self, job_id: str) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)).fetchall()
+        return [
+            {"round": r["round"], "status": r["status"], "attempts": r["attempts"],
+             "contributors": json.loads(r["contributors"]), "failures": json.loads(r["failures"]),
+             "seconds": r["seconds"]}
+            for r in rows
+        ]

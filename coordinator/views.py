@@ -1,0 +1,116 @@
+"""HTTP endpoints of the coordinator: thin parsing around the store and the round runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from common.errors import Conflict, SchemaError
+from common.paillier import PublicKey
+from common.protocol import JobSpec
+from common.service import json_body
+from common.wire import decode_ciphertexts, require_int, require_str
+
+data_owners = Blueprint("data_owners", __name__)
+jobs = Blueprint("jobs", __name__)
+
+
+def _store():
+    return current_app.extensions["coordinator_store"]
+
+
+def _runner():
+    return current_app.extensions["round_runner"]
+
+
+@data_owners.post("/data_owners")
+def register_data_owner() -> tuple[Any, int]:
+    """A data owner announces its name and the URL it serves rounds on."""
+    body = json_body()
+    name = require_str(body, "name", max_length=64)
+    url = require_str(body, "url", max_length=500)
+    if not url.startswith(("http://", "https://")):
+        raise SchemaError("body.url: expected an http:// or https:// URL")
+    created = _store().register_data_owner(name, url.rstrip("/"))
+    return jsonify(name=name, registered=True), 201 if created else 200
+
+
+@data_owners.get("/data_owners")
+def list_data_owners() -> tuple[Any, int]:
+    return jsonify(data_owners=[{"name": n, "url": u} for n, u in _store().data_owners().items()]), 200
+
+
+@jobs.post("/jobs")
+def create_job() -> tuple[Any, int]:
+    """The model creator opens a job: its spec, public key and where aggregates go."""
+    body = json_body()
+    spec = JobSpec.from_json(body.get("spec"))
+    public_key = PublicKey.from_json(body.get("public_key"))
+    public_key.check_fingerprint(spec.key_fingerprint, "spec.key_fingerprint")
+    if not spec.layout.fits(public_key.bits):
+        raise SchemaError("spec.layout: the slots do not fit the key's plaintext space")
+    callback_url = require_str(body, "callback_url", max_length=500).rstrip("/")
+    _store().create_job(spec.job_id, spec.to_json(), public_key.to_json(), callback_url)
+    return jsonify(job_id=spec.job_id, status="running"), 201
+
+
+@jobs.get("/jobs/<job_id>")
+def show_job(job_id: str) -> tuple[Any, int]:
+    job = _store().job(job_id)
+    return jsonify(job_id=job_id, status=job["status"], error=job["error"], spec=job["spec"],
+                   rounds=_store().rounds(job_id)), 200
+
+
+@jobs.post("/jobs/<job_id>/rounds")
+def start_round(job_id: str) -> tuple[Any, int]:
+    """The model creator hands over the encrypted weights of the next round."""
+    job = _store().job(job_id)
+    if job["status"] != "running":
+        raise Conflict(f"job {job_id} is {job['status']}")
+    body = json_body()
+    spec = JobSpec.from_json(job["spec"])
+    public_key = PublicKey.from_json(job["public_key"])
+    public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
+    round_number = require_int(body, "round", maximum=1_000_000)
+    weights = body.get("encrypted_weights")
+    decode_ciphertexts(weights, public_key, "body.encrypted_weights", spec.dimension)
+    _store().start_round(job_id, round_number)
+    runner = _runner()
+    current_app.extensions["worker"].submit(
+        runner.run_round, job_id, round_number, weights,
+        on_error=lambda exc: runner.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}"),
+    )
+    return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
+
+
+@jobs.post("/jobs/<job_id>/rounds/<int:round_number>/contributions")
+def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
+    """A data owner's packed, encrypted reply to a round it was asked for."""
+    body = json_body()
+    owner = require_str(body, "data_owner", max_length=64)
+    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
+    collector = current_app.extensions["round_registry"].get(job_id, round_number, attempt)
+    job = _store().job(job_id)
+    spec = JobSpec.from_json(job["spec"])
+    public_key = PublicKey.from_json(job["public_key"])
+    public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
+    ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
+                                     spec.layout.ciphertext_count(spec.reply_values))
+    collector.add(owner, ciphertexts)
+    return jsonify(status="accepted"), 202
+
+
+@jobs.post("/jobs/<job_id>/finish")
+def finish_job(job_id: str) -> tuple[Any, int]:
+    """The model creator closes a job, finished or failed; owners drop their state for it."""
+    _store().job(job_id)
+    body = json_body()
+    status = require_str(body, "status", max_length=20)
+    if status not in ("finished", "failed"):
+        raise SchemaError("body.status: expected 'finished' or 'failed'")
+    error = body.get("error") if isinstance(body.get("error"), str) else None
+    _store().set_job_status(job_id, status, error)
+    current_app.extensions["worker"].submit(_runner().forget_job, job_id)
+    return jsonify(job_id=job_id, status=status), 200
+

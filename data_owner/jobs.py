@@ -1,0 +1,53 @@
+"""The jobs a data owner has joined: its precomputed statistics for each, in memory.
+
+Joining reads the owner's CSV for the job's columns and precomputes the encoded statistics, so
+every later round costs the same whatever the number of rows. Nothing here outlives a restart:
+the coordinator re-sends the job to an owner that no longer knows it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from common.affine import EncryptedAffineMap
+from common.dataset import load_columns
+from common.errors import NotFound
+from common.paillier import PublicKey
+from common.protocol import JobSpec
+
+
+@dataclass(frozen=True)
+class JoinedJob:
+    spec: JobSpec
+    public_key: PublicKey
+    statistics: EncryptedAffineMap
+
+
+class JobBook:
+    """Thread-safe map of job id → :class:`JoinedJob`."""
+
+    def __init__(self, data_path: str) -> None:
+        self.data_path = data_path
+        self._lock = threading.Lock()
+        self._jobs: dict[str, JoinedJob] = {}
+
+    def join(self, spec: JobSpec, public_key: PublicKey) -> JoinedJob:
+        """Check the data against the job and precompute; raises DataError or EncodingOverflow."""
+        features, labels = load_columns(self.data_path, spec.features, spec.label)
+        statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
+        joined = JoinedJob(spec, public_key, statistics)
+        with self._lock:
+            self._jobs[spec.job_id] = joined
+        return joined
+
+    def get(self, job_id: str) -> JoinedJob:
+        with self._lock:
+            joined = self._jobs.get(job_id)
+        if joined is None:
+            raise NotFound(f"job {job_id} is unknown to this data owner")
+        return joined
+
+    def forget(self, job_id: str) -> bool:
+        with self._lock:
+            return self._jobs.pop(job_id, None) is not None

@@ -1,0 +1,74 @@
+"""HTTP endpoints of a data owner: join a job, answer rounds, leave a job."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from common.errors import SchemaError
+from common.paillier import PublicKey
+from common.protocol import JobSpec
+from common.service import json_body
+from common.wire import decode_ciphertexts, encode_ciphertexts, require_int
+
+logger = logging.getLogger(__name__)
+
+jobs = Blueprint("jobs", __name__)
+
+
+@jobs.put("/jobs/<job_id>")
+def join_job(job_id: str) -> tuple[Any, int]:
+    """Join a job if this owner's data can serve it; the error names file, column and row if not.
+
+    The answer says nothing about the data (not even the row count): the coordinator learns only
+    that this owner takes part.
+    """
+    body = json_body()
+    spec = JobSpec.from_json(body.get("spec"))
+    if spec.job_id != job_id:
+        raise SchemaError(f"spec.job_id: {spec.job_id!r} does not match the URL's job {job_id!r}")
+    public_key = PublicKey.from_json(body.get("public_key"))
+    public_key.check_fingerprint(spec.key_fingerprint, "spec.key_fingerprint")
+    if not spec.layout.fits(public_key.bits):
+        raise SchemaError("spec.layout: the slots do not fit the key's plaintext space")
+    current_app.extensions["job_book"].join(spec, public_key)
+    logger.info("joined job %s (%s on %d features)", job_id, spec.model, len(spec.features))
+    return jsonify(job_id=job_id, status="joined"), 200
+
+
+@jobs.post("/jobs/<job_id>/rounds")
+def answer_round(job_id: str) -> tuple[Any, int]:
+    """Accept a round's encrypted weights; the encrypted gradient is sent to the coordinator."""
+    joined = current_app.extensions["job_book"].get(job_id)
+    body = json_body()
+    joined.public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
+    round_number = require_int(body, "round", maximum=1_000_000)
+    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
+    weights = decode_ciphertexts(body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights",
+                                 joined.spec.dimension)
+    current_app.extensions["worker"].submit(
+        _contribute, current_app.config, current_app.extensions["client"], joined, round_number, attempt, weights
+    )
+    return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
+
+
+@jobs.delete("/jobs/<job_id>")
+def leave_job(job_id: str) -> tuple[Any, int]:
+    current_app.extensions["job_book"].forget(job_id)
+    return jsonify(job_id=job_id, status="left"), 200
+
+
+def _contribute(config, client, joined, round_number: int, attempt: int, weights: list) -> None:
+    """Evaluate the encrypted gradient and post it to the coordinator (runs in the worker)."""
+    ciphertexts = joined.statistics.evaluate(joined.public_key, weights, joined.spec)
+    client.post(
+        f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/contributions",
+        {
+            "data_owner": config["NAME"],
+            "attempt": attempt,
+            "key_fingerprint": joined.public_key.fingerprint,
+            "ciphertexts": encode_ciphertexts(ciphertexts, joined.public_key),
+        },
+    )

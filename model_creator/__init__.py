@@ -1,0 +1,38 @@
+"""The Model Creator: holds the Paillier private key and the models; decrypts only sums over
+all data owners of a round."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from common.http import PeerClient
+from common.service import Worker, create_base_app
+from model_creator.config import DEFAULTS, ENV_PREFIX
+from model_creator.keystore import KeyStore
+from model_creator.runner import Trainer
+from model_creator.store import ModelStore
+from model_creator.views import callbacks, models
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the model-creator app; the key is loaded or generated on first use."""
+    app = create_base_app("model_creator", DEFAULTS, ENV_PREFIX, config)
+    state_dir = Path(app.config["STATE_DIR"])
+    store = ModelStore(state_dir / "model_creator.sqlite3")
+    store.fail_unfinished("interrupted: the model creator restarted while the job was in flight")
+    keys = KeyStore(state_dir, int(app.config["KEY_BITS"]))
+    traffic_log = app.extensions.get("traffic_log")
+    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None)
+    worker = Worker("model-creator")
+    app.extensions.update(
+        model_store=store,
+        key_store=keys,
+        trainer=Trainer(store, keys, client, worker, app.config),
+    )
+    app.register_blueprint(models)
+    app.register_blueprint(callbacks)
+    return app

@@ -1,0 +1,30 @@
+"""``python -m model_creator``: serve the Model Creator (the model deployer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.cli import base_config, base_parser
+from common.service import configure_logging, serve
+from model_creator import create_app
+from model_creator.config import DEFAULTS
+
+
+def main() -> None:
+    parser = base_parser("Federated training model creator (holds the key, trains, predicts).", 9090, "model_creator")
+    parser.add_argument("--coordinator", default=DEFAULTS["COORDINATOR_URL"], help="coordinator URL (default: %(default)s)")
+    parser.add_argument("--test-data", type=Path, default=Path(DEFAULTS["TEST_DATA"]),
+                        help="CSV the prediction endpoint scores models on (default: the shipped test split)")
+    parser.add_argument("--key-bits", type=int, default=DEFAULTS["KEY_BITS"], choices=[1024, 2048, 3072, 4096],
+                        help="Paillier modulus size for a newly generated key (default: %(default)s)")
+    args = parser.parse_args()
+    configure_logging(args.log_level)
+    config = base_config(args)
+    config.update(COORDINATOR_URL=args.coordinator, TEST_DATA=str(args.test_data.resolve()), KEY_BITS=args.key_bits)
+    app = create_app(config)
+    app.extensions["key_store"].private_key()
+    serve(app, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The model creator's persistent state: every model (its request, status, coefficients) and
+the history of its rounds, in SQLite under the state directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from common.errors import NotFound
+from common.storage import SQLiteStore
+
+
+class ModelStore(SQLiteStore):
+    schema = """
+    CREATE TABLE IF NOT EXISTS models (
+        model_id TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT NOT NULL,
+        key_fingerprint TEXT, round INTEGER NOT NULL DEFAULT 0, error TEXT,
+        coefficients TEXT, stop_reason TEXT, data_owners TEXT,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS history (
+        model_id TEXT NOT NULL, round INTEGER NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (model_id, round)
+    );
+    """
+
+    def create(self, model_id: str, request: dict[str, Any]) -> None:
+        now = time.time()
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO models (model_id, status, request, created_at, updated_at) VALUES (?, 'pending', ?, ?, ?)",
+                (model_id, json.dumps(request), now, now),
+            )
+
+    def set_running(self, model_id: str, key_fingerprint: str) -> None:
+        self._update(model_id, status="running", key_fingerprint=key_fingerprint)
+
+    def record_round(self, model_id: str, record: dict[str, Any]) -> None:
+        """Append a round's history entry and advance the model's round counter, atomically."""
+        with self.connect() as db:
+            db.execute("INSERT INTO history VALUES (?, ?, ?)", (model_id, record["round"], json.dumps(record)))
+            db.execute("UPDATE models SET round = ?, updated_at = ? WHERE model_id = ?",
+                       (record["round"] + 1, time.time(), model_id))
+
+    def finish(self, model_id: str, coefficients: dict[str, float], stop_reason: str, data_owners: list[str]) -> None:
+        self._update(model_id, status="finished", coefficients=json.dumps(coefficients), stop_reason=stop_reason,
+                     data_owners=json.dumps(data_owners))
+
+    def fail(self, model_id: str, error: str) -> None:
+        self._update(model_id, status="failed", error=error)
+
+    def fail_unfinished(self, error: str) -> int:
+        """Mark every pending or running model failed (after a restart); returns how many."""
+        with self.connect() as db:
+            cursor = db.execute(
+                "UPDATE models SET status = 'failed', error = ?, updated_at = ? WHERE status IN ('pending', 'running')",
+                (error, time.time()),
+            )
+            return cursor.rowcount
+
+    def get(self, model_id: str) -> dict[str, Any]:
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM models WHERE model_id = ?", (model_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"model {model_id} does not exist")
+            history = [json.loads(r["record"]) for r in
+                       db.execute("SELECT record FROM history WHERE model_id = ? ORDER BY round", (model_id,))]
+        return _model(row, history)
+
+    def latest_finished(self) -> dict[str, Any]:
+        with self.connect() as db:
+            row = db.execute(
+                "SELECT model_id FROM models WHERE status = 'finished' ORDER BY updated_at DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            raise NotFound("no model has finished training yet; POST /model starts one")
+        return self.get(row["model_id"])
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM models ORDER BY created_at").fetchall()
+        return [_model(row, None) for row in rows]
+
+    def _update(self, model_id: str, **fields: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.connect() as db:
+            db.execute(f"UPDATE models SET {assignments}, updated_at = ? WHERE model_id = ?",
+                       (*fields.values(), time.time(), model_id))
+
+
+def _model(row: Any, history: list[dict[str, Any]] | None) -> dict[str, Any]:
+    request = json.loads(row["request"])
+    model = {
+        "model_id": row["model_id"],
+        "status": row["status"],
+        "model": request["model"],
+        "features": request["features"],
+        "label": request["label"],
+        "optimizer": request["optimizer"],
+        "round": row["round"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+    if row["error"]:
+        model["error"] = row["error"]
+    if row["coefficients"]:
+        model["coefficients"] = json.loads(row["coefficients"])
+        model["stop_reason"] = row["stop_reason"]
+        model["data_owners"] = json.loads(row["data_owners"])
+    if history is not None:
+        model["history"] = history
+    return model
