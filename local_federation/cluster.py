@@ -1,0 +1,197 @@
+"""Start, use and stop the three kinds of party as real processes on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from common.cli import CHECKOUT
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Party:
+    """One running service."""
+
+    name: str
+    module: str
+    port: int
+    arguments: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, environment: dict[str, str]) -> None:
+        command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.arguments]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
+                                        cwd=CHECKOUT, start_new_session=True)
+        log.close()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalFederation:
+    """A coordinator, data owners (name → CSV) and a model creator under one work directory.
+
+    ``environment`` adds variables to every party's environment (e.g. ``FT_COORDINATOR_ROUND_TIMEOUT``);
+    ``coordinator_traffic_log`` records every byte the coordinator receives and sends.
+    """
+
+    workdir: Path
+    owners: Sequence[tuple[str, Path]]
+    test_data: Path | None = None
+    key_bits: int = 2048
+    environment: dict[str, str] = field(default_factory=dict)
+    coordinator_traffic_log: Path | None = None
+    startup_timeout: float = 60.0
+    parties: dict[str, Party] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.session = requests.Session()
+
+    @property
+    def coordinator(self) -> Party:
+        return self.parties["coordinator"]
+
+    @property
+    def model_creator(self) -> Party:
+        return self.parties["model_creator"]
+
+    def start(self) -> LocalFederation:
+        """Start every party and wait until all are healthy and every owner is registered."""
+        coordinator_args = ["--state-dir", str(self.workdir / "coordinator")]
+        if self.coordinator_traffic_log:
+            coordinator_args += ["--traffic-log", str(self.coordinator_traffic_log)]
+        self._add("coordinator", "coordinator", coordinator_args)
+        for name, data in self.owners:
+            self.add_data_owner(name, data, start=False)
+        creator_args = ["--state-dir", str(self.workdir / "model_creator"), "--coordinator", self.coordinator.url,
+                        "--key-bits", str(self.key_bits)]
+        if self.test_data:
+            creator_args += ["--test-data", str(self.test_data)]
+        self._add("model_creator", "model_creator", creator_args)
+        for party in self.parties.values():
+            party.start(self._environment())
+        for party in self.parties.values():
+            self.wait_healthy(party)
+        self.wait_registered([name for name, _ in self.owners])
+        return self
+
+    def add_data_owner(self, name: str, data: Path, start: bool = True) -> Party:
+        """Add (and by default start) a data owner serving ``data``."""
+        party = self._add(f"data_owner:{name}", "data_owner", [
+            "--name", name, "--data", str(data), "--coordinator", self.coordinator.url,
+            "--state-dir", str(self.workdir / f"data_owner_{name}"),
+        ])
+        if start:
+            party.start(self._environment())
+            self.wait_healthy(party)
+            self.wait_registered([name])
+        return party
+
+    def data_owner(self, name: str) -> Party:
+        return self.parties[f"data_owner:{name}"]
+
+    def stop(self) -> None:
+        for party in reversed(list(self.parties.values())):
+            party.stop()
+        self.session.close()
+
+    def __enter__(self) -> LocalFederation:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def wait_healthy(self, party: Party) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if party.process is not None and party.process.poll() is not None:
+                raise RuntimeError(f"{party.name} exited with {party.process.returncode}:\n{party.log_tail()}")
+            try:
+                if self.session.get(f"{party.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{party.name} was not healthy within {self.startup_timeout} s:\n{party.log_tail()}")
+
+    def wait_registered(self, names: Sequence[str]) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            answer = self.session.get(f"{self.coordinator.url}/data_owners", timeout=5).json()
+            if set(names) <= {owner["name"] for owner in answer["data_owners"]}:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"data owners {list(names)} did not register within {self.startup_timeout} s")
+
+    def train(self, body: dict[str, Any] | None = None, timeout: float = 600.0) -> dict[str, Any]:
+        """Start a job at the model creator and wait until it has finished or failed."""
+        response = self.session.post(f"{self.model_creator.url}/model", json=body, timeout=30)
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /model answered {response.status_code}: {response.text}")
+        return self.wait_model(response.json()["model_id"], timeout)
+
+    def wait_model(self, model_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.session.get(f"{self.model_creator.url}/model/{model_id}", timeout=30).json()
+            if model["status"] in ("finished", "failed"):
+                return model
+            time.sleep(0.1)
+        raise TimeoutError(f"model {model_id} did not finish within {timeout} s")
+
+    def prediction(self, model_id: str | None = None) -> dict[str, Any]:
+        params = {"model_id": model_id} if model_id else None
+        response = self.session.get(f"{self.model_creator.url}/prediction", params=params, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def _add(self, name: str, module: str, arguments: list[str]) -> Party:
+        party = Party(name, module, free_port(), arguments, self.workdir / f"{name.replace(':', '_')}.log")
+        self.parties[name] = party
+        return party
+
+    def _environment(self) -> dict[str, str]:
+        environment = {**os.environ, **self.environment}
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), environment.get("PYTHONPATH")]))
+        return environment

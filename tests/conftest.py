@@ -1,0 +1,69 @@
+"""Fixtures shared by every test: a small session-wide key pair, app factories with test
+configuration for each service, and a factory for whole federations of real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.paillier import PrivateKey
+from local_federation.cluster import LocalFederation
+
+SHIPPED = Path(__file__).resolve().parent.parent / "data" / "diabetes"
+DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+
+
+@pytest.fixture(scope="session")
+def small_key() -> PrivateKey:
+    """A 1024-bit key pair, generated once: fast enough for every unit test."""
+    return PrivateKey.generate(1024)
+
+
+@pytest.fixture(scope="session")
+def other_small_key() -> PrivateKey:
+    """A second, unrelated key pair, for wrong-key tests."""
+    return PrivateKey.generate(1024)
+
+
+@pytest.fixture
+def coordinator_app(tmp_path: Path):
+    from coordinator import create_app
+
+    return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "coordinator"), "ROUND_TIMEOUT": 5,
+                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5})
+
+
+@pytest.fixture
+def data_owner_app(tmp_path: Path):
+    from data_owner import create_app
+
+    return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "data_owner"), "NAME": "owner-under-test",
+                       "DATA": str(SHIPPED / "owner_a.csv"), "COORDINATOR_URL": "http://127.0.0.1:9",
+                       "REQUEST_TIMEOUT": 5})
+
+
+@pytest.fixture
+def model_creator_app(tmp_path: Path):
+    from model_creator import create_app
+
+    return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "model_creator"), "KEY_BITS": 1024,
+                       "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
+                       "REQUEST_TIMEOUT": 5})
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator:
+    """Call with owners (name → CSV path) and options; every federation started is stopped after the test."""
+    started: list[LocalFederation] = []
+
+    def start(owners, test_data=SHIPPED / "test.csv", key_bits=1024, **options) -> LocalFederation:
+        instance = LocalFederation(tmp_path / f"federation{len(started)}", list(owners), test_data=test_data,
+                                   key_bits=key_bits, **options)
+        started.append(instance)
+        return instance.start()
+
+    yield start
+    for instance in started:
+        instance.stop()
