@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.bigint import invert, mpz, powmod
+from concurrent.futures import Executor
+
+from common.bigint import mpz
 from common.encoding import encode_array
 from common.errors import EncodingOverflow, ProtocolViolation
 from common.models import MODELS
+from common.multiexp import MatrixPowerPlan
 from common.packing import check_values, pack_encrypted
 from common.paillier import PublicKey
 from common.protocol import JobSpec
+from common.randomness import ObfuscatorPool
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,14 @@ class EncryptedAffineMap:
         ``round(b_i · 2**(data_frac_bits + weight_frac_bits))``, at the gradient's scale.
     row_count
         The owner's number of rows, summed encrypted so the model creator can average.
+    plan
+        The multi-exponentiation schedule of ``matrix``, recoded once per job.
     """
 
     matrix: tuple[tuple[int, ...], ...]
     offset: tuple[int, ...]
     row_count: int
+    plan: MatrixPowerPlan
 
     @classmethod
     def prepare(cls, spec: JobSpec, features: np.ndarray, labels: np.ndarray, source: str) -> EncryptedAffineMap:
@@ -61,22 +68,22 @@ class EncryptedAffineMap:
             raise EncodingOverflow(
                 f"{exc.message}; the data are too large for the job's slot layout"
             ) from exc
-        return cls(rows, tuple(offset), int(len(labels)))
+        return cls(rows, tuple(offset), int(len(labels)), MatrixPowerPlan.for_matrix(rows))
 
-    def evaluate(self, public_key: PublicKey, encrypted_weights: Sequence[mpz], spec: JobSpec) -> list[mpz]:
-        """E(row count) and E(A_i w − b_i), packed into the job's layout, each re-randomised."""
+    def evaluate(self, public_key: PublicKey, encrypted_weights: Sequence[mpz], spec: JobSpec,
+                 pool: ObfuscatorPool | None = None, executor: Executor | None = None, parts: int = 1) -> list[mpz]:
+        """E(row count) and E(A_i w − b_i), packed into the job's layout, each re-randomised.
+
+        ``pool`` supplies the re-randomisers made ahead of time; ``executor`` and ``parts`` split
+        the matrix–vector product over workers.
+        """
         if len(encrypted_weights) != len(self.offset):
             raise ProtocolViolation(
                 f"expected {len(self.offset)} encrypted weights, got {len(encrypted_weights)}"
             )
         nsquare = public_key.nsquare
-        inverses = [invert(c, nsquare) for c in encrypted_weights]
-        gradient = []
-        for row, b in zip(self.matrix, self.offset):
-            accumulator = public_key.raw_constant(-b)
-            for a, base, inverse in zip(row, encrypted_weights, inverses):
-                if a:
-                    accumulator = accumulator * powmod(base if a > 0 else inverse, abs(a), nsquare) % nsquare
-            gradient.append(accumulator)
+        products = self.plan.evaluate(encrypted_weights, nsquare, executor, parts)
+        gradient = [public_key.raw_add_constant(product, -b) for product, b in zip(products, self.offset)]
         values = [public_key.raw_constant(self.row_count), *gradient]
-        return [public_key.rerandomise(c) for c in pack_encrypted(public_key, values, spec.layout)]
+        packed = pack_encrypted(public_key, values, spec.layout)
+        return [public_key.rerandomise(c, pool.take() if pool else None) for c in packed]

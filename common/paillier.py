@@ -61,9 +61,15 @@ class PublicKey:
         """A fresh encryption of zero, ``r ** n mod n²`` for a random unit r."""
         return powmod(random_unit(self.n), self.n, self.nsquare)
 
-    def raw_encrypt(self, plaintext: int) -> mpz:
-        """Encrypt an integer of Z_n (negative values wrap to n − |v|) with fresh randomness."""
-        return self.raw_constant(plaintext) * self.raw_obfuscator() % self.nsquare
+    def raw_encrypt(self, plaintext: int, obfuscator: mpz | None = None) -> mpz:
+        """Encrypt an integer of Z_n (negative values wrap to n − |v|) with fresh randomness.
+
+        ``obfuscator`` is a fresh ``r ** n`` made ahead of time (see :mod:`common.randomness`);
+        one must never be used twice, or the two ciphertexts could be related.
+        """
+        if obfuscator is None:
+            obfuscator = self.raw_obfuscator()
+        return self.raw_constant(plaintext) * obfuscator % self.nsquare
 
     def raw_add(self, a: mpz, b: mpz) -> mpz:
         """E(x), E(y) → E(x + y)."""
@@ -77,14 +83,16 @@ class PublicKey:
         """E(x), k → E(k·x) for an integer k of either sign."""
         return powmod_signed(ciphertext, scalar, self.nsquare)
 
-    def rerandomise(self, ciphertext: mpz) -> mpz:
+    def rerandomise(self, ciphertext: mpz, obfuscator: mpz | None = None) -> mpz:
         """The same plaintext under fresh randomness.
 
         Whoever receives a re-randomised ciphertext cannot link it to the ciphertexts it was
         computed from, so a party holding E(w) cannot test guesses about the coefficients that
-        were applied to it.
+        were applied to it. ``obfuscator`` is as for :meth:`raw_encrypt`.
         """
-        return ciphertext * self.raw_obfuscator() % self.nsquare
+        if obfuscator is None:
+            obfuscator = self.raw_obfuscator()
+        return ciphertext * obfuscator % self.nsquare
 
     def check_ciphertext(self, value: int, where: str) -> mpz:
         """Return ``value`` as a ciphertext if it can be one under this key, else raise.

@@ -15,6 +15,7 @@ from flask import Flask
 
 from common.errors import UpstreamError
 from common.http import PeerClient
+from common.processes import ProcessPool
 from common.service import Worker, create_base_app
 from data_owner.config import DEFAULTS, ENV_PREFIX
 from data_owner.jobs import JobBook
@@ -31,6 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         job_book=JobBook(app.config["DATA"]),
         client=PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None),
         worker=Worker("data-owner-rounds"),
+        processes=ProcessPool(app.config["WORKER_PROCESSES"]),
     )
     app.register_blueprint(jobs)
     return app

@@ -14,4 +14,6 @@ DEFAULTS = {
     "REQUEST_TIMEOUT": 30.0,
     "REGISTER_INTERVAL": 2.0,
     "TRAFFIC_LOG": None,
+    # Processes sharing each round's encrypted matrix–vector product; None: one per core.
+    "WORKER_PROCESSES": None,
 }

@@ -15,13 +15,17 @@ from common.dataset import load_columns
 from common.errors import NotFound
 from common.paillier import PublicKey
 from common.protocol import JobSpec
+from common.randomness import ObfuscatorPool
 
 
 @dataclass(frozen=True)
 class JoinedJob:
+    """A job this owner takes part in; ``pool`` re-randomises its replies."""
+
     spec: JobSpec
     public_key: PublicKey
     statistics: EncryptedAffineMap
+    pool: ObfuscatorPool
 
 
 class JobBook:
@@ -36,9 +40,13 @@ class JobBook:
         """Check the data against the job and precompute; raises DataError or EncodingOverflow."""
         features, labels = load_columns(self.data_path, spec.features, spec.label)
         statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
-        joined = JoinedJob(spec, public_key, statistics)
+        pool = ObfuscatorPool(public_key, 2 * spec.layout.ciphertext_count(spec.reply_values)).start()
+        joined = JoinedJob(spec, public_key, statistics, pool)
         with self._lock:
+            previous = self._jobs.get(spec.job_id)
             self._jobs[spec.job_id] = joined
+        if previous is not None:
+            previous.pool.stop()
         return joined
 
     def get(self, job_id: str) -> JoinedJob:
@@ -50,4 +58,7 @@ class JobBook:
 
     def forget(self, job_id: str) -> bool:
         with self._lock:
-            return self._jobs.pop(job_id, None) is not None
+            joined = self._jobs.pop(job_id, None)
+        if joined is not None:
+            joined.pool.stop()
+        return joined is not None

@@ -49,7 +49,8 @@ def answer_round(job_id: str) -> tuple[Any, int]:
     weights = decode_ciphertexts(body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights",
                                  joined.spec.dimension)
     current_app.extensions["worker"].submit(
-        _contribute, current_app.config, current_app.extensions["client"], joined, round_number, attempt, weights
+        _contribute, current_app.config, current_app.extensions["client"], current_app.extensions["processes"],
+        joined, round_number, attempt, weights,
     )
     return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
 
@@ -60,9 +61,10 @@ def leave_job(job_id: str) -> tuple[Any, int]:
     return jsonify(job_id=job_id, status="left"), 200
 
 
-def _contribute(config, client, joined, round_number: int, attempt: int, weights: list) -> None:
+def _contribute(config, client, processes, joined, round_number: int, attempt: int, weights: list) -> None:
     """Evaluate the encrypted gradient and post it to the coordinator (runs in the worker)."""
-    ciphertexts = joined.statistics.evaluate(joined.public_key, weights, joined.spec)
+    ciphertexts = joined.statistics.evaluate(joined.public_key, weights, joined.spec, joined.pool,
+                                             processes.executor(), processes.parts)
     client.post(
         f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/contributions",
         {

@@ -119,7 +119,9 @@ class Trainer:
 
     def _close(self, model_id: str, status: str, error: str | None) -> None:
         with self._lock:
-            self._runs.pop(model_id, None)
+            run = self._runs.pop(model_id, None)
+        if run is not None:
+            run.close()
         try:
             self.client.post(f"{self.coordinator}/jobs/{model_id}/finish", {"status": status, "error": error})
         except UpstreamError as exc:

@@ -22,6 +22,7 @@ from common.models import MODELS, mean_squared_error, predict
 from common.packing import SlotLayout, unpack_sum
 from common.paillier import PrivateKey
 from common.protocol import MAX_FEATURES, JobSpec
+from common.randomness import ObfuscatorPool
 from common.solvers import ConjugateDirections, GradientDescent, Optimizer
 from common.wire import require_int, require_number, require_str, require_str_list
 
@@ -116,6 +117,7 @@ class TrainingRun:
             key_fingerprint=public_key.fingerprint,
         )
         self.optimizer = self._optimizer()
+        self.pool = ObfuscatorPool(public_key, 2 * self.spec.dimension).start()
         self.round = 0
         self.round_started = time.monotonic()
         self.data_owners: list[str] | None = None
@@ -136,7 +138,11 @@ class TrainingRun:
         """This round's query point, encrypted under the model creator's key with fresh randomness."""
         self.round_started = time.monotonic()
         public_key = self.private_key.public_key
-        return [public_key.raw_encrypt(q) for q in self.optimizer.query]
+        return [public_key.raw_encrypt(q, self.pool.take()) for q in self.optimizer.query]
+
+    def close(self) -> None:
+        """Stop making encryption randomness for this run."""
+        self.pool.stop()
 
     def absorb(self, ciphertexts: Sequence, data_owners: list[str], failures: dict[str, str]) -> RoundRecord:
         """Decrypt and check a round's aggregate, then step the optimiser."""
