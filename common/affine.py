@@ -53,7 +53,7 @@ class EncryptedAffineMap:
         The check uses the largest weight the job allows, so a round can never overflow later,
         whatever weights the model creator sends.
         """
-        gram, moment = MODELS[spec.model](features, labels)
+        gram, moment = MODELS[spec.model].statistics(features, labels)
         bound_bits = spec.layout.value_bits
         matrix_bits = bound_bits - spec.weight_bits - spec.weight_frac_bits
         matrix = encode_array(gram, spec.data_frac_bits, matrix_bits, f"{source}: XᵀX")

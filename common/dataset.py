@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +20,38 @@ from common.errors import DataError
 def load_columns(path: str | Path, features: Sequence[str], label: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The feature matrix and label vector (``None`` when ``label`` is) read from a CSV file."""
     path = Path(path)
-    columns = [*features, *([label] if label is not None else [])]
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if not header or not any(name.strip() for name in header):
-                raise DataError(f"{path}: file is empty (no header line)")
-            positions = _column_positions(path, [name.strip() for name in header], columns)
-            values = [_parse_row(path, number, row, columns, positions) for number, row in enumerate(reader, 1)]
+            return read_columns(handle, features, label, str(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+
+
+def read_columns(lines: Iterable[str], features: Sequence[str], label: str | None, source: str,
+                 allow_extra: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """As :func:`load_columns`, from lines of CSV text; ``source`` names them in errors.
+
+    With ``allow_extra=False`` a column that is neither a feature nor the label is an error.
+    """
+    columns = [*features, *([label] if label is not None else [])]
+    try:
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if not header or not any(name.strip() for name in header):
+            raise DataError(f"{source}: file is empty (no header line)")
+        header = [name.strip() for name in header]
+        if not allow_extra:
+            extra = [name for name in header if name not in columns]
+            if extra:
+                raise DataError(f"{source}: unknown column(s) {', '.join(map(repr, extra))}")
+        positions = _column_positions(source, header, columns)
+        values = [_parse_row(source, number, row, columns, positions) for number, row in enumerate(reader, 1)]
+    except csv.Error as exc:
+        raise DataError(f"{source}: not a readable CSV file ({exc})") from exc
     if not values:
-        raise DataError(f"{path}: file has a header but no rows")
+        raise DataError(f"{source}: file has a header but no rows")
     table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
     if label is None:
         return table, None
@@ -54,7 +71,7 @@ def read_header(path: str | Path) -> list[str]:
     return [name.strip() for name in header]
 
 
-def _column_positions(path: Path, header: list[str], columns: Sequence[str]) -> list[int]:
+def _column_positions(path: str, header: list[str], columns: Sequence[str]) -> list[int]:
     missing = [name for name in columns if name not in header]
     if missing:
         raise DataError(
@@ -67,7 +84,7 @@ def _column_positions(path: Path, header: list[str], columns: Sequence[str]) -> 
     return [header.index(name) for name in columns]
 
 
-def _parse_row(path: Path, number: int, row: list[str], columns: Sequence[str], positions: list[int]) -> list[float]:
+def _parse_row(path: str, number: int, row: list[str], columns: Sequence[str], positions: list[int]) -> list[float]:
     parsed = []
     for name, position in zip(columns, positions):
         if position >= len(row):

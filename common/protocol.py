@@ -20,6 +20,10 @@ from common.wire import require_int, require_object, require_str, require_str_li
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FEATURES = 500
 
+GRADIENT = "gradient"
+STATISTICS = "statistics"
+ROUND_KINDS = (GRADIENT, STATISTICS)
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -59,10 +63,19 @@ class JobSpec:
         """Scale of a gradient coordinate: data scale times weight scale."""
         return self.data_frac_bits + self.weight_frac_bits
 
-    @property
-    def reply_values(self) -> int:
-        """Signed values in a data owner's reply: its row count, then the gradient."""
+    def reply_values(self, kind: str = GRADIENT) -> int:
+        """Signed values in a data owner's reply to a round of ``kind``.
+
+        A gradient round: the row count, then the gradient. A statistics round: the row count,
+        then each feature's sum, then each feature's sum of squares.
+        """
+        if kind == STATISTICS:
+            return 1 + 2 * len(self.features)
         return 1 + self.dimension
+
+    def reply_ciphertexts(self, kind: str = GRADIENT) -> int:
+        """Packed ciphertexts in a data owner's reply to a round of ``kind``."""
+        return self.layout.ciphertext_count(self.reply_values(kind))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
+
+import numpy as np
 
 from common.bigint import rational
 from common.encoding import encode
@@ -131,26 +134,97 @@ class ConjugateDirections(Optimizer):
         self._directions.append((direction, image, curvature))
 
 
-class GradientDescent(Optimizer):
-    """Plain gradient descent on the mean gradient with a fixed learning rate (the seed's)."""
+@dataclass(frozen=True)
+class Scaling:
+    """Standardisation as a change of coordinates, done by the model creator alone.
 
-    def __init__(
-        self, dimension: int, weight_frac_bits: int, weight_bits: int, max_rounds: int, learning_rate: float
-    ) -> None:
+    The optimiser works on coefficients v of standardised features z_k = (x_k − μ_k) / σ_k;
+    the weights sent out are the same model in original units, ``w = T v``, and the gradient
+    that comes back is mapped with ``Tᵀ``. Data owners keep computing on their raw rows and never
+    learn μ or σ.
+    """
+
+    means: tuple[float, ...]
+    stds: tuple[float, ...]
+
+    def to_original(self, standardised: np.ndarray) -> np.ndarray:
+        mu, sigma = np.asarray(self.means), np.asarray(self.stds)
+        slopes = standardised[1:] / sigma
+        return np.concatenate([[standardised[0] - slopes @ mu], slopes])
+
+    def to_standardised(self, original: np.ndarray) -> np.ndarray:
+        mu, sigma = np.asarray(self.means), np.asarray(self.stds)
+        return np.concatenate([[original[0] + original[1:] @ mu], original[1:] * sigma])
+
+    def gradient_to_standardised(self, gradient: np.ndarray) -> np.ndarray:
+        mu, sigma = np.asarray(self.means), np.asarray(self.stds)
+        return np.concatenate([[gradient[0]], gradient[1:] / sigma - mu / sigma * gradient[0]])
+
+
+class FirstOrder(Optimizer):
+    """Gradient descent (the seed's), momentum or Adam on the mean gradient, optionally standardised.
+
+    Stops when the mean gradient's norm falls below ``tolerance``, when a step changes the
+    coefficients by less than ``relative_tolerance`` of their norm, or at ``max_rounds``.
+    """
+
+    RULES = ("gd", "momentum", "adam")
+
+    def __init__(self, dimension: int, weight_frac_bits: int, weight_bits: int, max_rounds: int, rule: str,
+                 learning_rate: float, tolerance: float = 0.0, relative_tolerance: float = 0.0,
+                 momentum: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> None:
         super().__init__(dimension, weight_frac_bits, weight_bits, max_rounds)
-        self.learning_rate = rational(Fraction(learning_rate))
+        if rule not in self.RULES:
+            raise ValueError(f"unknown update rule {rule!r}")
+        self.rule = rule
+        self.learning_rate = learning_rate
+        self.tolerance = tolerance
+        self.relative_tolerance = relative_tolerance
+        self.momentum = momentum
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.scaling: Scaling | None = None
+        self._point = np.zeros(dimension)
+        self._velocity = np.zeros(dimension)
+        self._second_moment = np.zeros(dimension)
+        self._steps = 0
+
+    def set_scaling(self, scaling: Scaling) -> None:
+        """Work on standardised coordinates from now on (keeping the current model)."""
+        self._point = scaling.to_standardised(self._original())
+        self.scaling = scaling
 
     @property
     def coefficients(self) -> list[Fraction]:
-        return [Fraction(q, 1 << self.weight_frac_bits) for q in self.query]
+        return [Fraction(float(v)) for v in self._original()]
+
+    def _original(self) -> np.ndarray:
+        return self._point if self.scaling is None else self.scaling.to_original(self._point)
 
     def _step(self, gradient_sum: list, row_count: int) -> None:
-        if not any(gradient_sum):
-            self.stop_reason = "gradient is zero"
+        gradient = np.array([float(g) for g in gradient_sum]) / row_count
+        if self.scaling is not None:
+            gradient = self.scaling.gradient_to_standardised(gradient)
+        if float(np.linalg.norm(gradient)) <= self.tolerance:
+            self.stop_reason = f"gradient_norm <= {self.tolerance:g}"
             return
-        point = self._as_point(self.query)
-        step = self.learning_rate / row_count
-        self.query = self._encode_query([w - step * g for w, g in zip(point, gradient_sum)])
+        self._steps += 1
+        if self.rule == "gd":
+            step = self.learning_rate * gradient
+        elif self.rule == "momentum":
+            self._velocity = self.momentum * self._velocity + gradient
+            step = self.learning_rate * self._velocity
+        else:
+            self._velocity = self.momentum * self._velocity + (1 - self.momentum) * gradient
+            self._second_moment = self.beta2 * self._second_moment + (1 - self.beta2) * gradient**2
+            corrected = self._velocity / (1 - self.momentum**self._steps)
+            spread = np.sqrt(self._second_moment / (1 - self.beta2**self._steps))
+            step = self.learning_rate * corrected / (spread + self.epsilon)
+        previous = self._point
+        self._point = previous - step
+        if float(np.linalg.norm(step)) <= self.relative_tolerance * max(float(np.linalg.norm(previous)), 1e-300):
+            self.stop_reason = f"relative_change <= {self.relative_tolerance:g}"
+        self.query = self._encode_query([Fraction(float(v)) for v in self._original()])
 
 
 def _dot(a: Sequence, b: Sequence):

@@ -44,6 +44,7 @@ class RoundCollector:
     job_id: str
     round: int
     attempt: int
+    kind: str
     expected: frozenset[str]
     replies: dict[str, list[mpz]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)

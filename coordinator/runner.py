@@ -39,13 +39,13 @@ class RoundRunner:
         self._joined: dict[str, set[str]] = {}
         self._refused: dict[str, dict[str, str]] = {}
 
-    def run_round(self, job_id: str, round_number: int, encrypted_weights: list[str]) -> None:
+    def run_round(self, job_id: str, round_number: int, kind: str, encrypted_weights: list[str] | None) -> None:
         """Run one round to its end: the aggregate goes to the model creator, or the job fails."""
         job = self.store.job(job_id)
         spec = JobSpec.from_json(job["spec"])
         started = time.monotonic()
         for attempt in range(1, self.round_retries + 2):
-            collector = self._attempt(job, spec, round_number, attempt, encrypted_weights)
+            collector = self._attempt(job, spec, round_number, attempt, kind, encrypted_weights)
             if len(collector.replies) >= spec.min_data_owners:
                 break
             logger.warning("job %s round %d attempt %d: %d of %d required replies; failures: %s",
@@ -68,6 +68,7 @@ class RoundRunner:
         logger.info("job %s round %d: aggregated %d contribution(s)", job_id, round_number, len(contributors))
         self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", {
             "round": round_number,
+            "kind": kind,
             "key_fingerprint": public_key.fingerprint,
             "ciphertexts": encode_ciphertexts(summed, public_key),
             "contributors": contributors,
@@ -96,28 +97,32 @@ class RoundRunner:
             except UpstreamError as exc:
                 logger.warning("could not release job %s at %s: %s", job_id, name, exc.message)
 
-    def _attempt(self, job: dict, spec: JobSpec, round_number: int, attempt: int, weights: list[str]) -> RoundCollector:
+    def _attempt(self, job: dict, spec: JobSpec, round_number: int, attempt: int, kind: str,
+                 weights: list[str] | None) -> RoundCollector:
         owners = self.store.data_owners()
         with self._lock:
             refused = dict(self._refused.get(spec.job_id, {}))
         asked = {name: url for name, url in owners.items() if name not in refused}
-        collector = RoundCollector(spec.job_id, round_number, attempt, frozenset(asked))
+        collector = RoundCollector(spec.job_id, round_number, attempt, kind, frozenset(asked))
         for name, reason in refused.items():
             collector.failures[name] = reason
         self.registry.open(collector)
         try:
             for name, url in asked.items():
-                future = self._fan_out.submit(self._dispatch, job, name, url, round_number, attempt, weights)
+                future = self._fan_out.submit(self._dispatch, job, name, url, round_number, attempt, kind, weights)
                 future.add_done_callback(lambda f, name=name: _record_failure(collector, name, f))
             collector.wait(self.round_timeout)
         finally:
             self.registry.close(collector)
         return collector
 
-    def _dispatch(self, job: dict, name: str, url: str, round_number: int, attempt: int, weights: list[str]) -> None:
+    def _dispatch(self, job: dict, name: str, url: str, round_number: int, attempt: int, kind: str,
+                  weights: list[str] | None) -> None:
         job_id = job["job_id"]
-        message = {"round": round_number, "attempt": attempt,
-                   "key_fingerprint": job["public_key"]["fingerprint"], "encrypted_weights": weights}
+        message = {"round": round_number, "attempt": attempt, "kind": kind,
+                   "key_fingerprint": job["public_key"]["fingerprint"]}
+        if weights is not None:
+            message["encrypted_weights"] = weights
         if not self._is_joined(job_id, name):
             self._join(job, name, url)
         try:

@@ -24,7 +24,7 @@ class CoordinatorStore(SQLiteStore):
         created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
     CREATE TABLE IF NOT EXISTS rounds (
-        job_id TEXT NOT NULL, round INTEGER NOT NULL, attempts INTEGER NOT NULL,
+        job_id TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, attempts INTEGER NOT NULL,
         status TEXT NOT NULL, contributors TEXT NOT NULL, failures TEXT NOT NULL,
         started_at REAL NOT NULL, seconds REAL,
         PRIMARY KEY (job_id, round)
@@ -74,14 +74,14 @@ class CoordinatorStore(SQLiteStore):
                 (status, error, time.time(), job_id),
             )
 
-    def start_round(self, job_id: str, round_number: int) -> None:
+    def start_round(self, job_id: str, round_number: int, kind: str) -> None:
         """Record a round as started; a round is started once only."""
         with self.connect() as db:
             if db.execute("SELECT 1 FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone():
                 raise Conflict(f"round {round_number} of job {job_id} was already started")
             db.execute(
-                "INSERT INTO rounds VALUES (?, ?, 0, 'running', '[]', '{}', ?, NULL)",
-                (job_id, round_number, time.time()),
+                "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL)",
+                (job_id, round_number, kind, time.time()),
             )
 
     def finish_round(self, job_id: str, round_number: int, status: str, attempts: int,
@@ -97,7 +97,7 @@ class CoordinatorStore(SQLiteStore):
         with self.connect() as db:
             rows = db.execute("SELECT * FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)).fetchall()
         return [
-            {"round": r["round"], "status": r["status"], "attempts": r["attempts"],
+            {"round": r["round"], "kind": r["kind"], "status": r["status"], "attempts": r["attempts"],
              "contributors": json.loads(r["contributors"]), "failures": json.loads(r["failures"]),
              "seconds": r["seconds"]}
             for r in rows

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from common.errors import Conflict, SchemaError
 from common.paillier import PublicKey
-from common.protocol import JobSpec
+from common.protocol import GRADIENT, ROUND_KINDS, JobSpec
 from common.service import json_body
 from common.wire import decode_ciphertexts, require_int, require_str
 
@@ -73,12 +73,16 @@ def start_round(job_id: str) -> tuple[Any, int]:
     public_key = PublicKey.from_json(job["public_key"])
     public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     round_number = require_int(body, "round", maximum=1_000_000)
-    weights = body.get("encrypted_weights")
-    decode_ciphertexts(weights, public_key, "body.encrypted_weights", spec.dimension)
-    _store().start_round(job_id, round_number)
+    kind = body.get("kind", GRADIENT)
+    if kind not in ROUND_KINDS:
+        raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
+    weights = body.get("encrypted_weights") if kind == GRADIENT else None
+    if kind == GRADIENT:
+        decode_ciphertexts(weights, public_key, "body.encrypted_weights", spec.dimension)
+    _store().start_round(job_id, round_number, kind)
     runner = _runner()
     current_app.extensions["worker"].submit(
-        runner.run_round, job_id, round_number, weights,
+        runner.run_round, job_id, round_number, kind, weights,
         on_error=lambda exc: runner.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}"),
     )
     return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
@@ -96,7 +100,7 @@ def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
     public_key = PublicKey.from_json(job["public_key"])
     public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
-                                     spec.layout.ciphertext_count(spec.reply_values))
+                                     spec.reply_ciphertexts(collector.kind))
     collector.add(owner, ciphertexts)
     return jsonify(status="accepted"), 202
 

@@ -13,18 +13,25 @@ from dataclasses import dataclass
 from common.affine import EncryptedAffineMap
 from common.dataset import load_columns
 from common.errors import NotFound
+from common.models import MODELS, check_binary_labels
 from common.paillier import PublicKey
 from common.protocol import JobSpec
 from common.randomness import ObfuscatorPool
+from common.statistics import feature_sums
 
 
 @dataclass(frozen=True)
 class JoinedJob:
-    """A job this owner takes part in; ``pool`` re-randomises its replies."""
+    """A job this owner takes part in, with what it precomputed for it.
+
+    ``statistics`` answers gradient rounds, ``feature_sums`` statistics rounds, and ``pool``
+    supplies the randomness of every ciphertext sent.
+    """
 
     spec: JobSpec
     public_key: PublicKey
     statistics: EncryptedAffineMap
+    feature_sums: tuple[int, ...]
     pool: ObfuscatorPool
 
 
@@ -39,9 +46,12 @@ class JobBook:
     def join(self, spec: JobSpec, public_key: PublicKey) -> JoinedJob:
         """Check the data against the job and precompute; raises DataError or EncodingOverflow."""
         features, labels = load_columns(self.data_path, spec.features, spec.label)
+        if MODELS[spec.model].binary_labels:
+            check_binary_labels(labels, self.data_path, spec.label)
         statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
-        pool = ObfuscatorPool(public_key, 2 * spec.layout.ciphertext_count(spec.reply_values)).start()
-        joined = JoinedJob(spec, public_key, statistics, pool)
+        sums = tuple(feature_sums(features, spec, self.data_path))
+        pool = ObfuscatorPool(public_key, 2 * spec.reply_ciphertexts()).start()
+        joined = JoinedJob(spec, public_key, statistics, sums, pool)
         with self._lock:
             previous = self._jobs.get(spec.job_id)
             self._jobs[spec.job_id] = joined

@@ -9,8 +9,9 @@ from flask import Blueprint, current_app, jsonify
 
 from common.errors import SchemaError
 from common.paillier import PublicKey
-from common.protocol import JobSpec
+from common.protocol import GRADIENT, ROUND_KINDS, STATISTICS, JobSpec
 from common.service import json_body
+from common.statistics import encrypt_statistics
 from common.wire import decode_ciphertexts, encode_ciphertexts, require_int
 
 logger = logging.getLogger(__name__)
@@ -40,17 +41,26 @@ def join_job(job_id: str) -> tuple[Any, int]:
 
 @jobs.post("/jobs/<job_id>/rounds")
 def answer_round(job_id: str) -> tuple[Any, int]:
-    """Accept a round's encrypted weights; the encrypted gradient is sent to the coordinator."""
+    """Accept a round; the encrypted reply is computed in the worker and sent to the coordinator.
+
+    A gradient round brings encrypted weights and is answered with E(A_i w − b_i); a statistics
+    round is answered with the encrypted feature sums precomputed at join time.
+    """
     joined = current_app.extensions["job_book"].get(job_id)
     body = json_body()
     joined.public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     round_number = require_int(body, "round", maximum=1_000_000)
     attempt = require_int(body, "attempt", minimum=1, maximum=1000)
-    weights = decode_ciphertexts(body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights",
-                                 joined.spec.dimension)
+    kind = body.get("kind", GRADIENT)
+    if kind not in ROUND_KINDS:
+        raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
+    weights = None
+    if kind == GRADIENT:
+        weights = decode_ciphertexts(body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights",
+                                     joined.spec.dimension)
     current_app.extensions["worker"].submit(
         _contribute, current_app.config, current_app.extensions["client"], current_app.extensions["processes"],
-        joined, round_number, attempt, weights,
+        joined, round_number, attempt, kind, weights,
     )
     return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
 
@@ -61,10 +71,14 @@ def leave_job(job_id: str) -> tuple[Any, int]:
     return jsonify(job_id=job_id, status="left"), 200
 
 
-def _contribute(config, client, processes, joined, round_number: int, attempt: int, weights: list) -> None:
-    """Evaluate the encrypted gradient and post it to the coordinator (runs in the worker)."""
-    ciphertexts = joined.statistics.evaluate(joined.public_key, weights, joined.spec, joined.pool,
-                                             processes.executor(), processes.parts)
+def _contribute(config, client, processes, joined, round_number: int, attempt: int, kind: str,
+                weights: list | None) -> None:
+    """Compute the encrypted reply and post it to the coordinator (runs in the worker)."""
+    if kind == STATISTICS:
+        ciphertexts = encrypt_statistics(joined.public_key, joined.feature_sums, joined.spec, joined.pool)
+    else:
+        ciphertexts = joined.statistics.evaluate(joined.public_key, weights, joined.spec, joined.pool,
+                                                 processes.executor(), processes.parts)
     client.post(
         f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/contributions",
         {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -41,8 +40,7 @@ class Trainer:
 
     def start(self, request: TrainingRequest) -> str:
         """Record a new model as pending and hand its job to the worker; returns its id."""
-        model_id = uuid.uuid4().hex[:16]
-        self.store.create(model_id, request.to_json())
+        model_id = self.store.create(request.to_json())
         self.worker.submit(self._open_job, model_id, request, on_error=lambda exc: self._fail(model_id, exc))
         return model_id
 
@@ -53,12 +51,12 @@ class Trainer:
             raise NotFound(f"model {model_id} has no job in flight")
         return run
 
-    def accept_aggregate(self, model_id: str, round_number: int, ciphertexts: list, data_owners: list[str],
-                         failures: dict[str, str]) -> None:
+    def accept_aggregate(self, model_id: str, round_number: int, kind: str, ciphertexts: list,
+                         data_owners: list[str], failures: dict[str, str]) -> None:
         """Queue a checked aggregate for the worker; a round other than the awaited one is a conflict."""
         run = self.run(model_id)
-        if round_number != run.round:
-            raise Conflict(f"model {model_id} awaits round {run.round}, not {round_number}")
+        if round_number != run.round or kind != run.next_kind:
+            raise Conflict(f"model {model_id} awaits {run.next_kind} round {run.round}, not {kind} round {round_number}")
         self.worker.submit(self._absorb, model_id, ciphertexts, data_owners, failures,
                            on_error=lambda exc: self._fail(model_id, exc))
 
@@ -89,23 +87,21 @@ class Trainer:
         return load_columns(path, request.features, request.label)
 
     def _send_round(self, run: TrainingRun) -> None:
-        public_key = run.private_key.public_key
-        self.client.post(f"{self.coordinator}/jobs/{run.spec.job_id}/rounds", {
-            "round": run.round,
-            "key_fingerprint": public_key.fingerprint,
-            "encrypted_weights": encode_ciphertexts(run.encrypted_weights(), public_key),
-        })
+        message = run.round_message()
+        if "encrypted_weights" in message:
+            message["encrypted_weights"] = encode_ciphertexts(message["encrypted_weights"], run.private_key.public_key)
+        self.client.post(f"{self.coordinator}/jobs/{run.spec.job_id}/rounds", message)
 
     def _absorb(self, model_id: str, ciphertexts: list, data_owners: list[str], failures: dict[str, str]) -> None:
         run = self.run(model_id)
         record = run.absorb(ciphertexts, data_owners, failures)
         self.store.record_round(model_id, asdict(record))
-        logger.info("model %s round %d: %d contributor(s), gradient norm %.3g", model_id, record.round,
-                    record.contributors, record.gradient_norm)
+        logger.info("model %s round %d (%s): %d contributor(s)", model_id, record.round, record.kind,
+                    record.contributors)
         if not run.done:
             self._send_round(run)
             return
-        self.store.finish(model_id, run.coefficients(), run.optimizer.stop_reason or "", run.data_owners or [])
+        self.store.finish(model_id, run.result())
         logger.info("model %s finished after %d round(s): %s", model_id, run.round, run.optimizer.stop_reason)
         self._close(model_id, "finished", None)
 

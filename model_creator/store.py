@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 from common.errors import NotFound
@@ -15,8 +16,7 @@ class ModelStore(SQLiteStore):
     schema = """
     CREATE TABLE IF NOT EXISTS models (
         model_id TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT NOT NULL,
-        key_fingerprint TEXT, round INTEGER NOT NULL DEFAULT 0, error TEXT,
-        coefficients TEXT, stop_reason TEXT, data_owners TEXT,
+        key_fingerprint TEXT, round INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT,
         created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
     CREATE TABLE IF NOT EXISTS history (
@@ -25,13 +25,28 @@ class ModelStore(SQLiteStore):
     );
     """
 
-    def create(self, model_id: str, request: dict[str, Any]) -> None:
+    def create(self, request: dict[str, Any]) -> str:
+        """Record a new pending model; returns its id."""
+        model_id = uuid.uuid4().hex[:16]
         now = time.time()
         with self.connect() as db:
             db.execute(
                 "INSERT INTO models (model_id, status, request, created_at, updated_at) VALUES (?, 'pending', ?, ?, ?)",
                 (model_id, json.dumps(request), now, now),
             )
+        return model_id
+
+    def import_finished(self, request: dict[str, Any], result: dict[str, Any]) -> str:
+        """Store an exported model as a new finished model; returns its new id."""
+        model_id = uuid.uuid4().hex[:16]
+        now = time.time()
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO models (model_id, status, request, result, created_at, updated_at)"
+                " VALUES (?, 'finished', ?, ?, ?, ?)",
+                (model_id, json.dumps(request), json.dumps(result), now, now),
+            )
+        return model_id
 
     def set_running(self, model_id: str, key_fingerprint: str) -> None:
         self._update(model_id, status="running", key_fingerprint=key_fingerprint)
@@ -43,9 +58,9 @@ class ModelStore(SQLiteStore):
             db.execute("UPDATE models SET round = ?, updated_at = ? WHERE model_id = ?",
                        (record["round"] + 1, time.time(), model_id))
 
-    def finish(self, model_id: str, coefficients: dict[str, float], stop_reason: str, data_owners: list[str]) -> None:
-        self._update(model_id, status="finished", coefficients=json.dumps(coefficients), stop_reason=stop_reason,
-                     data_owners=json.dumps(data_owners))
+    def finish(self, model_id: str, result: dict[str, Any]) -> None:
+        """Store a finished model's result: coefficients, stop reason, owners, metrics, scaling."""
+        self._update(model_id, status="finished", result=json.dumps(result))
 
     def fail(self, model_id: str, error: str) -> None:
         self._update(model_id, status="failed", error=error)
@@ -61,7 +76,7 @@ class ModelStore(SQLiteStore):
 
     def get(self, model_id: str) -> dict[str, Any]:
         with self.connect() as db:
-            row = db.execute("SELECT * FROM models WHERE model_id = ?", (model_id,)).fetchone()
+            row = db.execute("SELECT rowid AS version, * FROM models WHERE model_id = ?", (model_id,)).fetchone()
             if row is None:
                 raise NotFound(f"model {model_id} does not exist")
             history = [json.loads(r["record"]) for r in
@@ -79,7 +94,7 @@ class ModelStore(SQLiteStore):
 
     def list(self) -> list[dict[str, Any]]:
         with self.connect() as db:
-            rows = db.execute("SELECT * FROM models ORDER BY created_at").fetchall()
+            rows = db.execute("SELECT rowid AS version, * FROM models ORDER BY rowid").fetchall()
         return [_model(row, None) for row in rows]
 
     def _update(self, model_id: str, **fields: Any) -> None:
@@ -93,21 +108,21 @@ def _model(row: Any, history: list[dict[str, Any]] | None) -> dict[str, Any]:
     request = json.loads(row["request"])
     model = {
         "model_id": row["model_id"],
+        "version": row["version"],
         "status": row["status"],
         "model": request["model"],
         "features": request["features"],
         "label": request["label"],
         "optimizer": request["optimizer"],
+        "request": request,
         "round": row["round"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
     if row["error"]:
         model["error"] = row["error"]
-    if row["coefficients"]:
-        model["coefficients"] = json.loads(row["coefficients"])
-        model["stop_reason"] = row["stop_reason"]
-        model["data_owners"] = json.loads(row["data_owners"])
+    if row["result"]:
+        model.update(json.loads(row["result"]))
     if history is not None:
         model["history"] = history
     return model

@@ -1,9 +1,10 @@
 """One training job as the model creator sees it, free of HTTP.
 
 :class:`TrainingRequest` is what a user asks for; :class:`TrainingRun` turns it into a job spec,
-encrypts each round's weights, and absorbs each round's aggregate: decrypt the packed sum,
-check it, and step the optimiser. Only sums over all of a round's data owners are ever
-decrypted, and an aggregate with fewer contributors than the job's minimum is refused.
+asks for a statistics round first when training on standardised features, encrypts each
+gradient round's weights, and absorbs each round's aggregate: decrypt the packed sum, check it,
+add the penalty's gradient, and step the optimiser. Only sums over all of a round's data owners
+are ever decrypted, and an aggregate with fewer contributors than the job's minimum is refused.
 """
 
 from __future__ import annotations
@@ -12,26 +13,32 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from common.encoding import decode
 from common.errors import ProtocolViolation, SchemaError
-from common.models import MODELS, mean_squared_error, predict
+from common.models import MODELS
 from common.packing import SlotLayout, unpack_sum
 from common.paillier import PrivateKey
-from common.protocol import MAX_FEATURES, JobSpec
+from common.protocol import GRADIENT, MAX_FEATURES, STATISTICS, JobSpec
 from common.randomness import ObfuscatorPool
-from common.solvers import ConjugateDirections, GradientDescent, Optimizer
+from common.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
+from common.statistics import FeatureStatistics
 from common.wire import require_int, require_number, require_str, require_str_list
 
-OPTIMIZERS = ("exact", "gd")
+OPTIMIZERS = ("exact", "gd", "momentum", "adam")
 
 
 @dataclass(frozen=True)
 class TrainingRequest:
-    """A user's training request, checked."""
+    """A user's training request, checked.
+
+    ``alpha`` penalises ½·alpha·‖w₁..‖² (not the intercept) on the coefficients of the features
+    the model is trained on: the standardised ones when ``standardize`` is set.
+    """
 
     model: str
     features: list[str]
@@ -41,24 +48,35 @@ class TrainingRequest:
     max_rounds: int | None
     min_data_owners: int
     max_abs_weight: float
+    alpha: float
+    standardize: bool
+    tolerance: float
+    relative_tolerance: float
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], config: Mapping[str, Any]) -> TrainingRequest:
         """Parse a ``POST /model`` body; every field is optional, every error names its field."""
         known = {"model", "features", "label", "optimizer", "learning_rate", "max_rounds", "min_data_owners",
-                 "max_abs_weight"}
+                 "max_abs_weight", "alpha", "standardize", "tolerance", "relative_tolerance"}
         unknown = sorted(set(body) - known)
         if unknown:
             raise SchemaError(f"body: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         model = body.get("model", "linear_regression")
         if model not in MODELS:
             raise SchemaError(f"body.model: unknown model {model!r}; known: {', '.join(MODELS)}")
+        kind = MODELS[model]
         optimizer = body.get("optimizer", "exact")
         if optimizer not in OPTIMIZERS:
             raise SchemaError(f"body.optimizer: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if "alpha" in body and not kind.penalised:
+            raise SchemaError(f"body.alpha: model {model!r} takes no penalty; use 'ridge'")
+        standardize = body.get("standardize", kind.standardize_by_default)
+        if not isinstance(standardize, bool):
+            raise SchemaError("body.standardize: expected true or false")
         defaults = {"features": list(config["DEFAULT_FEATURES"]), "label": config["DEFAULT_LABEL"],
-                    "learning_rate": 0.1, "min_data_owners": 1,
-                    "max_abs_weight": float(2 ** config["DEFAULT_WEIGHT_BITS"])}
+                    "learning_rate": 0.1, "min_data_owners": 1, "alpha": 1.0 if model == "ridge" else 0.0,
+                    "max_abs_weight": float(2 ** config["DEFAULT_WEIGHT_BITS"]), "tolerance": 1e-8,
+                    "relative_tolerance": 1e-12}
         merged = {**defaults, **body}
         features = require_str_list(merged, "features", max_items=MAX_FEATURES)
         label = require_str(merged, "label")
@@ -73,6 +91,10 @@ class TrainingRequest:
             max_rounds=require_int(merged, "max_rounds", minimum=1, maximum=100_000) if "max_rounds" in body else None,
             min_data_owners=require_int(merged, "min_data_owners", minimum=1, maximum=int(config["MAX_DATA_OWNERS"])),
             max_abs_weight=require_number(merged, "max_abs_weight", minimum=1.0, maximum=2.0**128),
+            alpha=require_number(merged, "alpha", minimum=0.0, maximum=1e12),
+            standardize=standardize,
+            tolerance=require_number(merged, "tolerance", minimum=0.0, maximum=1e6),
+            relative_tolerance=require_number(merged, "relative_tolerance", minimum=0.0, maximum=1.0),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -84,13 +106,15 @@ class RoundRecord:
     """What the history keeps of a round: nothing about any single data owner's values."""
 
     round: int
+    kind: str
     contributors: int
     data_owners: list[str]
     failures: dict[str, str]
-    gradient_norm: float
-    validation_mse: float | None
+    gradient_norm: float | None
+    validation: dict[str, float | None] | None
     restarted: bool
     seconds: float
+    stop_reason: str | None = None
 
 
 class TrainingRun:
@@ -99,6 +123,7 @@ class TrainingRun:
     def __init__(self, job_id: str, request: TrainingRequest, private_key: PrivateKey, config: Mapping[str, Any],
                  validation: tuple[np.ndarray, np.ndarray] | None) -> None:
         self.request = request
+        self.kind = MODELS[request.model]
         self.private_key = private_key
         self.validation = validation
         public_key = private_key.public_key
@@ -121,24 +146,34 @@ class TrainingRun:
         self.round = 0
         self.round_started = time.monotonic()
         self.data_owners: list[str] | None = None
+        self.feature_statistics: FeatureStatistics | None = None
+        self.penalty_weights: list[Fraction] = [Fraction(0)] + [Fraction(1)] * len(request.features)
 
     def _optimizer(self) -> Optimizer:
         spec, request = self.spec, self.request
-        if request.optimizer == "gd":
-            return GradientDescent(spec.dimension, spec.weight_frac_bits, spec.weight_bits,
-                                   request.max_rounds or 100, request.learning_rate)
-        return ConjugateDirections(spec.dimension, spec.weight_frac_bits, spec.weight_bits,
-                                   request.max_rounds or 4 * (spec.dimension + 1))
+        if request.optimizer == "exact":
+            return ConjugateDirections(spec.dimension, spec.weight_frac_bits, spec.weight_bits,
+                                       request.max_rounds or 4 * (spec.dimension + 1))
+        return FirstOrder(spec.dimension, spec.weight_frac_bits, spec.weight_bits, request.max_rounds or 100,
+                          request.optimizer, request.learning_rate, request.tolerance, request.relative_tolerance)
 
     @property
     def done(self) -> bool:
         return self.optimizer.done
 
-    def encrypted_weights(self) -> list:
-        """This round's query point, encrypted under the model creator's key with fresh randomness."""
+    @property
+    def next_kind(self) -> str:
+        """A statistics round first when training on standardised features, then gradient rounds."""
+        return STATISTICS if self.request.standardize and self.feature_statistics is None else GRADIENT
+
+    def round_message(self) -> dict[str, Any]:
+        """The next round's message to the coordinator, weights encrypted with fresh randomness."""
         self.round_started = time.monotonic()
         public_key = self.private_key.public_key
-        return [public_key.raw_encrypt(q, self.pool.take()) for q in self.optimizer.query]
+        message: dict[str, Any] = {"round": self.round, "kind": self.next_kind, "key_fingerprint": public_key.fingerprint}
+        if message["kind"] == GRADIENT:
+            message["encrypted_weights"] = [public_key.raw_encrypt(q, self.pool.take()) for q in self.optimizer.query]
+        return message
 
     def close(self) -> None:
         """Stop making encryption randomness for this run."""
@@ -146,9 +181,10 @@ class TrainingRun:
 
     def absorb(self, ciphertexts: Sequence, data_owners: list[str], failures: dict[str, str]) -> RoundRecord:
         """Decrypt and check a round's aggregate, then step the optimiser."""
+        kind = self.next_kind
         where = f"job {self.spec.job_id} round {self.round}"
         plaintexts = [self.private_key.raw_decrypt(c) for c in ciphertexts]
-        contributors, values = unpack_sum(plaintexts, self.spec.layout, self.spec.reply_values, where)
+        contributors, values = unpack_sum(plaintexts, self.spec.layout, self.spec.reply_values(kind), where)
         if contributors < self.spec.min_data_owners:
             raise ProtocolViolation(
                 f"{where}: the aggregate sums {contributors} data owner(s), fewer than the job's"
@@ -158,35 +194,71 @@ class TrainingRun:
             raise ProtocolViolation(
                 f"{where}: the coordinator names {len(data_owners)} contributor(s) but the aggregate sums {contributors}"
             )
+        if kind == STATISTICS:
+            record = self._absorb_statistics(values, where, data_owners, failures, contributors)
+        else:
+            record = self._absorb_gradient(values, where, data_owners, failures, contributors)
+        self.round += 1
+        return record
+
+    def _absorb_statistics(self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str],
+                           contributors: int) -> RoundRecord:
+        statistics = FeatureStatistics.from_sums(values, self.spec, where)
+        self.feature_statistics = statistics
+        self.penalty_weights = [Fraction(0), *statistics.variances]
+        if isinstance(self.optimizer, FirstOrder):
+            self.optimizer.set_scaling(Scaling(tuple(float(m) for m in statistics.means), tuple(statistics.stds)))
+        return self._record(STATISTICS, contributors, data_owners, failures, None, False)
+
+    def _absorb_gradient(self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str],
+                         contributors: int) -> RoundRecord:
         row_count = values[0]
         if row_count <= 0:
             raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
         gradient = [decode(v, self.spec.gradient_frac_bits) for v in values[1:]]
+        if self.request.alpha:
+            alpha = Fraction(self.request.alpha)
+            point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
+            gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point)]
         restarted = self.data_owners is not None and data_owners != self.data_owners
         if restarted:
             self.optimizer.restart()
         self.data_owners = data_owners
         self.optimizer.observe(gradient, row_count)
-        record = RoundRecord(
-            round=self.round,
-            contributors=contributors,
-            data_owners=data_owners,
-            failures=failures,
-            gradient_norm=float(np.linalg.norm([float(g) for g in gradient])) / row_count,
-            validation_mse=self.validation_mse(),
-            restarted=restarted,
-            seconds=round(time.monotonic() - self.round_started, 6),
+        norm = float(np.linalg.norm([float(g) for g in gradient])) / row_count
+        return self._record(GRADIENT, contributors, data_owners, failures, norm, restarted)
+
+    def _record(self, kind: str, contributors: int, data_owners: list[str], failures: dict[str, str],
+                gradient_norm: float | None, restarted: bool) -> RoundRecord:
+        return RoundRecord(
+            round=self.round, kind=kind, contributors=contributors, data_owners=data_owners, failures=failures,
+            gradient_norm=gradient_norm, validation=self.validation_metrics(), restarted=restarted,
+            seconds=round(time.monotonic() - self.round_started, 6), stop_reason=self.optimizer.stop_reason,
         )
-        self.round += 1
-        return record
 
     def coefficients(self) -> dict[str, float]:
-        """The current estimate by name, intercept first."""
+        """The current estimate by name, intercept first, in the features' original units."""
         values = [float(c) for c in self.optimizer.coefficients]
         return dict(zip(["intercept", *self.spec.features], values))
 
-    def validation_mse(self) -> float | None:
+    def result(self) -> dict[str, Any]:
+        """What the store keeps of a finished model."""
+        result: dict[str, Any] = {
+            "coefficients": self.coefficients(),
+            "stop_reason": self.optimizer.stop_reason,
+            "data_owners": self.data_owners or [],
+            "metrics": self.validation_metrics(),
+        }
+        if self.feature_statistics is not None:
+            scaling = self.feature_statistics.to_json(self.spec.features)
+            original = np.array(list(self.coefficients().values()))
+            standardised = Scaling(tuple(scaling["means"].values()), tuple(scaling["stds"].values())).to_standardised(original)
+            result["scaling"] = scaling
+            result["standardized_coefficients"] = dict(zip(["intercept", *self.spec.features], map(float, standardised)))
+        return result
+
+    def validation_metrics(self) -> dict[str, float | None] | None:
         if self.validation is None:
             return None
         features, labels = self.validation
-        return mean_squared_error(predict(list(self.coefficients().values()), features), labels)
+        return self.kind.score(list(self.coefficients().values()), features, labels)

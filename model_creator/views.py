@@ -1,22 +1,29 @@
-"""HTTP endpoints of the model creator: the user's API (models, predictions) and the
-coordinator's callbacks (aggregates, failures)."""
+"""HTTP endpoints of the model creator: the user's API (models, predictions, export and import)
+and the coordinator's callbacks (aggregates, failures)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
-from common.dataset import load_columns, read_header
-from common.errors import Conflict, SchemaError
-from common.models import mean_squared_error, predict
+from common.dataset import load_columns, read_columns, read_header
+from common.errors import Conflict, DataError, SchemaError
+from common.models import MODELS
+from common.protocol import ROUND_KINDS
 from common.service import json_body
-from common.wire import decode_ciphertexts, require_int
+from common.wire import decode_ciphertexts, require_int, require_str
 from model_creator.training import TrainingRequest
 
 models = Blueprint("models", __name__)
 callbacks = Blueprint("callbacks", __name__)
+
+EXPORT_FORMAT = "federated_trainer.model/1"
+MAX_PREDICTION_ROWS = 100_000
 
 
 def _trainer():
@@ -46,6 +53,7 @@ def train() -> tuple[Any, int]:
 
 @models.get("/models")
 def list_models() -> tuple[Any, int]:
+    """Every model, oldest first, with status, type, features and metrics."""
     return jsonify(models=_store().list()), 200
 
 
@@ -54,26 +62,153 @@ def show_model(model_id: str) -> tuple[Any, int]:
     return jsonify(_store().get(model_id)), 200
 
 
+@models.get("/model/<model_id>/export")
+def export_model(model_id: str) -> tuple[Any, int]:
+    """A finished model as self-contained JSON, loadable by ``POST /models/import`` anywhere."""
+    model = _finished(model_id)
+    exported = {
+        "format": EXPORT_FORMAT,
+        "model_id": model["model_id"],
+        "model": model["model"],
+        "features": model["features"],
+        "label": model["label"],
+        "coefficients": model["coefficients"],
+        "training": {
+            "request": model["request"],
+            "rounds": model["round"],
+            "stop_reason": model.get("stop_reason"),
+            "data_owners": model.get("data_owners", []),
+            "metrics": model.get("metrics"),
+            "created_at": model["created_at"],
+            "finished_at": model["updated_at"],
+        },
+    }
+    for optional in ("scaling", "standardized_coefficients"):
+        if optional in model:
+            exported[optional] = model[optional]
+    return jsonify(exported), 200
+
+
+@models.post("/models/import")
+def import_model() -> tuple[Any, int]:
+    """Store an exported model as a new finished model, ready for predictions."""
+    body = json_body()
+    if body.get("format") != EXPORT_FORMAT:
+        raise SchemaError(f"body.format: expected {EXPORT_FORMAT!r}")
+    model = require_str(body, "model")
+    if model not in MODELS:
+        raise SchemaError(f"body.model: unknown model {model!r}; known: {', '.join(MODELS)}")
+    features = body.get("features")
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+        raise SchemaError("body.features: expected a list of column names")
+    label = require_str(body, "label")
+    coefficients = body.get("coefficients")
+    names = ["intercept", *features]
+    if not isinstance(coefficients, dict) or set(coefficients) != set(names) or not all(
+        isinstance(coefficients[n], (int, float)) and not isinstance(coefficients[n], bool)
+        and math.isfinite(coefficients[n]) for n in names
+    ):
+        raise SchemaError(f"body.coefficients: expected a finite number for each of {', '.join(names)}")
+    training = body.get("training") if isinstance(body.get("training"), dict) else {}
+    result = {"coefficients": {n: float(coefficients[n]) for n in names},
+              "stop_reason": training.get("stop_reason"), "data_owners": training.get("data_owners", []),
+              "metrics": training.get("metrics"), "imported_from": body.get("model_id")}
+    for optional in ("scaling", "standardized_coefficients"):
+        if isinstance(body.get(optional), dict):
+            result[optional] = body[optional]
+    request_record = {"model": model, "features": features, "label": label,
+                      "optimizer": (training.get("request") or {}).get("optimizer", "imported")}
+    model_id = _store().import_finished(request_record, result)
+    return jsonify(model_id=model_id, status="finished"), 201
+
+
 @models.get("/prediction")
 def prediction() -> tuple[Any, int]:
-    """MSE and predicted values of the latest finished model (or ``?model_id=``) on the test data."""
+    """Metrics and predictions of the latest finished model (or ``?model_id=``) on the test data."""
     model_id = request.args.get("model_id")
-    model = _store().get(model_id) if model_id else _store().latest_finished()
-    if model["status"] != "finished":
-        raise Conflict(f"model {model['model_id']} is {model['status']}, not finished")
+    model = _finished(model_id) if model_id else _store().latest_finished()
     test_data = current_app.config.get("TEST_DATA")
     if not test_data:
         raise Conflict("the model creator has no test data (start it with --test-data CSV)")
     features, labels = load_columns(test_data, model["features"], model["label"])
+    return jsonify(_predict(model, features, labels)), 200
+
+
+@models.post("/prediction")
+def predict_rows() -> tuple[Any, int]:
+    """Predictions for rows given as JSON ``{"model_id", "rows": [{feature: value}]}`` or as CSV.
+
+    CSV comes as a ``text/csv`` body (``?model_id=`` optional) or a multipart upload in the field
+    ``file``; a column with the model's label, if present, adds the metrics on those rows.
+    """
+    if request.mimetype in ("text/csv", "multipart/form-data"):
+        return _predict_csv()
+    body = json_body()
+    model_id = body.get("model_id")
+    if model_id is not None and not isinstance(model_id, str):
+        raise SchemaError("body.model_id: expected a string")
+    model = _finished(model_id) if model_id else _store().latest_finished()
+    rows = body.get("rows")
+    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_PREDICTION_ROWS:
+        raise SchemaError(f"body.rows: expected a list of 1 to {MAX_PREDICTION_ROWS} objects")
+    table = np.empty((len(rows), len(model["features"])))
+    wanted = set(model["features"])
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise SchemaError(f"body.rows[{index}]: expected an object of feature → value")
+        missing = [f for f in model["features"] if f not in row]
+        unknown = sorted(set(row) - wanted)
+        if missing or unknown:
+            parts = ([f"missing feature(s) {', '.join(map(repr, missing))}"] if missing else []) + (
+                [f"unknown feature(s) {', '.join(map(repr, unknown))}"] if unknown else [])
+            raise SchemaError(f"body.rows[{index}]: {'; '.join(parts)}")
+        for column, feature in enumerate(model["features"]):
+            value = row[feature]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise SchemaError(f"body.rows[{index}].{feature}: expected a finite number")
+            table[index, column] = value
+    return jsonify(_predict(model, table, None)), 200
+
+
+def _predict_csv() -> tuple[Any, int]:
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise SchemaError("form.file: expected a CSV file upload")
+        raw, model_id, source = upload.read(), request.form.get("model_id"), upload.filename or "upload"
+    else:
+        raw, model_id, source = request.get_data(), request.args.get("model_id"), "body"
+    model = _finished(model_id) if model_id else _store().latest_finished()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{source}: CSV is not UTF-8 text") from exc
+    header = next(csv.reader(io.StringIO(text)), [])
+    label = model["label"] if model["label"] in [h.strip() for h in header] else None
+    try:
+        features, labels = read_columns(io.StringIO(text), model["features"], label, source, allow_extra=False)
+    except DataError as exc:
+        raise SchemaError(exc.message) from exc
+    return jsonify(_predict(model, features, labels)), 200
+
+
+def _predict(model: dict[str, Any], features: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    kind = MODELS[model["model"]]
     coefficients = model["coefficients"]
-    predictions = predict([coefficients["intercept"], *(coefficients[f] for f in model["features"])], features)
-    return jsonify(
-        model_id=model["model_id"],
-        mse=mean_squared_error(predictions, labels),
-        rows=int(len(labels)),
-        predictions=[float(p) for p in predictions],
-        labels=[float(v) for v in np.asarray(labels)],
-    ), 200
+    weights = [coefficients["intercept"], *(coefficients[f] for f in model["features"])]
+    answer: dict[str, Any] = {"model_id": model["model_id"], "model": model["model"], "rows": int(len(features))}
+    if labels is not None:
+        answer.update(kind.score(weights, features, labels))
+        answer["labels"] = [float(v) for v in labels]
+    answer.update(kind.predictions(weights, features))
+    return answer
+
+
+def _finished(model_id: str | None) -> dict[str, Any]:
+    model = _store().get(model_id)
+    if model["status"] != "finished":
+        raise Conflict(f"model {model['model_id']} is {model['status']}, not finished")
+    return model
 
 
 @callbacks.post("/jobs/<job_id>/aggregates")
@@ -84,15 +219,18 @@ def receive_aggregate(job_id: str) -> tuple[Any, int]:
     public_key = run.private_key.public_key
     public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     round_number = require_int(body, "round", maximum=1_000_000)
+    kind = body.get("kind")
+    if kind not in ROUND_KINDS:
+        raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
     ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
-                                     run.spec.layout.ciphertext_count(run.spec.reply_values))
+                                     run.spec.reply_ciphertexts(kind))
     data_owners = body.get("contributors")
     if not isinstance(data_owners, list) or not all(isinstance(n, str) for n in data_owners):
         raise SchemaError("body.contributors: expected a list of data-owner names")
     failures = body.get("failures", {})
     if not isinstance(failures, dict) or not all(isinstance(v, str) for v in failures.values()):
         raise SchemaError("body.failures: expected an object of name → reason")
-    _trainer().accept_aggregate(job_id, round_number, ciphertexts, data_owners, failures)
+    _trainer().accept_aggregate(job_id, round_number, kind, ciphertexts, data_owners, failures)
     return jsonify(status="accepted"), 202
 
 

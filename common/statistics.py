@@ -1,0 +1,70 @@
+"""Secure feature statistics: global means and standard deviations from encrypted sums.
+
+Each data owner contributes, packed and encrypted under the model creator's key, its row count
+and per-feature sums and sums of squares; the coordinator aggregates them like gradients, so the
+model creator learns only the global mean and standard deviation of each feature, and no party
+learns any owner's own sums or count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from common.encoding import decode, encode_array
+from common.errors import ProtocolViolation, TrainingError
+from common.packing import check_values, pack_plain
+from common.paillier import PublicKey
+from common.protocol import JobSpec
+from common.randomness import ObfuscatorPool
+
+
+def feature_sums(features: np.ndarray, spec: JobSpec, source: str) -> list[int]:
+    """``[row count, Σx_k for each feature, Σx_k² for each feature]``, sums at ``2**data_frac_bits``."""
+    bound = spec.layout.value_bits
+    sums = encode_array(features.sum(axis=0), spec.data_frac_bits, bound, f"{source}: feature sums")
+    squares = encode_array((features**2).sum(axis=0), spec.data_frac_bits, bound, f"{source}: feature sums of squares")
+    values = [int(features.shape[0]), *sums, *squares]
+    check_values(values, spec.layout, f"{source}: feature statistics")
+    return values
+
+
+def encrypt_statistics(public_key: PublicKey, values: Sequence[int], spec: JobSpec,
+                       pool: ObfuscatorPool | None = None) -> list:
+    """Pack in the clear, then encrypt each packed plaintext with fresh randomness."""
+    return [public_key.raw_encrypt(p, pool.take() if pool else None) for p in pack_plain(values, spec.layout)]
+
+
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """Global statistics of the features over all contributing owners (exact rationals)."""
+
+    row_count: int
+    means: tuple[Fraction, ...]
+    variances: tuple[Fraction, ...]
+
+    @classmethod
+    def from_sums(cls, values: Sequence[int], spec: JobSpec, where: str) -> FeatureStatistics:
+        count = len(spec.features)
+        row_count = int(values[0])
+        if row_count <= 0:
+            raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
+        sums = [decode(v, spec.data_frac_bits) for v in values[1 : 1 + count]]
+        squares = [decode(v, spec.data_frac_bits) for v in values[1 + count : 1 + 2 * count]]
+        means = tuple(s / row_count for s in sums)
+        variances = tuple(max(Fraction(0), q / row_count - m * m) for q, m in zip(squares, means))
+        constant = [name for name, v in zip(spec.features, variances) if v == 0]
+        if constant:
+            raise TrainingError(f"{where}: feature(s) {', '.join(constant)} are constant over all data owners")
+        return cls(row_count, means, variances)
+
+    @property
+    def stds(self) -> list[float]:
+        return [float(v) ** 0.5 for v in self.variances]
+
+    def to_json(self, features: Sequence[str]) -> dict[str, dict[str, float]]:
+        return {"means": {f: float(m) for f, m in zip(features, self.means)},
+                "stds": {f: s for f, s in zip(features, self.stds)}}
