@@ -21,7 +21,7 @@ def load_columns(path: str | Path, features: Sequence[str], label: str | None) -
     """The feature matrix and label vector (``None`` when ``label`` is) read from a CSV file."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             return read_columns(handle, features, label, str(path))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
@@ -47,7 +47,8 @@ def read_columns(lines: Iterable[str], features: Sequence[str], label: str | Non
             if extra:
                 raise DataError(f"{source}: unknown column(s) {', '.join(map(repr, extra))}")
         positions = _column_positions(source, header, columns)
-        values = [_parse_row(source, number, row, columns, positions) for number, row in enumerate(reader, 1)]
+        values = [_parse_row(source, number, row, columns, positions)
+                  for number, row in enumerate(reader, 1) if any(cell.strip() for cell in row)]
     except csv.Error as exc:
         raise DataError(f"{source}: not a readable CSV file ({exc})") from exc
     if not values:
@@ -62,7 +63,7 @@ def read_header(path: str | Path) -> list[str]:
     """The column names of a CSV file's header line."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), None)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from exc

@@ -23,7 +23,9 @@ def encode(value: float | Fraction, frac_bits: int, bound_bits: int, what: str) 
 
     ``what`` names the quantity in the error raised for a non-finite or too large value.
     """
-    if isinstance(value, Fraction):
+    if isinstance(value, int):
+        scaled = value << frac_bits
+    elif isinstance(value, Fraction):
         scaled = round(value * (1 << frac_bits))
     else:
         if not math.isfinite(value):
@@ -31,8 +33,8 @@ def encode(value: float | Fraction, frac_bits: int, bound_bits: int, what: str) 
         scaled = round(math.ldexp(float(value), frac_bits))
     if abs(scaled) >= 1 << bound_bits:
         raise EncodingOverflow(
-            f"{what}: {float(value):.6g} does not fit in {bound_bits - frac_bits} integer bits"
-            f" at {frac_bits} fractional bits"
+            f"{what}: a value of {max(abs(scaled).bit_length() - frac_bits, 0)} integer bits does not fit in"
+            f" {bound_bits - frac_bits} integer bits at {frac_bits} fractional bits"
         )
     return scaled
 
@@ -42,9 +44,10 @@ def encode_array(values: np.ndarray, frac_bits: int, bound_bits: int, what: str)
     flat = np.asarray(values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(flat)):
         raise EncodingOverflow(f"{what}: contains a value that is not a finite number")
-    scaled = np.rint(np.ldexp(flat, frac_bits))
-    bound = float(1 << bound_bits)
-    if np.any(np.abs(scaled) >= bound):
+    with np.errstate(over="ignore"):
+        scaled = np.rint(np.ldexp(flat, frac_bits))
+    bound = math.ldexp(1.0, bound_bits) if bound_bits < 1024 else math.inf
+    if not np.all(np.isfinite(scaled)) or np.any(np.abs(scaled) >= bound):
         raise EncodingOverflow(
             f"{what}: a value of magnitude {float(np.max(np.abs(flat))):.6g} does not fit in"
             f" {bound_bits - frac_bits} integer bits at {frac_bits} fractional bits"

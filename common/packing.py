@@ -39,7 +39,7 @@ class SlotLayout:
         """The densest layout for a key size, a value bound and a maximum number of parties."""
         count_bits = max(1, int(max_contributors).bit_length())
         slot_bits = value_bits + 1 + count_bits
-        # Keep the packed sum below 2**(key_bits - 2) < n / 3 so it can never wrap around n.
+        # Keep the packed sum below 2**(key_bits - 2) <= n / 2, so it never wraps around n.
         slots = (key_bits - 2) // slot_bits
         if slots < 2:
             raise EncodingOverflow(
@@ -67,7 +67,7 @@ class SlotLayout:
         return -(-(value_count + 1) // self.slots_per_ciphertext)
 
     def fits(self, key_bits: int) -> bool:
-        """Whether a full plaintext of this layout stays below n / 3 for a key of ``key_bits``."""
+        """Whether a full plaintext of this layout stays below n / 2 for a key of ``key_bits``."""
         return self.slots_per_ciphertext * self.slot_bits <= key_bits - 2
 
     def to_json(self) -> dict[str, int]:

@@ -127,7 +127,7 @@ class PublicKey:
             n = int(payload["n"], 16)
         except ValueError as exc:
             raise SchemaError(f"{where}.n: not a hexadecimal integer") from exc
-        if n.bit_length() not in ALLOWED_KEY_BITS or n % 2 == 0:
+        if n <= 0 or n.bit_length() not in ALLOWED_KEY_BITS or n % 2 == 0:
             raise SchemaError(
                 f"{where}.n: an odd modulus of {', '.join(map(str, ALLOWED_KEY_BITS))} bits expected"
             )

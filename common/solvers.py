@@ -104,15 +104,41 @@ class ConjugateDirections(Optimizer):
             self._gradient = gradient_sum
         else:
             self._absorb_direction(self._as_point(self.query), gradient_sum)
-        residual = [-g for g in self._gradient]
-        if not any(residual):
-            self.stop_reason = "exact: gradient is zero"
-            return
         if len(self._directions) == self.dimension:
+            self._check_range(self._estimate)
             self.stop_reason = "exact: all directions explored"
             return
-        scale = max(abs(r) for r in residual)
-        self.query = self._encode_query([x + r / scale for x, r in zip(self._estimate, residual)])
+        # The residual is orthogonal to every explored direction, so it is the next one; once it
+        # vanishes before all directions are explored, the minimiser is unique only if the
+        # objective curves along the rest too, so those are probed (a flat one is an error).
+        direction = [-g for g in self._gradient]
+        if not any(direction):
+            direction = self._unexplored_direction()
+        bound = 1 << self.weight_bits
+        room = (bound - max(abs(x) for x in self._estimate)) / 2
+        if room <= 0:
+            self._check_range(self._estimate)
+        length = min(rational(1), room) / max(abs(v) for v in direction)
+        self.query = self._encode_query([x + length * v for x, v in zip(self._estimate, direction)])
+
+    def _unexplored_direction(self) -> list:
+        """The unit vector with the largest part outside the span of the explored directions."""
+        basis: list[list] = []
+        for earlier, _, _ in self._directions:
+            orthogonal = _reject(earlier, basis)
+            if any(orthogonal):
+                basis.append(orthogonal)
+        best, best_norm = None, rational(-1)
+        for axis in range(self.dimension):
+            candidate = _reject([rational(1) if i == axis else rational(0) for i in range(self.dimension)], basis)
+            norm = _dot(candidate, candidate)
+            if norm > best_norm:
+                best, best_norm = candidate, norm
+        return best
+
+    def _check_range(self, point: Sequence) -> None:
+        """The final estimate, too, must respect the declared weight bound."""
+        self._encode_query(point)
 
     def _absorb_direction(self, point: list, gradient_at_point: list) -> None:
         """Make the step to ``point`` A-conjugate to the earlier ones and minimise along it."""
@@ -225,6 +251,14 @@ class FirstOrder(Optimizer):
         if float(np.linalg.norm(step)) <= self.relative_tolerance * max(float(np.linalg.norm(previous)), 1e-300):
             self.stop_reason = f"relative_change <= {self.relative_tolerance:g}"
         self.query = self._encode_query([Fraction(float(v)) for v in self._original()])
+
+
+def _reject(vector: list, orthogonal_basis: list[list]) -> list:
+    """``vector`` minus its projections on mutually orthogonal basis vectors."""
+    for base in orthogonal_basis:
+        coefficient = _dot(base, vector) / _dot(base, base)
+        vector = [v - coefficient * b for v, b in zip(vector, base)]
+    return vector
 
 
 def _dot(a: Sequence, b: Sequence):

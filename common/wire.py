@@ -80,14 +80,16 @@ def require_number(
     payload: dict[str, Any], name: str, where: str = "body", minimum: float = -math.inf, maximum: float = math.inf
 ) -> float:
     value = payload.get(name)
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not minimum <= value <= maximum
-    ):
-        raise SchemaError(f"{where}.{name}: expected a number from {minimum} to {maximum}")
-    return float(value)
+    message = f"{where}.{name}: expected a number from {minimum} to {maximum}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise SchemaError(message)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise SchemaError(message) from None
+    if not math.isfinite(number) or not minimum <= number <= maximum:
+        raise SchemaError(message)
+    return number
 
 
 def require_str_list(payload: dict[str, Any], name: str, where: str = "body", max_items: int = 1000) -> list[str]:

@@ -59,6 +59,9 @@ class RoundCollector:
                 raise Conflict(f"data owner {owner!r} was not asked for round {self.round} of job {self.job_id}")
             if owner in self.replies:
                 raise Conflict(f"data owner {owner!r} already replied to round {self.round} of job {self.job_id}")
+            # A valid reply outweighs an earlier failure (e.g. the request to the owner timed
+            # out although the owner had accepted it).
+            self.failures.pop(owner, None)
             self.replies[owner] = ciphertexts
             self._changed.notify_all()
 
@@ -73,7 +76,7 @@ class RoundCollector:
         """Block until every expected owner replied or failed, or ``timeout`` seconds passed; close."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while len(self.replies) + len(self.failures) < len(self.expected):
+            while len(self.expected & (self.replies.keys() | self.failures.keys())) < len(self.expected):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
