@@ -18,13 +18,19 @@ def base_parser(description: str, default_port: int, party: str) -> argparse.Arg
         help="where this party keeps what must survive a restart (default: var/%s in the checkout)" % party,
     )
     parser.add_argument("--traffic-log", type=Path, help="append every request and answer exchanged to this JSON-lines file")
+    parser.add_argument(
+        "--secrets-file", type=Path, default=CHECKOUT / "var" / "federation_secrets.json",
+        help="JSON file of the federation's shared secrets, created (mode 0600) if missing; secrets given"
+             " by environment variables take precedence (default: var/federation_secrets.json)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def base_config(args: argparse.Namespace) -> dict:
     """The app configuration the common options stand for."""
-    config = {"STATE_DIR": str(args.state_dir), "PUBLIC_URL": f"http://{_url_host(args.host)}:{args.port}"}
+    config = {"STATE_DIR": str(args.state_dir), "PUBLIC_URL": f"http://{_url_host(args.host)}:{args.port}",
+              "SECRETS_FILE": str(args.secrets_file)}
     if args.traffic_log:
         config["TRAFFIC_LOG"] = str(args.traffic_log)
     return config

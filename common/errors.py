@@ -7,6 +7,8 @@ Hierarchy::
     │   ├── SchemaError                  malformed JSON, missing or mistyped field
     │   ├── InvalidCiphertext            not an integer c with 0 < c < n², gcd(c, n) = 1
     │   └── KeyMismatch                  message names another public key than the job's
+    ├── Unauthorized (401)               no credentials, or credentials nobody issued
+    ├── Forbidden (403)                  valid credentials of a party whose role may not call this
     ├── NotFound (404)                   unknown job, model, round
     ├── Conflict (409)                   a message for a round or job in another state
     ├── DataError (422)                  a data owner's data cannot serve the job
@@ -50,6 +52,14 @@ class InvalidCiphertext(BadRequest):
 
 class KeyMismatch(BadRequest):
     """A message encrypted under, or naming, another public key than the job's."""
+
+
+class Unauthorized(FederatedError):
+    status = 401
+
+
+class Forbidden(FederatedError):
+    status = 403
 
 
 class NotFound(FederatedError):

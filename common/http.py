@@ -23,9 +23,12 @@ TrafficRecorder = Callable[[str, str, bytes], None]
 class PeerClient:
     """JSON calls to other parties with a fixed timeout and connection retries."""
 
-    def __init__(self, timeout: float, connect_retries: int = 3, recorder: TrafficRecorder | None = None) -> None:
+    def __init__(self, timeout: float, connect_retries: int = 3, recorder: TrafficRecorder | None = None,
+                 token: str | None = None, verify: str | bool = True) -> None:
         self.timeout = timeout
         self.recorder = recorder
+        self.token = token
+        self.verify = verify
         self.session = requests.Session()
         retry = Retry(total=connect_retries, connect=connect_retries, read=0, status=0, other=0,
                       redirect=0, backoff_factor=0.2, raise_on_status=False)
@@ -33,15 +36,22 @@ class PeerClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def request(self, method: str, url: str, payload: Any | None = None, timeout: float | None = None) -> Any:
-        """Send ``payload`` as JSON and return the decoded JSON answer (``None`` for no body)."""
+    def request(self, method: str, url: str, payload: Any | None = None, timeout: float | None = None,
+                token: str | None = None) -> Any:
+        """Send ``payload`` as JSON and return the decoded JSON answer (``None`` for no body).
+
+        ``token`` (default: the client's own) goes in the ``Authorization`` header.
+        """
         body = None if payload is None else json.dumps(payload).encode()
         if self.recorder is not None and body is not None:
             self.recorder("sent", url, body)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token or self.token:
+            headers["Authorization"] = f"Bearer {token or self.token}"
         try:
             response = self.session.request(
-                method, url, data=body, timeout=timeout or self.timeout, allow_redirects=False,
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                method, url, data=body, timeout=timeout or self.timeout, allow_redirects=False, headers=headers,
+                verify=self.verify,
             )
         except requests.RequestException as exc:
             raise UpstreamError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
@@ -58,17 +68,17 @@ class PeerClient:
         except ValueError as exc:
             raise UpstreamError(f"{method} {url}: answer is not JSON") from exc
 
-    def post(self, url: str, payload: Any, timeout: float | None = None) -> Any:
-        return self.request("POST", url, payload, timeout)
+    def post(self, url: str, payload: Any, timeout: float | None = None, token: str | None = None) -> Any:
+        return self.request("POST", url, payload, timeout, token)
 
-    def put(self, url: str, payload: Any, timeout: float | None = None) -> Any:
-        return self.request("PUT", url, payload, timeout)
+    def put(self, url: str, payload: Any, timeout: float | None = None, token: str | None = None) -> Any:
+        return self.request("PUT", url, payload, timeout, token)
 
-    def get(self, url: str, timeout: float | None = None) -> Any:
-        return self.request("GET", url, None, timeout)
+    def get(self, url: str, timeout: float | None = None, token: str | None = None) -> Any:
+        return self.request("GET", url, None, timeout, token)
 
-    def delete(self, url: str, timeout: float | None = None) -> Any:
-        return self.request("DELETE", url, None, timeout)
+    def delete(self, url: str, timeout: float | None = None, token: str | None = None) -> Any:
+        return self.request("DELETE", url, None, timeout, token)
 
 
 def _error_text(response: requests.Response) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 
+from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, resolve_secrets, token_digest
 from common.http import PeerClient
 from common.service import Worker, create_base_app
 from coordinator.config import DEFAULTS, ENV_PREFIX
@@ -23,11 +24,19 @@ from coordinator.views import data_owners, jobs
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the coordinator app; nothing touches the network until a request arrives."""
     app = create_base_app("coordinator", DEFAULTS, ENV_PREFIX, config)
+    resolve_secrets(app.config, ["enrolment_secret", "model_creator_token", "coordinator_token"])
     store = CoordinatorStore(Path(app.config["STATE_DIR"]) / "coordinator.sqlite3")
     traffic_log = app.extensions.get("traffic_log")
-    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None)
+    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None,
+                        token=app.config["COORDINATOR_TOKEN"])
     registry = RoundRegistry()
+    def owner_with_credential(token: str) -> Caller | None:
+        name = store.data_owner_by_credential(token_digest(token))
+        return Caller(DATA_OWNER, name) if name else None
+
     app.extensions.update(
+        auth=Authenticator({ENROLMENT: app.config["ENROLMENT_SECRET"],
+                            MODEL_CREATOR: app.config["MODEL_CREATOR_TOKEN"]}, owner_with_credential),
         coordinator_store=store,
         round_registry=registry,
         round_runner=RoundRunner(store, client, registry, app.config),

@@ -1,5 +1,7 @@
 """The coordinator's configuration: defaults, overridable by ``FT_COORDINATOR_*`` variables."""
 
+from common.cli import CHECKOUT
+
 ENV_PREFIX = "FT_COORDINATOR"
 
 DEFAULTS = {
@@ -11,4 +13,9 @@ DEFAULTS = {
     "RETRY_DELAY": 2.0,
     "FAN_OUT_THREADS": 16,
     "TRAFFIC_LOG": None,
+    # Shared secrets; any left empty is read from (or created in) SECRETS_FILE.
+    "SECRETS_FILE": str(CHECKOUT / "var" / "federation_secrets.json"),
+    "ENROLMENT_SECRET": None,
+    "MODEL_CREATOR_TOKEN": None,
+    "COORDINATOR_TOKEN": None,
 }

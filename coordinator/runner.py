@@ -19,7 +19,7 @@ from common.paillier import PublicKey
 from common.protocol import JobSpec
 from common.wire import encode_ciphertexts
 from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
-from coordinator.store import CoordinatorStore
+from coordinator.store import CoordinatorStore, DataOwnerAddress
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class RoundRunner:
         owners = self.store.data_owners()
         for name in joined & owners.keys():
             try:
-                self.client.delete(f"{owners[name]}/jobs/{job_id}")
+                self.client.delete(f"{owners[name].url}/jobs/{job_id}", token=owners[name].token)
             except UpstreamError as exc:
                 logger.warning("could not release job %s at %s: %s", job_id, name, exc.message)
 
@@ -102,45 +102,46 @@ class RoundRunner:
         owners = self.store.data_owners()
         with self._lock:
             refused = dict(self._refused.get(spec.job_id, {}))
-        asked = {name: url for name, url in owners.items() if name not in refused}
+        asked = {name: address for name, address in owners.items() if name not in refused}
         collector = RoundCollector(spec.job_id, round_number, attempt, kind, frozenset(asked))
         for name, reason in refused.items():
             collector.failures[name] = reason
         self.registry.open(collector)
         try:
-            for name, url in asked.items():
-                future = self._fan_out.submit(self._dispatch, job, name, url, round_number, attempt, kind, weights)
+            for name, address in asked.items():
+                future = self._fan_out.submit(self._dispatch, job, name, address, round_number, attempt, kind, weights)
                 future.add_done_callback(lambda f, name=name: _record_failure(collector, name, f))
             collector.wait(self.round_timeout)
         finally:
             self.registry.close(collector)
         return collector
 
-    def _dispatch(self, job: dict, name: str, url: str, round_number: int, attempt: int, kind: str,
-                  weights: list[str] | None) -> None:
+    def _dispatch(self, job: dict, name: str, address: DataOwnerAddress, round_number: int, attempt: int,
+                  kind: str, weights: list[str] | None) -> None:
         job_id = job["job_id"]
         message = {"round": round_number, "attempt": attempt, "kind": kind,
                    "key_fingerprint": job["public_key"]["fingerprint"]}
         if weights is not None:
             message["encrypted_weights"] = weights
         if not self._is_joined(job_id, name):
-            self._join(job, name, url)
+            self._join(job, name, address)
         try:
-            self.client.post(f"{url}/jobs/{job_id}/rounds", message)
+            self.client.post(f"{address.url}/jobs/{job_id}/rounds", message, token=address.token)
         except UpstreamError as exc:
             if exc.peer_status != 404:
                 raise
-            self._join(job, name, url)
-            self.client.post(f"{url}/jobs/{job_id}/rounds", message)
+            self._join(job, name, address)
+            self.client.post(f"{address.url}/jobs/{job_id}/rounds", message, token=address.token)
 
     def _is_joined(self, job_id: str, name: str) -> bool:
         with self._lock:
             return name in self._joined.get(job_id, set())
 
-    def _join(self, job: dict, name: str, url: str) -> None:
+    def _join(self, job: dict, name: str, address: DataOwnerAddress) -> None:
         job_id = job["job_id"]
         try:
-            self.client.put(f"{url}/jobs/{job_id}", {"spec": job["spec"], "public_key": job["public_key"]})
+            self.client.put(f"{address.url}/jobs/{job_id}", {"spec": job["spec"], "public_key": job["public_key"]},
+                            token=address.token)
         except UpstreamError as exc:
             if exc.peer_status is not None and 400 <= exc.peer_status < 500:
                 with self._lock:

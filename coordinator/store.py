@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.errors import Conflict, NotFound
 from common.storage import SQLiteStore
 
 
+class DataOwnerAddress(NamedTuple):
+    """Where a data owner serves rounds, and the token the coordinator presents to it."""
+
+    url: str
+    token: str
+
+
 class CoordinatorStore(SQLiteStore):
     schema = """
     CREATE TABLE IF NOT EXISTS data_owners (
-        name TEXT PRIMARY KEY, url TEXT NOT NULL, registered_at REAL NOT NULL
+        name TEXT PRIMARY KEY, url TEXT NOT NULL, credential_digest TEXT NOT NULL UNIQUE,
+        coordinator_token TEXT NOT NULL, registered_at REAL NOT NULL
     );
     CREATE TABLE IF NOT EXISTS jobs (
         job_id TEXT PRIMARY KEY, spec TEXT NOT NULL, public_key TEXT NOT NULL,
@@ -31,21 +39,30 @@ class CoordinatorStore(SQLiteStore):
     );
     """
 
-    def register_data_owner(self, name: str, url: str) -> bool:
-        """Add or update a data owner; True when it is new."""
+    def register_data_owner(self, name: str, url: str, credential_digest: str, coordinator_token: str) -> bool:
+        """Add or re-enrol a data owner (new credentials replace old ones); True when it is new."""
         with self.connect() as db:
             known = db.execute("SELECT 1 FROM data_owners WHERE name = ?", (name,)).fetchone()
             db.execute(
-                "INSERT INTO data_owners (name, url, registered_at) VALUES (?, ?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, registered_at = excluded.registered_at",
-                (name, url, time.time()),
+                "INSERT INTO data_owners (name, url, credential_digest, coordinator_token, registered_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET url = excluded.url,"
+                " credential_digest = excluded.credential_digest, coordinator_token = excluded.coordinator_token,"
+                " registered_at = excluded.registered_at",
+                (name, url, credential_digest, coordinator_token, time.time()),
             )
         return known is None
 
-    def data_owners(self) -> dict[str, str]:
-        """Registered data owners: name → URL."""
+    def data_owners(self) -> dict[str, DataOwnerAddress]:
+        """Registered data owners: name → address."""
         with self.connect() as db:
-            return {row["name"]: row["url"] for row in db.execute("SELECT name, url FROM data_owners ORDER BY name")}
+            rows = db.execute("SELECT name, url, coordinator_token FROM data_owners ORDER BY name")
+            return {row["name"]: DataOwnerAddress(row["url"], row["coordinator_token"]) for row in rows}
+
+    def data_owner_by_credential(self, credential_digest: str) -> str | None:
+        """The name of the data owner holding a credential, if any."""
+        with self.connect() as db:
+            row = db.execute("SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)).fetchone()
+        return row["name"] if row else None
 
     def create_job(self, job_id: str, spec: dict, public_key: dict, callback_url: str) -> None:
         now = time.time()

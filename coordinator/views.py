@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
-from common.errors import Conflict, SchemaError
+from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
+from common.errors import Conflict, Forbidden, SchemaError
 from common.paillier import PublicKey
 from common.protocol import GRADIENT, ROUND_KINDS, JobSpec
 from common.service import json_body
 from common.wire import decode_ciphertexts, require_int, require_str
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 data_owners = Blueprint("data_owners", __name__)
 jobs = Blueprint("jobs", __name__)
@@ -25,23 +29,33 @@ def _runner():
 
 
 @data_owners.post("/data_owners")
+@requires(ENROLMENT)
 def register_data_owner() -> tuple[Any, int]:
-    """A data owner announces its name and the URL it serves rounds on."""
+    """Enrol a data owner (with the enrolment secret): its name and the URL it serves rounds on.
+
+    The answer carries the owner's own credential for calling the coordinator and the token the
+    coordinator will present to it; enrolling again under the same name replaces both.
+    """
     body = json_body()
     name = require_str(body, "name", max_length=64)
+    if not NAME_PATTERN.match(name):
+        raise SchemaError("body.name: letters, digits, '.', '-' and '_' only")
     url = require_str(body, "url", max_length=500)
     if not url.startswith(("http://", "https://")):
         raise SchemaError("body.url: expected an http:// or https:// URL")
-    created = _store().register_data_owner(name, url.rstrip("/"))
-    return jsonify(name=name, registered=True), 201 if created else 200
+    credential, coordinator_token = new_token(), new_token()
+    created = _store().register_data_owner(name, url.rstrip("/"), token_digest(credential), coordinator_token)
+    return jsonify(name=name, credential=credential, coordinator_token=coordinator_token), 201 if created else 200
 
 
 @data_owners.get("/data_owners")
+@requires(MODEL_CREATOR)
 def list_data_owners() -> tuple[Any, int]:
-    return jsonify(data_owners=[{"name": n, "url": u} for n, u in _store().data_owners().items()]), 200
+    return jsonify(data_owners=[{"name": n, "url": a.url} for n, a in _store().data_owners().items()]), 200
 
 
 @jobs.post("/jobs")
+@requires(MODEL_CREATOR)
 def create_job() -> tuple[Any, int]:
     """The model creator opens a job: its spec, public key and where aggregates go."""
     body = json_body()
@@ -56,6 +70,7 @@ def create_job() -> tuple[Any, int]:
 
 
 @jobs.get("/jobs/<job_id>")
+@requires(MODEL_CREATOR)
 def show_job(job_id: str) -> tuple[Any, int]:
     job = _store().job(job_id)
     return jsonify(job_id=job_id, status=job["status"], error=job["error"], spec=job["spec"],
@@ -63,6 +78,7 @@ def show_job(job_id: str) -> tuple[Any, int]:
 
 
 @jobs.post("/jobs/<job_id>/rounds")
+@requires(MODEL_CREATOR)
 def start_round(job_id: str) -> tuple[Any, int]:
     """The model creator hands over the encrypted weights of the next round."""
     job = _store().job(job_id)
@@ -89,10 +105,13 @@ def start_round(job_id: str) -> tuple[Any, int]:
 
 
 @jobs.post("/jobs/<job_id>/rounds/<int:round_number>/contributions")
+@requires(DATA_OWNER)
 def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
     """A data owner's packed, encrypted reply to a round it was asked for."""
     body = json_body()
     owner = require_str(body, "data_owner", max_length=64)
+    if owner != g.caller.name:
+        raise Forbidden(f"data owner {g.caller.name!r} may not contribute as {owner!r}")
     attempt = require_int(body, "attempt", minimum=1, maximum=1000)
     collector = current_app.extensions["round_registry"].get(job_id, round_number, attempt)
     job = _store().job(job_id)
@@ -106,6 +125,7 @@ def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
 
 
 @jobs.post("/jobs/<job_id>/finish")
+@requires(MODEL_CREATOR)
 def finish_job(job_id: str) -> tuple[Any, int]:
     """The model creator closes a job, finished or failed; owners drop their state for it."""
     _store().job(job_id)

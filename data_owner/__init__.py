@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask
 
+from common.auth import COORDINATOR, Authenticator, Caller, resolve_secrets, same_token
 from common.errors import UpstreamError
 from common.http import PeerClient
 from common.processes import ProcessPool
@@ -27,8 +28,12 @@ logger = logging.getLogger(__name__)
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the data-owner app; it registers with the coordinator only when told to."""
     app = create_base_app("data_owner", DEFAULTS, ENV_PREFIX, config)
+    resolve_secrets(app.config, ["enrolment_secret"])
     traffic_log = app.extensions.get("traffic_log")
+    enrolment = Enrolment()
     app.extensions.update(
+        enrolment=enrolment,
+        auth=Authenticator({}, enrolment.identify),
         job_book=JobBook(app.config["DATA"]),
         client=PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None),
         worker=Worker("data-owner-rounds"),
@@ -38,17 +43,37 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+class Enrolment:
+    """The credentials this owner got from the coordinator: its own, and the coordinator's for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.credential: str | None = None
+        self.coordinator_token: str | None = None
+
+    def set(self, credential: str, coordinator_token: str) -> None:
+        with self._lock:
+            self.credential, self.coordinator_token = credential, coordinator_token
+
+    def identify(self, token: str) -> Caller | None:
+        """The coordinator, if ``token`` is the one it was given for this owner."""
+        with self._lock:
+            expected = self.coordinator_token
+        return Caller(COORDINATOR) if same_token(token, expected) else None
+
+
 def register_until_accepted(app: Flask, stop: threading.Event) -> None:
-    """Announce this owner to the coordinator, retrying until the coordinator answers."""
+    """Enrol with the coordinator using the enrolment secret, retrying until it answers."""
     config = app.config
     payload = {"name": config["NAME"], "url": config["PUBLIC_URL"]}
     url = f"{config['COORDINATOR_URL'].rstrip('/')}/data_owners"
     while not stop.is_set():
         try:
-            app.extensions["client"].post(url, payload)
-        except UpstreamError as exc:
-            logger.warning("registration with the coordinator failed, retrying: %s", exc.message)
+            answer = app.extensions["client"].post(url, payload, token=config["ENROLMENT_SECRET"])
+            app.extensions["enrolment"].set(answer["credential"], answer["coordinator_token"])
+        except (UpstreamError, KeyError, TypeError) as exc:
+            logger.warning("enrolment with the coordinator failed, retrying: %s", getattr(exc, "message", exc))
             stop.wait(float(config["REGISTER_INTERVAL"]))
         else:
-            logger.info("registered with the coordinator at %s as %r", config["COORDINATOR_URL"], config["NAME"])
+            logger.info("enrolled with the coordinator at %s as %r", config["COORDINATOR_URL"], config["NAME"])
             return

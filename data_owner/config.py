@@ -14,6 +14,9 @@ DEFAULTS = {
     "REQUEST_TIMEOUT": 30.0,
     "REGISTER_INTERVAL": 2.0,
     "TRAFFIC_LOG": None,
+    # The enrolment secret; if empty it is read from (or created in) SECRETS_FILE.
+    "SECRETS_FILE": str(CHECKOUT / "var" / "federation_secrets.json"),
+    "ENROLMENT_SECRET": None,
     # Processes sharing each round's encrypted matrix–vector product; None: one per core.
     "WORKER_PROCESSES": None,
 }

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
+from common.auth import COORDINATOR, requires
 from common.errors import SchemaError
 from common.paillier import PublicKey
 from common.protocol import GRADIENT, ROUND_KINDS, STATISTICS, JobSpec
@@ -20,6 +21,7 @@ jobs = Blueprint("jobs", __name__)
 
 
 @jobs.put("/jobs/<job_id>")
+@requires(COORDINATOR)
 def join_job(job_id: str) -> tuple[Any, int]:
     """Join a job if this owner's data can serve it; the error names file, column and row if not.
 
@@ -40,6 +42,7 @@ def join_job(job_id: str) -> tuple[Any, int]:
 
 
 @jobs.post("/jobs/<job_id>/rounds")
+@requires(COORDINATOR)
 def answer_round(job_id: str) -> tuple[Any, int]:
     """Accept a round; the encrypted reply is computed in the worker and sent to the coordinator.
 
@@ -60,18 +63,19 @@ def answer_round(job_id: str) -> tuple[Any, int]:
                                      joined.spec.dimension)
     current_app.extensions["worker"].submit(
         _contribute, current_app.config, current_app.extensions["client"], current_app.extensions["processes"],
-        joined, round_number, attempt, kind, weights,
+        current_app.extensions["enrolment"].credential, joined, round_number, attempt, kind, weights,
     )
     return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
 
 
 @jobs.delete("/jobs/<job_id>")
+@requires(COORDINATOR)
 def leave_job(job_id: str) -> tuple[Any, int]:
     current_app.extensions["job_book"].forget(job_id)
     return jsonify(job_id=job_id, status="left"), 200
 
 
-def _contribute(config, client, processes, joined, round_number: int, attempt: int, kind: str,
+def _contribute(config, client, processes, credential: str, joined, round_number: int, attempt: int, kind: str,
                 weights: list | None) -> None:
     """Compute the encrypted reply and post it to the coordinator (runs in the worker)."""
     if kind == STATISTICS:
@@ -87,4 +91,5 @@ def _contribute(config, client, processes, joined, round_number: int, attempt: i
             "key_fingerprint": joined.public_key.fingerprint,
             "ciphertexts": encode_ciphertexts(ciphertexts, joined.public_key),
         },
+        token=credential,
     )

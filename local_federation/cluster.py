@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from common.auth import load_or_create_secrets
 from common.cli import CHECKOUT
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class LocalFederation:
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.secrets_file = self.workdir / "federation_secrets.json"
+        self.secrets = load_or_create_secrets(self.secrets_file)
         self.session = requests.Session()
 
     @property
@@ -158,7 +161,8 @@ class LocalFederation:
     def wait_registered(self, names: Sequence[str]) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            answer = self.session.get(f"{self.coordinator.url}/data_owners", timeout=5).json()
+            answer = self.session.get(f"{self.coordinator.url}/data_owners", timeout=5,
+                                      headers=self.bearer("model_creator_token")).json()
             if set(names) <= {owner["name"] for owner in answer["data_owners"]}:
                 return
             time.sleep(0.1)
@@ -186,7 +190,12 @@ class LocalFederation:
         response.raise_for_status()
         return response.json()
 
+    def bearer(self, secret: str) -> dict[str, str]:
+        """The Authorization header with one of the federation's secrets, as a party sends it."""
+        return {"Authorization": f"Bearer {self.secrets[secret]}"}
+
     def _add(self, name: str, module: str, arguments: list[str]) -> Party:
+        arguments = [*arguments, "--secrets-file", str(self.secrets_file)]
         party = Party(name, module, free_port(), arguments, self.workdir / f"{name.replace(':', '_')}.log")
         self.parties[name] = party
         return party

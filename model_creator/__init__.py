@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask
 
+from common.auth import COORDINATOR, USER, Authenticator, resolve_secrets
 from common.http import PeerClient
 from common.service import Worker, create_base_app
 from model_creator.config import DEFAULTS, ENV_PREFIX
@@ -21,14 +22,17 @@ from model_creator.views import callbacks, models
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the model-creator app; the key is loaded or generated on first use."""
     app = create_base_app("model_creator", DEFAULTS, ENV_PREFIX, config)
+    resolve_secrets(app.config, ["model_creator_token", "coordinator_token"])
     state_dir = Path(app.config["STATE_DIR"])
     store = ModelStore(state_dir / "model_creator.sqlite3")
     store.fail_unfinished("interrupted: the model creator restarted while the job was in flight")
     keys = KeyStore(state_dir, int(app.config["KEY_BITS"]))
     traffic_log = app.extensions.get("traffic_log")
-    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None)
+    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None,
+                        token=app.config["MODEL_CREATOR_TOKEN"])
     worker = Worker("model-creator")
     app.extensions.update(
+        auth=Authenticator({COORDINATOR: app.config["COORDINATOR_TOKEN"], USER: app.config["API_TOKEN"]}),
         model_store=store,
         key_store=keys,
         trainer=Trainer(store, keys, client, worker, app.config),

@@ -27,4 +27,10 @@ DEFAULTS = {
     "DEFAULT_WEIGHT_BITS": 32,
     "MAX_DATA_OWNERS": 1000,
     "TRAFFIC_LOG": None,
+    # Tokens shared with the coordinator; any left empty is read from (or created in) SECRETS_FILE.
+    "SECRETS_FILE": str(CHECKOUT / "var" / "federation_secrets.json"),
+    "MODEL_CREATOR_TOKEN": None,
+    "COORDINATOR_TOKEN": None,
+    # When set, the user API (/model, /models, /prediction, ...) requires 'Authorization: Bearer <API_TOKEN>'.
+    "API_TOKEN": None,
 }

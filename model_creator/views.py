@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
+from common.auth import COORDINATOR, USER, authenticate, requires
 from common.dataset import load_columns, read_columns, read_header
 from common.errors import Conflict, DataError, SchemaError
 from common.models import MODELS
@@ -26,6 +29,18 @@ EXPORT_FORMAT = "federated_trainer.model/1"
 MAX_PREDICTION_ROWS = 100_000
 
 
+def user_api(view: Callable) -> Callable:
+    """The user's endpoints: open on loopback by default, bearer-protected when API_TOKEN is set."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_app.config.get("API_TOKEN"):
+            authenticate(current_app.extensions["auth"], [USER])
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
 def _trainer():
     return current_app.extensions["trainer"]
 
@@ -35,6 +50,7 @@ def _store():
 
 
 @models.post("/model")
+@user_api
 def train() -> tuple[Any, int]:
     """Start training; with no body, the default linear regression on the shipped columns."""
     training_request = TrainingRequest.from_json(json_body(), current_app.config)
@@ -52,17 +68,20 @@ def train() -> tuple[Any, int]:
 
 
 @models.get("/models")
+@user_api
 def list_models() -> tuple[Any, int]:
     """Every model, oldest first, with status, type, features and metrics."""
     return jsonify(models=_store().list()), 200
 
 
 @models.get("/model/<model_id>")
+@user_api
 def show_model(model_id: str) -> tuple[Any, int]:
     return jsonify(_store().get(model_id)), 200
 
 
 @models.get("/model/<model_id>/export")
+@user_api
 def export_model(model_id: str) -> tuple[Any, int]:
     """A finished model as self-contained JSON, loadable by ``POST /models/import`` anywhere."""
     model = _finished(model_id)
@@ -90,6 +109,7 @@ def export_model(model_id: str) -> tuple[Any, int]:
 
 
 @models.post("/models/import")
+@user_api
 def import_model() -> tuple[Any, int]:
     """Store an exported model as a new finished model, ready for predictions."""
     body = json_body()
@@ -123,6 +143,7 @@ def import_model() -> tuple[Any, int]:
 
 
 @models.get("/prediction")
+@user_api
 def prediction() -> tuple[Any, int]:
     """Metrics and predictions of the latest finished model (or ``?model_id=``) on the test data."""
     model_id = request.args.get("model_id")
@@ -135,6 +156,7 @@ def prediction() -> tuple[Any, int]:
 
 
 @models.post("/prediction")
+@user_api
 def predict_rows() -> tuple[Any, int]:
     """Predictions for rows given as JSON ``{"model_id", "rows": [{feature: value}]}`` or as CSV.
 
@@ -212,6 +234,7 @@ def _finished(model_id: str | None) -> dict[str, Any]:
 
 
 @callbacks.post("/jobs/<job_id>/aggregates")
+@requires(COORDINATOR)
 def receive_aggregate(job_id: str) -> tuple[Any, int]:
     """The coordinator's aggregate of a round: checked here, decrypted in the worker."""
     run = _trainer().run(job_id)
@@ -235,6 +258,7 @@ def receive_aggregate(job_id: str) -> tuple[Any, int]:
 
 
 @callbacks.post("/jobs/<job_id>/failure")
+@requires(COORDINATOR)
 def receive_failure(job_id: str) -> tuple[Any, int]:
     body = json_body()
     error = body.get("error")

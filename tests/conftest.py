@@ -14,6 +14,15 @@ from local_federation.cluster import LocalFederation
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "diabetes"
 DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
+# The secrets the in-process apps are configured with; tests present them as the parties would.
+TOKENS = {"ENROLMENT_SECRET": "test-enrolment-secret", "MODEL_CREATOR_TOKEN": "test-model-creator-token",
+          "COORDINATOR_TOKEN": "test-coordinator-token", "SECRETS_FILE": None}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header carrying ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
 
 @pytest.fixture(scope="session")
 def small_key() -> PrivateKey:
@@ -32,7 +41,7 @@ def coordinator_app(tmp_path: Path):
     from coordinator import create_app
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "coordinator"), "ROUND_TIMEOUT": 5,
-                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5})
+                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5, **TOKENS})
 
 
 @pytest.fixture
@@ -41,7 +50,7 @@ def data_owner_app(tmp_path: Path):
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "data_owner"), "NAME": "owner-under-test",
                        "DATA": str(SHIPPED / "owner_a.csv"), "COORDINATOR_URL": "http://127.0.0.1:9",
-                       "REQUEST_TIMEOUT": 5})
+                       "REQUEST_TIMEOUT": 5, **TOKENS})
 
 
 @pytest.fixture
@@ -50,7 +59,7 @@ def model_creator_app(tmp_path: Path):
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "model_creator"), "KEY_BITS": 1024,
                        "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
-                       "REQUEST_TIMEOUT": 5})
+                       "REQUEST_TIMEOUT": 5, **TOKENS})
 
 
 @pytest.fixture
