@@ -23,14 +23,30 @@ def base_parser(description: str, default_port: int, party: str) -> argparse.Arg
         help="JSON file of the federation's shared secrets, created (mode 0600) if missing; secrets given"
              " by environment variables take precedence (default: var/federation_secrets.json)",
     )
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
+    parser.add_argument("--ca-bundle", type=Path,
+                        help="PEM file of the certificate authorities trusted for HTTPS calls to other parties")
+    parser.add_argument("--allow-insecure-http", action="store_true",
+                        help="allow plain HTTP on a non-loopback address, and to non-loopback peers")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
+def serve_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`common.service.serve` the options stand for."""
+    return {"certificate": str(args.tls_cert) if args.tls_cert else None,
+            "private_key": str(args.tls_key) if args.tls_key else None,
+            "allow_insecure_http": args.allow_insecure_http}
+
+
 def base_config(args: argparse.Namespace) -> dict:
     """The app configuration the common options stand for."""
-    config = {"STATE_DIR": str(args.state_dir), "PUBLIC_URL": f"http://{_url_host(args.host)}:{args.port}",
-              "SECRETS_FILE": str(args.secrets_file)}
+    scheme = "https" if args.tls_cert else "http"
+    config = {"STATE_DIR": str(args.state_dir), "PUBLIC_URL": f"{scheme}://{_url_host(args.host)}:{args.port}",
+              "SECRETS_FILE": str(args.secrets_file), "ALLOW_INSECURE_HTTP": args.allow_insecure_http}
+    if args.ca_bundle:
+        config["CA_BUNDLE"] = str(args.ca_bundle)
     if args.traffic_log:
         config["TRAFFIC_LOG"] = str(args.traffic_log)
     return config

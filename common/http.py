@@ -7,9 +7,11 @@ reached the peer, so a POST is never delivered twice); everything else becomes a
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -24,7 +26,8 @@ class PeerClient:
     """JSON calls to other parties with a fixed timeout and connection retries."""
 
     def __init__(self, timeout: float, connect_retries: int = 3, recorder: TrafficRecorder | None = None,
-                 token: str | None = None, verify: str | bool = True) -> None:
+                 token: str | None = None, verify: str | bool = True, allow_insecure_http: bool = False) -> None:
+        self.allow_insecure_http = allow_insecure_http
         self.timeout = timeout
         self.recorder = recorder
         self.token = token
@@ -42,6 +45,9 @@ class PeerClient:
 
         ``token`` (default: the client's own) goes in the ``Authorization`` header.
         """
+        target = urlsplit(url)
+        if target.scheme == "http" and not self.allow_insecure_http and not is_loopback(target.hostname or ""):
+            raise UpstreamError(f"{method} {url}: refusing plain HTTP to a non-loopback peer (use https)")
         body = None if payload is None else json.dumps(payload).encode()
         if self.recorder is not None and body is not None:
             self.recorder("sent", url, body)
@@ -79,6 +85,16 @@ class PeerClient:
 
     def delete(self, url: str, timeout: float | None = None, token: str | None = None) -> Any:
         return self.request("DELETE", url, None, timeout, token)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _error_text(response: requests.Response) -> str:

@@ -1,5 +1,5 @@
 """What the three Flask services share: configuration, JSON errors, health, background work,
-and serving with waitress.
+and serving with cheroot (over TLS when given a certificate).
 
 Each service's ``create_app(config=None)`` calls :func:`create_base_app`, which applies, in
 order, the service's defaults, environment variables with the service's prefix (for example
@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from common.audit import RecordingMiddleware, TrafficLog
 from common.errors import FederatedError, SchemaError
+from common.http import PeerClient, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,18 @@ def create_base_app(
         app.extensions["traffic_log"] = log
         app.wsgi_app = RecordingMiddleware(app.wsgi_app, log)
     return app
+
+
+def peer_client(app: Flask, token: str | None = None) -> PeerClient:
+    """The app's client for calls to other parties, configured from the app's settings."""
+    traffic_log = app.extensions.get("traffic_log")
+    return PeerClient(
+        float(app.config["REQUEST_TIMEOUT"]),
+        recorder=traffic_log.recorder() if traffic_log else None,
+        token=token,
+        verify=app.config.get("CA_BUNDLE") or True,
+        allow_insecure_http=bool(app.config.get("ALLOW_INSECURE_HTTP")),
+    )
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -118,12 +131,31 @@ def run_forever(target: Callable[[threading.Event], None], name: str) -> threadi
     return stop
 
 
-def serve(app: Flask, host: str, port: int, threads: int = 8) -> None:
-    """Serve with waitress, a production WSGI server with no request timeout to kill work."""
-    import waitress
+def serve(app: Flask, host: str, port: int, certificate: str | None = None, private_key: str | None = None,
+          allow_insecure_http: bool = False, threads: int = 16) -> None:
+    """Serve with cheroot, a production WSGI server, over HTTPS when a certificate is given.
 
-    logger.info("%s listening on http://%s:%d", app.name, host, port)
-    waitress.serve(app, host=host, port=port, threads=threads, ident=app.name, clear_untrusted_proxy_headers=True)
+    Plain HTTP is refused on anything but loopback unless ``allow_insecure_http`` says otherwise:
+    the parties exchange credentials, and ciphertexts are only as private as their metadata.
+    """
+    from cheroot import wsgi
+
+    if bool(certificate) != bool(private_key):
+        raise SystemExit("give both --tls-cert and --tls-key, or neither")
+    if not certificate and not is_loopback(host) and not allow_insecure_http:
+        raise SystemExit(f"refusing plain HTTP on {host}: give --tls-cert and --tls-key, or --allow-insecure-http")
+    server = wsgi.Server((host, port), app, numthreads=threads, server_name=app.name)
+    scheme = "http"
+    if certificate:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server.ssl_adapter = BuiltinSSLAdapter(certificate, private_key)
+        scheme = "https"
+    logger.info("%s listening on %s://%s:%d", app.name, scheme, host, port)
+    try:
+        server.start()
+    except KeyboardInterrupt:
+        server.stop()
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -12,8 +12,7 @@ from typing import Any
 from flask import Flask
 
 from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, resolve_secrets, token_digest
-from common.http import PeerClient
-from common.service import Worker, create_base_app
+from common.service import Worker, create_base_app, peer_client
 from coordinator.config import DEFAULTS, ENV_PREFIX
 from coordinator.rounds import RoundRegistry
 from coordinator.runner import RoundRunner
@@ -26,9 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = create_base_app("coordinator", DEFAULTS, ENV_PREFIX, config)
     resolve_secrets(app.config, ["enrolment_secret", "model_creator_token", "coordinator_token"])
     store = CoordinatorStore(Path(app.config["STATE_DIR"]) / "coordinator.sqlite3")
-    traffic_log = app.extensions.get("traffic_log")
-    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None,
-                        token=app.config["COORDINATOR_TOKEN"])
+    client = peer_client(app, app.config["COORDINATOR_TOKEN"])
     registry = RoundRegistry()
     def owner_with_credential(token: str) -> Caller | None:
         name = store.data_owner_by_credential(token_digest(token))

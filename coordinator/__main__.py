@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.cli import base_config, base_parser
+from common.cli import base_config, base_parser, serve_options
 from common.service import configure_logging, serve
 from coordinator import create_app
 
@@ -11,7 +11,7 @@ def main() -> None:
     parser = base_parser("Federated training coordinator (relays and aggregates ciphertexts).", 8080, "coordinator")
     args = parser.parse_args()
     configure_logging(args.log_level)
-    serve(create_app(base_config(args)), args.host, args.port)
+    serve(create_app(base_config(args)), args.host, args.port, **serve_options(args))
 
 
 if __name__ == "__main__":

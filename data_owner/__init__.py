@@ -15,9 +15,8 @@ from flask import Flask
 
 from common.auth import COORDINATOR, Authenticator, Caller, resolve_secrets, same_token
 from common.errors import UpstreamError
-from common.http import PeerClient
 from common.processes import ProcessPool
-from common.service import Worker, create_base_app
+from common.service import Worker, create_base_app, peer_client
 from data_owner.config import DEFAULTS, ENV_PREFIX
 from data_owner.jobs import JobBook
 from data_owner.views import jobs
@@ -29,13 +28,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the data-owner app; it registers with the coordinator only when told to."""
     app = create_base_app("data_owner", DEFAULTS, ENV_PREFIX, config)
     resolve_secrets(app.config, ["enrolment_secret"])
-    traffic_log = app.extensions.get("traffic_log")
     enrolment = Enrolment()
     app.extensions.update(
         enrolment=enrolment,
         auth=Authenticator({}, enrolment.identify),
         job_book=JobBook(app.config["DATA"]),
-        client=PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None),
+        client=peer_client(app),
         worker=Worker("data-owner-rounds"),
         processes=ProcessPool(app.config["WORKER_PROCESSES"]),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.cli import base_config, base_parser
+from common.cli import base_config, base_parser, serve_options
 from common.service import configure_logging, run_forever, serve
 from data_owner import create_app, register_until_accepted
 from data_owner.config import DEFAULTS
@@ -22,7 +22,7 @@ def main() -> None:
                   COORDINATOR_URL=args.coordinator)
     app = create_app(config)
     run_forever(lambda stop: register_until_accepted(app, stop), "registration")
-    serve(app, args.host, args.port)
+    serve(app, args.host, args.port, **serve_options(args))
 
 
 if __name__ == "__main__":

@@ -37,11 +37,12 @@ class Party:
     port: int
     arguments: list[str]
     log_path: Path
+    scheme: str = "http"
     process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, environment: dict[str, str]) -> None:
         command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.arguments]
@@ -72,7 +73,9 @@ class LocalFederation:
     """A coordinator, data owners (name → CSV) and a model creator under one work directory.
 
     ``environment`` adds variables to every party's environment (e.g. ``FT_COORDINATOR_ROUND_TIMEOUT``);
-    ``coordinator_traffic_log`` records every byte the coordinator receives and sends.
+    ``coordinator_traffic_log`` records every byte the coordinator receives and sends; with
+    ``tls_cert`` and ``tls_key`` (a certificate for 127.0.0.1 that is also its own authority) every
+    party serves and calls over HTTPS.
     """
 
     workdir: Path
@@ -82,6 +85,8 @@ class LocalFederation:
     environment: dict[str, str] = field(default_factory=dict)
     coordinator_traffic_log: Path | None = None
     startup_timeout: float = 60.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     parties: dict[str, Party] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,6 +95,9 @@ class LocalFederation:
         self.secrets_file = self.workdir / "federation_secrets.json"
         self.secrets = load_or_create_secrets(self.secrets_file)
         self.session = requests.Session()
+        self.session.trust_env = False  # loopback only: no proxies, and no CA bundle from the environment
+        if self.tls_cert:
+            self.session.verify = str(self.tls_cert)
 
     @property
     def coordinator(self) -> Party:
@@ -196,7 +204,11 @@ class LocalFederation:
 
     def _add(self, name: str, module: str, arguments: list[str]) -> Party:
         arguments = [*arguments, "--secrets-file", str(self.secrets_file)]
-        party = Party(name, module, free_port(), arguments, self.workdir / f"{name.replace(':', '_')}.log")
+        if self.tls_cert:
+            arguments += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key),
+                          "--ca-bundle", str(self.tls_cert)]
+        party = Party(name, module, free_port(), arguments, self.workdir / f"{name.replace(':', '_')}.log",
+                      "https" if self.tls_cert else "http")
         self.parties[name] = party
         return party
 

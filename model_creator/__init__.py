@@ -10,8 +10,7 @@ from typing import Any
 from flask import Flask
 
 from common.auth import COORDINATOR, USER, Authenticator, resolve_secrets
-from common.http import PeerClient
-from common.service import Worker, create_base_app
+from common.service import Worker, create_base_app, peer_client
 from model_creator.config import DEFAULTS, ENV_PREFIX
 from model_creator.keystore import KeyStore
 from model_creator.runner import Trainer
@@ -27,9 +26,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     store = ModelStore(state_dir / "model_creator.sqlite3")
     store.fail_unfinished("interrupted: the model creator restarted while the job was in flight")
     keys = KeyStore(state_dir, int(app.config["KEY_BITS"]))
-    traffic_log = app.extensions.get("traffic_log")
-    client = PeerClient(float(app.config["REQUEST_TIMEOUT"]), recorder=traffic_log.recorder() if traffic_log else None,
-                        token=app.config["MODEL_CREATOR_TOKEN"])
+    client = peer_client(app, app.config["MODEL_CREATOR_TOKEN"])
     worker = Worker("model-creator")
     app.extensions.update(
         auth=Authenticator({COORDINATOR: app.config["COORDINATOR_TOKEN"], USER: app.config["API_TOKEN"]}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.cli import base_config, base_parser
+from common.cli import base_config, base_parser, serve_options
 from common.service import configure_logging, serve
 from model_creator import create_app
 from model_creator.config import DEFAULTS
@@ -23,7 +23,7 @@ def main() -> None:
     config.update(COORDINATOR_URL=args.coordinator, TEST_DATA=str(args.test_data.resolve()), KEY_BITS=args.key_bits)
     app = create_app(config)
     app.extensions["key_store"].private_key()
-    serve(app, args.host, args.port)
+    serve(app, args.host, args.port, **serve_options(args))
 
 
 if __name__ == "__main__":
