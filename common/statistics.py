@@ -22,6 +22,9 @@ from common.protocol import JobSpec
 from common.randomness import ObfuscatorPool
 
 
+CONSTANT_TOLERANCE = Fraction(1, 10**10)
+
+
 def feature_sums(features: np.ndarray, spec: JobSpec, source: str) -> list[int]:
     """``[row count, Σx_k for each feature, Σx_k² for each feature]``, sums at ``2**data_frac_bits``."""
     bound = spec.layout.value_bits
@@ -56,7 +59,10 @@ class FeatureStatistics:
         squares = [decode(v, spec.data_frac_bits) for v in values[1 + count : 1 + 2 * count]]
         means = tuple(s / row_count for s in sums)
         variances = tuple(max(Fraction(0), q / row_count - m * m) for q, m in zip(squares, means))
-        constant = [name for name, v in zip(spec.features, variances) if v == 0]
+        # Sums of squares are float sums, so a constant column's variance is zero only up to the
+        # cancellation in E[x²] − mean²; anything within that is constant.
+        constant = [name for name, v, m in zip(spec.features, variances, means)
+                    if v <= CONSTANT_TOLERANCE * max(Fraction(1), m * m)]
         if constant:
             raise TrainingError(f"{where}: feature(s) {', '.join(constant)} are constant over all data owners")
         return cls(row_count, means, variances)

@@ -68,7 +68,7 @@ class RoundCollector:
     def fail(self, owner: str, reason: str) -> None:
         """Record that ``owner`` will not reply to this attempt."""
         with self._changed:
-            if not self.closed and owner not in self.replies:
+            if not self.closed and owner in self.expected and owner not in self.replies:
                 self.failures[owner] = reason
                 self._changed.notify_all()
 

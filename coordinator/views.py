@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify
 
 from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
-from common.errors import Conflict, Forbidden, SchemaError
+from common.errors import Conflict, FederatedError, Forbidden, SchemaError
 from common.paillier import PublicKey
 from common.protocol import GRADIENT, ROUND_KINDS, JobSpec
 from common.service import json_body
@@ -117,9 +117,14 @@ def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
     job = _store().job(job_id)
     spec = JobSpec.from_json(job["spec"])
     public_key = PublicKey.from_json(job["public_key"])
-    public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
-    ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
-                                     spec.reply_ciphertexts(collector.kind))
+    try:
+        public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
+        ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
+                                         spec.reply_ciphertexts(collector.kind))
+    except FederatedError as exc:
+        # A bad reply is that owner's failure for this round; the round and the job go on.
+        collector.fail(owner, f"invalid reply: {exc.message}")
+        raise
     collector.add(owner, ciphertexts)
     return jsonify(status="accepted"), 202
 
