@@ -1,8 +1,9 @@
 """Outbound HTTP between parties: one session per service, explicit timeouts, no redirects.
 
-Connection failures are retried by urllib3's ``Retry`` (only errors raised before the request
-reached the peer, so a POST is never delivered twice); everything else becomes an
-:class:`~common.errors.UpstreamError` naming the peer and what it said.
+Connection failures and connections dropped before an answer are retried by urllib3's ``Retry``,
+for every method: each call between parties is idempotent by design (a repeated round request
+picks up the same round, a repeated reply is a 409 that changes nothing). Everything else becomes
+an :class:`~common.errors.UpstreamError` naming the peer and what it said.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class PeerClient:
         self.token = token
         self.verify = verify
         self.session = requests.Session()
-        retry = Retry(total=connect_retries, connect=connect_retries, read=0, status=0, other=0,
-                      redirect=0, backoff_factor=0.2, raise_on_status=False)
+        retry = Retry(total=connect_retries, connect=connect_retries, read=connect_retries, status=0, other=0,
+                      redirect=0, allowed_methods=None, backoff_factor=0.25, backoff_max=8, raise_on_status=False)
         adapter = HTTPAdapter(max_retries=retry, pool_connections=32, pool_maxsize=32)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

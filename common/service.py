@@ -57,6 +57,7 @@ def peer_client(app: Flask, token: str | None = None) -> PeerClient:
     traffic_log = app.extensions.get("traffic_log")
     return PeerClient(
         float(app.config["REQUEST_TIMEOUT"]),
+        connect_retries=int(app.config["CONNECT_RETRIES"]),
         recorder=traffic_log.recorder() if traffic_log else None,
         token=token,
         verify=app.config.get("CA_BUNDLE") or True,

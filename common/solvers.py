@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,16 @@ class Optimizer(ABC):
 
         The next gradient is taken as the first of a new problem, at the current query point.
         """
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart, as JSON-ready values (exact)."""
+        return {"rounds": self.rounds, "stop_reason": self.stop_reason, "query": [str(q) for q in self.query]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` of an optimiser built with the same arguments."""
+        self.rounds = int(state["rounds"])
+        self.stop_reason = state["stop_reason"]
+        self.query = [int(q) for q in state["query"]]
 
     @property
     @abstractmethod
@@ -98,6 +109,21 @@ class ConjugateDirections(Optimizer):
         self._estimate = self._as_point(self.query)
         self._gradient = None
         self._directions = []
+
+    def state(self) -> dict[str, Any]:
+        return {
+            **super().state(),
+            "estimate": _texts(self._estimate),
+            "gradient": None if self._gradient is None else _texts(self._gradient),
+            "directions": [[_texts(p), _texts(image), str(curvature)] for p, image, curvature in self._directions],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self._estimate = _rationals(state["estimate"])
+        self._gradient = None if state["gradient"] is None else _rationals(state["gradient"])
+        self._directions = [(_rationals(p), _rationals(image), rational(curvature))
+                            for p, image, curvature in state["directions"]]
 
     def _step(self, gradient_sum: list, row_count: int) -> None:
         if self._gradient is None:
@@ -215,6 +241,24 @@ class FirstOrder(Optimizer):
         self._second_moment = np.zeros(dimension)
         self._steps = 0
 
+    def state(self) -> dict[str, Any]:
+        return {
+            **super().state(),
+            "point": self._point.tolist(),
+            "velocity": self._velocity.tolist(),
+            "second_moment": self._second_moment.tolist(),
+            "steps": self._steps,
+            "scaling": None if self.scaling is None else [list(self.scaling.means), list(self.scaling.stds)],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self._point = np.array(state["point"], dtype=np.float64)
+        self._velocity = np.array(state["velocity"], dtype=np.float64)
+        self._second_moment = np.array(state["second_moment"], dtype=np.float64)
+        self._steps = int(state["steps"])
+        self.scaling = None if state["scaling"] is None else Scaling(*map(tuple, state["scaling"]))
+
     def set_scaling(self, scaling: Scaling) -> None:
         """Work on standardised coordinates from now on (keeping the current model)."""
         self._point = scaling.to_standardised(self._original())
@@ -251,6 +295,15 @@ class FirstOrder(Optimizer):
         if float(np.linalg.norm(step)) <= self.relative_tolerance * max(float(np.linalg.norm(previous)), 1e-300):
             self.stop_reason = f"relative_change <= {self.relative_tolerance:g}"
         self.query = self._encode_query([Fraction(float(v)) for v in self._original()])
+
+
+def _texts(values: Sequence) -> list[str]:
+    """Exact rationals as 'numerator/denominator' strings."""
+    return [str(v) for v in values]
+
+
+def _rationals(texts: Sequence[str]) -> list:
+    return [rational(t) for t in texts]
 
 
 def _reject(vector: list, orthogonal_basis: list[list]) -> list:

@@ -27,6 +27,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     store = CoordinatorStore(Path(app.config["STATE_DIR"]) / "coordinator.sqlite3")
     client = peer_client(app, app.config["COORDINATOR_TOKEN"])
     registry = RoundRegistry()
+    worker = Worker("coordinator-rounds", threads=8)
+
     def owner_with_credential(token: str) -> Caller | None:
         name = store.data_owner_by_credential(token_digest(token))
         return Caller(DATA_OWNER, name) if name else None
@@ -36,8 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                             MODEL_CREATOR: app.config["MODEL_CREATOR_TOKEN"]}, owner_with_credential),
         coordinator_store=store,
         round_registry=registry,
-        round_runner=RoundRunner(store, client, registry, app.config),
-        worker=Worker("coordinator-rounds", threads=8),
+        round_runner=RoundRunner(store, client, registry, worker, app.config),
     )
     app.register_blueprint(data_owners)
     app.register_blueprint(jobs)

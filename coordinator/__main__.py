@@ -11,7 +11,9 @@ def main() -> None:
     parser = base_parser("Federated training coordinator (relays and aggregates ciphertexts).", 8080, "coordinator")
     args = parser.parse_args()
     configure_logging(args.log_level)
-    serve(create_app(base_config(args)), args.host, args.port, **serve_options(args))
+    app = create_app(base_config(args))
+    app.extensions["round_runner"].resume_unfinished()
+    serve(app, args.host, args.port, **serve_options(args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ DEFAULTS = {
     "STATE_DIR": "var/coordinator",
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     "REQUEST_TIMEOUT": 30.0,
+    # Connection retries per call; a round has its own deadline and retries, so keep this low.
+    "CONNECT_RETRIES": 2,
     "ROUND_TIMEOUT": 300.0,
     "ROUND_RETRIES": 2,
     "RETRY_DELAY": 2.0,

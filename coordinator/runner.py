@@ -13,10 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from common.errors import FederatedError, UpstreamError
+from common.errors import Conflict, FederatedError, UpstreamError
 from common.http import PeerClient
 from common.paillier import PublicKey
 from common.protocol import JobSpec
+from common.service import Worker
 from common.wire import encode_ciphertexts
 from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
 from coordinator.store import CoordinatorStore, DataOwnerAddress
@@ -27,8 +28,10 @@ logger = logging.getLogger(__name__)
 class RoundRunner:
     """Drives rounds for all jobs of one coordinator."""
 
-    def __init__(self, store: CoordinatorStore, client: PeerClient, registry: RoundRegistry, config: dict[str, Any]) -> None:
+    def __init__(self, store: CoordinatorStore, client: PeerClient, registry: RoundRegistry, worker: Worker,
+                 config: dict[str, Any]) -> None:
         self.store = store
+        self.worker = worker
         self.client = client
         self.registry = registry
         self.round_timeout = float(config["ROUND_TIMEOUT"])
@@ -38,20 +41,72 @@ class RoundRunner:
         self._lock = threading.Lock()
         self._joined: dict[str, set[str]] = {}
         self._refused: dict[str, dict[str, str]] = {}
+        self._active: set[tuple[str, int]] = set()
 
-    def run_round(self, job_id: str, round_number: int, kind: str, encrypted_weights: list[str] | None) -> None:
+    def request_round(self, job_id: str, round_number: int, kind: str, weights: list[str] | None) -> str:
+        """Start a round, or pick up one the model creator asks for again; returns what was done.
+
+        Asking again is how a restarted model creator resumes: a round still running here goes
+        on (or is resumed, after a restart of this coordinator), an aggregated one is delivered
+        again, a failed one is a conflict. A round is never run twice to completion.
+        """
+        existing = self.store.round(job_id, round_number)
+        if existing is None:
+            self.store.start_round(job_id, round_number, kind, weights)
+            self._submit_round(job_id, round_number)
+            return "started"
+        if existing["kind"] != kind:
+            raise Conflict(f"round {round_number} of job {job_id} is a {existing['kind']} round")
+        if existing["status"] == "running":
+            return "in progress" if self._submit_round(job_id, round_number) is None else "resumed"
+        if existing["status"] == "aggregated":
+            self.worker.submit(self.deliver, job_id, round_number)
+            return "delivering again"
+        raise Conflict(f"round {round_number} of job {job_id} failed")
+
+    def resume_unfinished(self) -> int:
+        """After a restart: run again every round that was running; returns how many."""
+        unfinished = self.store.unfinished_rounds()
+        for job_id, round_number in unfinished:
+            logger.info("resuming job %s round %d", job_id, round_number)
+            self._submit_round(job_id, round_number)
+        return len(unfinished)
+
+    def _submit_round(self, job_id: str, round_number: int):
+        with self._lock:
+            if (job_id, round_number) in self._active:
+                return None
+            self._active.add((job_id, round_number))
+
+        def on_error(exc: Exception) -> None:
+            self.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}")
+
+        return self.worker.submit(self._run_round, job_id, round_number, on_error=on_error)
+
+    def _run_round(self, job_id: str, round_number: int) -> None:
+        try:
+            self.run_round(job_id, round_number)
+        finally:
+            with self._lock:
+                self._active.discard((job_id, round_number))
+
+    def run_round(self, job_id: str, round_number: int) -> None:
         """Run one round to its end: the aggregate goes to the model creator, or the job fails."""
         job = self.store.job(job_id)
+        record = self.store.round(job_id, round_number)
         spec = JobSpec.from_json(job["spec"])
+        kind, weights = record["kind"], record["weights"]
         started = time.monotonic()
-        for attempt in range(1, self.round_retries + 2):
-            collector = self._attempt(job, spec, round_number, attempt, kind, encrypted_weights)
+        first = record["attempts"] + 1
+        for attempt in range(first, first + self.round_retries + 1):
+            self.store.set_attempts(job_id, round_number, attempt)
+            collector = self._attempt(job, spec, round_number, attempt, kind, weights)
             if len(collector.replies) >= spec.min_data_owners:
                 break
             logger.warning("job %s round %d attempt %d: %d of %d required replies; failures: %s",
                            job_id, round_number, attempt, len(collector.replies), spec.min_data_owners,
                            collector.failures)
-            if attempt <= self.round_retries:
+            if attempt < first + self.round_retries:
                 time.sleep(self.retry_delay)
         else:
             reason = (f"round {round_number}: fewer than {spec.min_data_owners} data owner(s) answered in"
@@ -63,17 +118,32 @@ class RoundRunner:
         public_key = PublicKey.from_json(job["public_key"])
         contributors = sorted(collector.replies)
         summed = aggregate(public_key.nsquare, [collector.replies[name] for name in contributors])
-        self.store.finish_round(job_id, round_number, "aggregated", attempt, contributors, collector.failures,
-                                time.monotonic() - started)
-        logger.info("job %s round %d: aggregated %d contribution(s)", job_id, round_number, len(contributors))
-        self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", {
+        message = {
             "round": round_number,
             "kind": kind,
             "key_fingerprint": public_key.fingerprint,
             "ciphertexts": encode_ciphertexts(summed, public_key),
             "contributors": contributors,
             "failures": collector.failures,
-        })
+        }
+        self.store.finish_round(job_id, round_number, "aggregated", attempt, contributors, collector.failures,
+                                time.monotonic() - started, message)
+        logger.info("job %s round %d: aggregated %d contribution(s)", job_id, round_number, len(contributors))
+        self.deliver(job_id, round_number)
+
+    def deliver(self, job_id: str, round_number: int) -> None:
+        """Send a round's stored aggregate to the model creator.
+
+        A model creator that cannot be reached keeps its job: the aggregate stays stored here
+        until it asks for the round again (which a restarted model creator does).
+        """
+        job = self.store.job(job_id)
+        record = self.store.round(job_id, round_number)
+        try:
+            self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", record["aggregate"])
+        except UpstreamError as exc:
+            logger.warning("job %s round %d: aggregate kept until the model creator asks again: %s",
+                           job_id, round_number, exc.message)
 
     def fail_job(self, job_id: str, reason: str) -> None:
         """Mark a job failed here and tell the model creator why."""

@@ -34,7 +34,7 @@ class CoordinatorStore(SQLiteStore):
     CREATE TABLE IF NOT EXISTS rounds (
         job_id TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, attempts INTEGER NOT NULL,
         status TEXT NOT NULL, contributors TEXT NOT NULL, failures TEXT NOT NULL,
-        started_at REAL NOT NULL, seconds REAL,
+        started_at REAL NOT NULL, seconds REAL, weights TEXT, aggregate TEXT,
         PRIMARY KEY (job_id, round)
     );
     """
@@ -91,23 +91,50 @@ class CoordinatorStore(SQLiteStore):
                 (status, error, time.time(), job_id),
             )
 
-    def start_round(self, job_id: str, round_number: int, kind: str) -> None:
-        """Record a round as started; a round is started once only."""
+    def start_round(self, job_id: str, round_number: int, kind: str, weights: list[str] | None) -> None:
+        """Record a round as started, with the encrypted weights it evaluates (to resume it)."""
         with self.connect() as db:
             if db.execute("SELECT 1 FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone():
                 raise Conflict(f"round {round_number} of job {job_id} was already started")
             db.execute(
-                "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL)",
-                (job_id, round_number, kind, time.time()),
+                "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL, ?, NULL)",
+                (job_id, round_number, kind, time.time(), json.dumps(weights)),
             )
 
+    def round(self, job_id: str, round_number: int) -> dict[str, Any] | None:
+        """A round's full record (weights and aggregate included), or None."""
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone()
+        if row is None:
+            return None
+        record = dict(row)
+        record["weights"] = json.loads(record["weights"]) if record["weights"] else None
+        record["aggregate"] = json.loads(record["aggregate"]) if record["aggregate"] else None
+        return record
+
+    def unfinished_rounds(self) -> list[tuple[str, int]]:
+        """(job, round) of every round still running in a running job: what a restart resumes."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT r.job_id, r.round FROM rounds r JOIN jobs j ON j.job_id = r.job_id"
+                " WHERE r.status = 'running' AND j.status = 'running' ORDER BY r.started_at"
+            ).fetchall()
+        return [(row["job_id"], row["round"]) for row in rows]
+
+    def set_attempts(self, job_id: str, round_number: int, attempts: int) -> None:
+        with self.connect() as db:
+            db.execute("UPDATE rounds SET attempts = ? WHERE job_id = ? AND round = ?", (attempts, job_id, round_number))
+
     def finish_round(self, job_id: str, round_number: int, status: str, attempts: int,
-                     contributors: list[str], failures: dict[str, str], seconds: float) -> None:
+                     contributors: list[str], failures: dict[str, str], seconds: float,
+                     aggregate: dict[str, Any] | None = None) -> None:
+        """Close a round, keeping its aggregate message until the model creator has it for sure."""
         with self.connect() as db:
             db.execute(
-                "UPDATE rounds SET status = ?, attempts = ?, contributors = ?, failures = ?, seconds = ?"
-                " WHERE job_id = ? AND round = ?",
-                (status, attempts, json.dumps(contributors), json.dumps(failures), seconds, job_id, round_number),
+                "UPDATE rounds SET status = ?, attempts = ?, contributors = ?, failures = ?, seconds = ?,"
+                " aggregate = ? WHERE job_id = ? AND round = ?",
+                (status, attempts, json.dumps(contributors), json.dumps(failures), seconds,
+                 json.dumps(aggregate) if aggregate else None, job_id, round_number),
             )
 
     def rounds(self, job_id: str) -> list[dict[str, Any]]:

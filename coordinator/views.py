@@ -95,13 +95,8 @@ def start_round(job_id: str) -> tuple[Any, int]:
     weights = body.get("encrypted_weights") if kind == GRADIENT else None
     if kind == GRADIENT:
         decode_ciphertexts(weights, public_key, "body.encrypted_weights", spec.dimension)
-    _store().start_round(job_id, round_number, kind)
-    runner = _runner()
-    current_app.extensions["worker"].submit(
-        runner.run_round, job_id, round_number, kind, weights,
-        on_error=lambda exc: runner.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}"),
-    )
-    return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
+    outcome = _runner().request_round(job_id, round_number, kind, weights)
+    return jsonify(job_id=job_id, round=round_number, status=outcome), 202
 
 
 @jobs.post("/jobs/<job_id>/rounds/<int:round_number>/contributions")
@@ -140,6 +135,6 @@ def finish_job(job_id: str) -> tuple[Any, int]:
         raise SchemaError("body.status: expected 'finished' or 'failed'")
     error = body.get("error") if isinstance(body.get("error"), str) else None
     _store().set_job_status(job_id, status, error)
-    current_app.extensions["worker"].submit(_runner().forget_job, job_id)
+    _runner().worker.submit(_runner().forget_job, job_id)
     return jsonify(job_id=job_id, status=status), 200
 

@@ -12,6 +12,8 @@ DEFAULTS = {
     "STATE_DIR": "var/data_owner",
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     "REQUEST_TIMEOUT": 30.0,
+    # Connection retries per call (with backoff up to 8 s): rides out a coordinator restart.
+    "CONNECT_RETRIES": 8,
     "REGISTER_INTERVAL": 2.0,
     "TRAFFIC_LOG": None,
     # The enrolment secret; if empty it is read from (or created in) SECRETS_FILE.

@@ -24,7 +24,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     resolve_secrets(app.config, ["model_creator_token", "coordinator_token"])
     state_dir = Path(app.config["STATE_DIR"])
     store = ModelStore(state_dir / "model_creator.sqlite3")
-    store.fail_unfinished("interrupted: the model creator restarted while the job was in flight")
     keys = KeyStore(state_dir, int(app.config["KEY_BITS"]))
     client = peer_client(app, app.config["MODEL_CREATOR_TOKEN"])
     worker = Worker("model-creator")

@@ -23,6 +23,7 @@ def main() -> None:
     config.update(COORDINATOR_URL=args.coordinator, TEST_DATA=str(args.test_data.resolve()), KEY_BITS=args.key_bits)
     app = create_app(config)
     app.extensions["key_store"].private_key()
+    app.extensions["trainer"].resume_unfinished()
     serve(app, args.host, args.port, **serve_options(args))
 
 

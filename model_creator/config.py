@@ -20,6 +20,8 @@ DEFAULTS = {
     "DEFAULT_LABEL": "progression",
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     "REQUEST_TIMEOUT": 30.0,
+    # Connection retries per call (with backoff up to 8 s): rides out a coordinator restart.
+    "CONNECT_RETRIES": 8,
     "KEY_BITS": 2048,
     "DATA_FRAC_BITS": 32,
     "WEIGHT_FRAC_BITS": 32,

@@ -64,18 +64,35 @@ class Trainer:
         self.run(model_id)
         self.worker.submit(self._fail, model_id, error)
 
-    def _open_job(self, model_id: str, request: TrainingRequest) -> None:
+    def resume_unfinished(self) -> int:
+        """After a restart: continue every pending or running model at the round it awaited."""
+        unfinished = self.store.unfinished()
+        for model in unfinished:
+            request = TrainingRequest(**model["request"])
+            model_id = model["model_id"]
+            logger.info("resuming model %s", model_id)
+            self.worker.submit(self._open_job, model_id, request, model["state"],
+                               on_error=lambda exc, model_id=model_id: self._fail(model_id, exc))
+        return len(unfinished)
+
+    def _open_job(self, model_id: str, request: TrainingRequest, state: dict[str, Any] | None = None) -> None:
         private_key = self.keys.private_key()
         validation = self._validation_data(request)
         run = TrainingRun(model_id, request, private_key, self.config, validation)
+        if state is not None:
+            run.restore(state)
         with self._lock:
             self._runs[model_id] = run
-        self.client.post(f"{self.coordinator}/jobs", {
-            "spec": run.spec.to_json(),
-            "public_key": private_key.public_key.to_json(),
-            "callback_url": str(self.config["PUBLIC_URL"]).rstrip("/"),
-        })
-        self.store.set_running(model_id, private_key.public_key.fingerprint)
+        try:
+            self.client.post(f"{self.coordinator}/jobs", {
+                "spec": run.spec.to_json(),
+                "public_key": private_key.public_key.to_json(),
+                "callback_url": str(self.config["PUBLIC_URL"]).rstrip("/"),
+            })
+        except UpstreamError as exc:
+            if exc.peer_status != 409:  # 409: a resumed job the coordinator already has
+                raise
+        self.store.set_running(model_id, private_key.public_key.fingerprint, run.state())
         logger.info("model %s: job opened at the coordinator (%d coefficients, %d slots per ciphertext)",
                     model_id, run.spec.dimension, run.spec.layout.slots_per_ciphertext)
         self._send_round(run)
@@ -95,7 +112,7 @@ class Trainer:
     def _absorb(self, model_id: str, ciphertexts: list, data_owners: list[str], failures: dict[str, str]) -> None:
         run = self.run(model_id)
         record = run.absorb(ciphertexts, data_owners, failures)
-        self.store.record_round(model_id, asdict(record))
+        self.store.record_round(model_id, asdict(record), run.state())
         logger.info("model %s round %d (%s): %d contributor(s)", model_id, record.round, record.kind,
                     record.contributors)
         if not run.done:

@@ -16,7 +16,7 @@ class ModelStore(SQLiteStore):
     schema = """
     CREATE TABLE IF NOT EXISTS models (
         model_id TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT NOT NULL,
-        key_fingerprint TEXT, round INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT,
+        key_fingerprint TEXT, round INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT, state TEXT,
         created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
     CREATE TABLE IF NOT EXISTS history (
@@ -48,31 +48,36 @@ class ModelStore(SQLiteStore):
             )
         return model_id
 
-    def set_running(self, model_id: str, key_fingerprint: str) -> None:
-        self._update(model_id, status="running", key_fingerprint=key_fingerprint)
+    def set_running(self, model_id: str, key_fingerprint: str, state: dict[str, Any]) -> None:
+        self._update(model_id, status="running", key_fingerprint=key_fingerprint, state=json.dumps(state))
 
-    def record_round(self, model_id: str, record: dict[str, Any]) -> None:
-        """Append a round's history entry and advance the model's round counter, atomically."""
+    def record_round(self, model_id: str, record: dict[str, Any], state: dict[str, Any]) -> None:
+        """Append a round's history entry and the run's new state, atomically.
+
+        A restart therefore finds either the round before it (and asks for it again) or the
+        round after it, never half of one: no round is counted twice.
+        """
         with self.connect() as db:
             db.execute("INSERT INTO history VALUES (?, ?, ?)", (model_id, record["round"], json.dumps(record)))
-            db.execute("UPDATE models SET round = ?, updated_at = ? WHERE model_id = ?",
-                       (record["round"] + 1, time.time(), model_id))
+            db.execute("UPDATE models SET round = ?, state = ?, updated_at = ? WHERE model_id = ?",
+                       (record["round"] + 1, json.dumps(state), time.time(), model_id))
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Pending and running models with their request and saved run state, oldest first."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT model_id, status, request, state FROM models WHERE status IN ('pending', 'running')"
+                " ORDER BY rowid"
+            ).fetchall()
+        return [{"model_id": r["model_id"], "status": r["status"], "request": json.loads(r["request"]),
+                 "state": json.loads(r["state"]) if r["state"] else None} for r in rows]
 
     def finish(self, model_id: str, result: dict[str, Any]) -> None:
         """Store a finished model's result: coefficients, stop reason, owners, metrics, scaling."""
-        self._update(model_id, status="finished", result=json.dumps(result))
+        self._update(model_id, status="finished", result=json.dumps(result), state=None)
 
     def fail(self, model_id: str, error: str) -> None:
         self._update(model_id, status="failed", error=error)
-
-    def fail_unfinished(self, error: str) -> int:
-        """Mark every pending or running model failed (after a restart); returns how many."""
-        with self.connect() as db:
-            cursor = db.execute(
-                "UPDATE models SET status = 'failed', error = ?, updated_at = ? WHERE status IN ('pending', 'running')",
-                (error, time.time()),
-            )
-            return cursor.rowcount
 
     def get(self, model_id: str) -> dict[str, Any]:
         with self.connect() as db:

@@ -236,6 +236,33 @@ class TrainingRun:
             seconds=round(time.monotonic() - self.round_started, 6), stop_reason=self.optimizer.stop_reason,
         )
 
+    def state(self) -> dict[str, Any]:
+        """What a restarted model creator needs to continue this run at the round it awaits."""
+        statistics = self.feature_statistics
+        return {
+            "round": self.round,
+            "data_owners": self.data_owners,
+            "feature_statistics": None if statistics is None else {
+                "row_count": statistics.row_count,
+                "means": [str(m) for m in statistics.means],
+                "variances": [str(v) for v in statistics.variances],
+            },
+            "penalty_weights": [str(w) for w in self.penalty_weights],
+            "optimizer": self.optimizer.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` of a run of the same request."""
+        self.round = int(state["round"])
+        self.data_owners = state["data_owners"]
+        statistics = state["feature_statistics"]
+        if statistics is not None:
+            self.feature_statistics = FeatureStatistics(
+                int(statistics["row_count"]), tuple(map(Fraction, statistics["means"])),
+                tuple(map(Fraction, statistics["variances"])))
+        self.penalty_weights = [Fraction(w) for w in state["penalty_weights"]]
+        self.optimizer.restore(state["optimizer"])
+
     def coefficients(self) -> dict[str, float]:
         """The current estimate by name, intercept first, in the features' original units."""
         values = [float(c) for c in self.optimizer.coefficients]
