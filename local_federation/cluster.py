@@ -38,14 +38,17 @@ class Party:
     arguments: list[str]
     log_path: Path
     scheme: str = "http"
+    host: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, environment: dict[str, str]) -> None:
-        command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.arguments]
+        command = [*self.prefix, sys.executable, "-m", self.module, "--host", self.host, "--port", str(self.port),
+                   *self.arguments]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                         cwd=CHECKOUT, start_new_session=True)
@@ -75,7 +78,9 @@ class LocalFederation:
     ``environment`` adds variables to every party's environment (e.g. ``FT_COORDINATOR_ROUND_TIMEOUT``);
     ``coordinator_traffic_log`` records every byte the coordinator receives and sends; with
     ``tls_cert`` and ``tls_key`` (a certificate for 127.0.0.1 that is also its own authority) every
-    party serves and calls over HTTPS.
+    party serves and calls over HTTPS. ``placement`` puts parties on other hosts: party name
+    (``coordinator``, ``model_creator``, ``data_owner:NAME``) → (command prefix, address), e.g.
+    ``(["ip", "netns", "exec", "ns1"], "10.231.7.2")`` for a network namespace of a test.
     """
 
     workdir: Path
@@ -87,6 +92,7 @@ class LocalFederation:
     startup_timeout: float = 60.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    placement: dict[str, tuple[list[str], str]] = field(default_factory=dict)
     parties: dict[str, Party] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -214,8 +220,11 @@ class LocalFederation:
         if self.tls_cert:
             arguments += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key),
                           "--ca-bundle", str(self.tls_cert)]
+        prefix, host = self.placement.get(name, ([], "127.0.0.1"))
+        if host != "127.0.0.1" and not self.tls_cert:
+            arguments.append("--allow-insecure-http")
         party = Party(name, module, free_port(), arguments, self.workdir / f"{name.replace(':', '_')}.log",
-                      "https" if self.tls_cert else "http")
+                      "https" if self.tls_cert else "http", host, list(prefix))
         self.parties[name] = party
         return party
 
