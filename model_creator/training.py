@@ -82,6 +82,8 @@ class TrainingRequest:
         label = require_str(merged, "label")
         if label in features:
             raise SchemaError(f"body.label: {label!r} is also listed as a feature")
+        if "intercept" in features:
+            raise SchemaError("body.features: 'intercept' is reserved for the intercept coefficient")
         return cls(
             model=model,
             features=features,

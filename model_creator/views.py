@@ -19,7 +19,8 @@ from common.errors import Conflict, DataError, SchemaError
 from common.models import MODELS
 from common.protocol import ROUND_KINDS
 from common.service import json_body
-from common.wire import decode_ciphertexts, require_int, require_str
+from common.protocol import MAX_FEATURES
+from common.wire import decode_ciphertexts, require_int, require_str, require_str_list
 from model_creator.training import TrainingRequest
 
 models = Blueprint("models", __name__)
@@ -118,9 +119,9 @@ def import_model() -> tuple[Any, int]:
     model = require_str(body, "model")
     if model not in MODELS:
         raise SchemaError(f"body.model: unknown model {model!r}; known: {', '.join(MODELS)}")
-    features = body.get("features")
-    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
-        raise SchemaError("body.features: expected a list of column names")
+    features = require_str_list(body, "features", max_items=MAX_FEATURES)
+    if "intercept" in features:
+        raise SchemaError("body.features: 'intercept' is reserved for the intercept coefficient")
     label = require_str(body, "label")
     coefficients = body.get("coefficients")
     names = ["intercept", *features]

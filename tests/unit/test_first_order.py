@@ -1,6 +1,9 @@
-"""First-order optimisers (common.solvers.FirstOrder) and standardisation (common.solvers.Scaling),
-driven by a quadratic oracle: the exact mean gradient ``H w − c`` at the optimiser's fixed-point query,
-handed over as a gradient sum over ``ROWS`` rows, as the model creator does after decryption."""
+"""First-order optimisers (common.solvers.FirstOrder) and standardisation (common.solvers.Scaling).
+
+They are driven by a quadratic oracle: the exact mean gradient ``H w − c`` at the optimiser's
+fixed-point query, handed over as a gradient sum over ``ROWS`` rows, as the model creator does
+after decryption.
+"""
 
 from __future__ import annotations
 

@@ -149,10 +149,11 @@ def test_model_registry_describes_each_model():
     assert (logistic.binary_labels, logistic.penalised, logistic.standardize_by_default) == (True, True, True)
     # Ridge's penalty is added by the model creator: owners compute the least-squares statistics.
     features, labels, binary = raw_scale_rows(3)
-    for got, expected in zip(ridge.statistics(features, labels), least_squares_statistics(features, labels)):
-        np.testing.assert_array_equal(got, expected)
-    for got, expected in zip(logistic.statistics(features, binary), logistic_taylor_statistics(features, binary)):
-        np.testing.assert_array_equal(got, expected)
+    pairs = [(ridge.statistics(features, labels), least_squares_statistics(features, labels)),
+             (logistic.statistics(features, binary), logistic_taylor_statistics(features, binary))]
+    for got, expected in pairs:
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
-"""Secure feature statistics (common/statistics.py): per-owner sums, encrypted, aggregated by the
-coordinator's code, decrypted and unpacked, give the pooled mean and population variance."""
+"""Secure feature statistics (common/statistics.py).
+
+Per-owner sums, encrypted, aggregated by the coordinator's code, decrypted and unpacked, give the
+pooled mean and population variance.
+"""
 
 from __future__ import annotations
 
@@ -74,7 +77,8 @@ def test_feature_sums_layout_is_count_sums_then_squares(small_key):
     assert values[0] == len(rows)
     scale = 2**DATA_FRAC_BITS
     np.testing.assert_allclose([v / scale for v in values[1 : 1 + width]], rows.sum(axis=0), rtol=1e-15, atol=2.0**-32)
-    np.testing.assert_allclose([v / scale for v in values[1 + width :]], (rows**2).sum(axis=0), rtol=1e-15, atol=2.0**-32)
+    np.testing.assert_allclose([v / scale for v in values[1 + width :]], (rows**2).sum(axis=0), rtol=1e-15,
+                               atol=2.0**-32)
     assert all(isinstance(v, int) for v in values)
 
 
@@ -84,7 +88,7 @@ def test_three_owners_give_the_pooled_mean_and_population_std(small_key):
     assert contributors == 3
     # The aggregate is exactly the sum of what each owner would have sent.
     per_owner = [feature_sums(rows, spec, "owner.csv") for rows in OWNERS]
-    assert values == [sum(column) for column in zip(*per_owner)]
+    assert values == [sum(column) for column in zip(*per_owner, strict=True)]
 
     statistics = FeatureStatistics.from_sums(values, spec, "job stats-job round 0")
     pooled = np.vstack(OWNERS)
@@ -125,11 +129,13 @@ def test_an_owner_constant_in_one_column_is_fine_when_the_pool_is_not(small_key)
     assert statistics.stds[2] == pytest.approx(pooled[:, 2].std(), rel=1e-12)
 
 
-def test_a_feature_constant_over_all_owners_is_a_training_error(small_key):
+@pytest.mark.parametrize("value", [1999.0, 7.0, 0.5, 2549.7, 0.1, 1 / 3, 0.7])
+def test_a_feature_constant_over_all_owners_is_a_training_error(small_key, value):
+    """Whatever the constant: values that are not dyadic fractions must not slip through on rounding."""
     spec = make_spec(small_key)
     owners = [rows.copy() for rows in OWNERS]
     for rows in owners:
-        rows[:, 1] = 1999.0
+        rows[:, 1] = value
     _, values = secure_round(small_key, spec, owners)
     with pytest.raises(TrainingError) as caught:
         FeatureStatistics.from_sums(values, spec, "job stats-job round 0")
@@ -171,7 +177,7 @@ def test_encryption_uses_fresh_randomness_and_the_pool(small_key):
     values = feature_sums(OWNERS[1], spec, "owner.csv")
     first = encrypt_statistics(public_key, values, spec)
     second = encrypt_statistics(public_key, values, spec)
-    assert all(a != b for a, b in zip(first, second))
+    assert all(a != b for a, b in zip(first, second, strict=True))
     assert [small_key.raw_decrypt(c) for c in first] == [small_key.raw_decrypt(c) for c in second]
 
     pool = ObfuscatorPool(public_key, len(first))
@@ -198,7 +204,7 @@ def test_property_from_sums_is_exact_for_values_on_the_grid(owners):
     tables = [np.array(rows, dtype=float) / 8 for rows in owners]
     pooled = np.vstack(tables)
     per_owner = [feature_sums(rows, spec, "owner.csv") for rows in tables]
-    summed = [sum(column) for column in zip(*per_owner)]
+    summed = [sum(column) for column in zip(*per_owner, strict=True)]
     all_rows = [row for rows in owners for row in rows]
     exact = [[Fraction(row[k], 8) for row in all_rows] for k in range(2)]
     variances = [sum(x * x for x in column) / len(column) - (sum(column) / len(column)) ** 2 for column in exact]
