@@ -176,12 +176,9 @@ def assert_finished_exact(model: Mapping[str, Any], owners: Sequence[str], featu
         assert entry["gradient_norm"] >= 0
 
 
-def validation_mse(entry: Mapping[str, Any]) -> float | None:
-    """A history entry's validation MSE: ``validation_mse``, or ``validation.mse`` in the newer layout."""
-    if "validation_mse" in entry:
-        return entry["validation_mse"]
-    validation = entry.get("validation")
-    return None if validation is None else validation.get("mse")
+def validation_mse(entry: Mapping[str, Any]) -> float:
+    """A history entry's validation MSE."""
+    return entry["validation"]["mse"]
 
 
 def assert_prediction(federation: LocalFederation, model: Mapping[str, Any], test_csv: Path) -> dict[str, Any]:
