@@ -91,6 +91,8 @@ def json_body() -> dict[str, Any]:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SchemaError(f"body: malformed JSON ({exc})") from exc
+    except RecursionError:
+        raise SchemaError("body: malformed JSON (nested too deeply)") from None
     if not isinstance(payload, dict):
         raise SchemaError("body: expected a JSON object")
     return payload

@@ -65,6 +65,8 @@ def create_job() -> tuple[Any, int]:
     if not spec.layout.fits(public_key.bits):
         raise SchemaError("spec.layout: the slots do not fit the key's plaintext space")
     callback_url = require_str(body, "callback_url", max_length=500).rstrip("/")
+    if not callback_url.startswith(("http://", "https://")):
+        raise SchemaError("body.callback_url: expected an http:// or https:// URL")
     _store().create_job(spec.job_id, spec.to_json(), public_key.to_json(), callback_url)
     return jsonify(job_id=spec.job_id, status="running"), 201
 

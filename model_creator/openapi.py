@@ -45,6 +45,10 @@ def document() -> dict[str, Any]:
         schemas={
             "ModelId": {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "16 hexadecimal digits."},
             "Column": {"type": "string", "minLength": 1, "maxLength": 200},
+            "FeatureNames": {"type": "array", "minItems": 1, "maxItems": MAX_FEATURES, "uniqueItems": True,
+                             "items": {"type": "string", "minLength": 1},
+                             "not": {"contains": {"const": "intercept"}},
+                             "description": "Distinct column names; 'intercept' is reserved for the intercept."},
             "Coefficients": {"type": "object", "additionalProperties": {"type": "number"},
                              "description": "By name: 'intercept', then one per feature."},
             "Metrics": {"type": ["object", "null"], "additionalProperties": {"type": ["number", "null"]},
@@ -55,10 +59,9 @@ def document() -> dict[str, Any]:
                 "description": "Every field is optional; with no body, linear regression on the default columns.",
                 "properties": {
                     "model": {"type": "string", "enum": list(MODELS), "default": "linear_regression"},
-                    "features": {"type": "array", "minItems": 1, "maxItems": MAX_FEATURES, "uniqueItems": True,
-                                 "items": {"type": "string", "minLength": 1},
-                                 "default": list(DEFAULTS["DEFAULT_FEATURES"]),
-                                 "description": "Columns of the data owners' data (and of the test data)."},
+                    "features": ref("FeatureNames") | {
+                        "default": list(DEFAULTS["DEFAULT_FEATURES"]),
+                        "description": "Columns of the data owners' data (and of the test data)."},
                     "label": ref("Column") | {"default": DEFAULTS["DEFAULT_LABEL"],
                                               "description": "Not one of the features."},
                     "optimizer": {"type": "string", "enum": list(OPTIMIZERS), "default": "exact"},
@@ -105,7 +108,7 @@ def document() -> dict[str, Any]:
                 "format": {"type": "string", "const": EXPORT_FORMAT},
                 "model_id": {"type": "string"},
                 "model": {"type": "string", "enum": list(MODELS)},
-                "features": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                "features": ref("FeatureNames"),
                 "label": ref("Column"),
                 "coefficients": ref("Coefficients"),
                 "training": object_schema({

@@ -62,11 +62,11 @@ class TrainingRequest:
         if unknown:
             raise SchemaError(f"body: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         model = body.get("model", "linear_regression")
-        if model not in MODELS:
+        if not isinstance(model, str) or model not in MODELS:
             raise SchemaError(f"body.model: unknown model {model!r}; known: {', '.join(MODELS)}")
         kind = MODELS[model]
         optimizer = body.get("optimizer", "exact")
-        if optimizer not in OPTIMIZERS:
+        if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
             raise SchemaError(f"body.optimizer: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         if "alpha" in body and not kind.penalised:
             raise SchemaError(f"body.alpha: model {model!r} takes no penalty; use 'ridge'")

@@ -130,7 +130,9 @@ def import_model() -> tuple[Any, int]:
         and math.isfinite(coefficients[n]) for n in names
     ):
         raise SchemaError(f"body.coefficients: expected a finite number for each of {', '.join(names)}")
-    training = body.get("training") if isinstance(body.get("training"), dict) else {}
+    training = body.get("training", {})
+    if not isinstance(training, dict) or not isinstance(training.get("request", {}), dict):
+        raise SchemaError("body.training: expected an object whose 'request' is an object")
     result = {"coefficients": {n: float(coefficients[n]) for n in names},
               "stop_reason": training.get("stop_reason"), "data_owners": training.get("data_owners", []),
               "metrics": training.get("metrics"), "imported_from": body.get("model_id")}
@@ -138,7 +140,7 @@ def import_model() -> tuple[Any, int]:
         if isinstance(body.get(optional), dict):
             result[optional] = body[optional]
     request_record = {"model": model, "features": features, "label": label,
-                      "optimizer": (training.get("request") or {}).get("optimizer", "imported")}
+                      "optimizer": training.get("request", {}).get("optimizer", "imported")}
     model_id = _store().import_finished(request_record, result)
     return jsonify(model_id=model_id, status="finished"), 201
 
