@@ -8,11 +8,10 @@ number of rows. Nothing is ever decrypted here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
-
-from concurrent.futures import Executor
 
 from common.bigint import mpz
 from common.encoding import encode_array
@@ -61,29 +60,32 @@ class EncryptedAffineMap:
         dimension = spec.dimension
         rows = tuple(tuple(matrix[i * dimension : (i + 1) * dimension]) for i in range(dimension))
         weight_limit = 1 << (spec.weight_bits + spec.weight_frac_bits)
-        worst_case = [sum(abs(a) for a in row) * weight_limit + abs(b) for row, b in zip(rows, offset)]
+        worst_case = [sum(abs(a) for a in row) * weight_limit + abs(b) for row, b in zip(rows, offset, strict=True)]
         try:
             check_values([len(labels), *worst_case], spec.layout, f"{source}: gradient bound")
         except EncodingOverflow as exc:
-            raise EncodingOverflow(
-                f"{exc.message}; the data are too large for the job's slot layout"
-            ) from exc
+            raise EncodingOverflow(f"{exc.message}; the data are too large for the job's slot layout") from exc
         return cls(rows, tuple(offset), int(len(labels)), MatrixPowerPlan.for_matrix(rows))
 
-    def evaluate(self, public_key: PublicKey, encrypted_weights: Sequence[mpz], spec: JobSpec,
-                 pool: ObfuscatorPool | None = None, executor: Executor | None = None, parts: int = 1) -> list[mpz]:
+    def evaluate(
+        self,
+        public_key: PublicKey,
+        encrypted_weights: Sequence[mpz],
+        spec: JobSpec,
+        pool: ObfuscatorPool | None = None,
+        executor: Executor | None = None,
+        parts: int = 1,
+    ) -> list[mpz]:
         """E(row count) and E(A_i w − b_i), packed into the job's layout, each re-randomised.
 
         ``pool`` supplies the re-randomisers made ahead of time; ``executor`` and ``parts`` split
         the matrix–vector product over workers.
         """
         if len(encrypted_weights) != len(self.offset):
-            raise ProtocolViolation(
-                f"expected {len(self.offset)} encrypted weights, got {len(encrypted_weights)}"
-            )
+            raise ProtocolViolation(f"expected {len(self.offset)} encrypted weights, got {len(encrypted_weights)}")
         nsquare = public_key.nsquare
         products = self.plan.evaluate(encrypted_weights, nsquare, executor, parts)
-        gradient = [public_key.raw_add_constant(product, -b) for product, b in zip(products, self.offset)]
+        gradient = [public_key.raw_add_constant(product, -b) for product, b in zip(products, self.offset, strict=True)]
         values = [public_key.raw_constant(self.row_count), *gradient]
         packed = pack_encrypted(public_key, values, spec.layout)
         return [public_key.rerandomise(c, pool.take() if pool else None) for c in packed]

@@ -14,37 +14,55 @@ def base_parser(description: str, default_port: int, party: str) -> argparse.Arg
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=default_port, help="port to listen on (default: %(default)s)")
     parser.add_argument(
-        "--state-dir", type=Path, default=CHECKOUT / "var" / party,
-        help="where this party keeps what must survive a restart (default: var/%s in the checkout)" % party,
+        "--state-dir",
+        type=Path,
+        default=CHECKOUT / "var" / party,
+        help=f"where this party keeps what must survive a restart (default: var/{party} in the checkout)",
     )
-    parser.add_argument("--traffic-log", type=Path, help="append every request and answer exchanged to this JSON-lines file")
     parser.add_argument(
-        "--secrets-file", type=Path, default=CHECKOUT / "var" / "federation_secrets.json",
+        "--traffic-log", type=Path, help="append every request and answer exchanged to this JSON-lines file"
+    )
+    parser.add_argument(
+        "--secrets-file",
+        type=Path,
+        default=CHECKOUT / "var" / "federation_secrets.json",
         help="JSON file of the federation's shared secrets, created (mode 0600) if missing; secrets given"
-             " by environment variables take precedence (default: var/federation_secrets.json)",
+        " by environment variables take precedence (default: var/federation_secrets.json)",
     )
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
-    parser.add_argument("--ca-bundle", type=Path,
-                        help="PEM file of the certificate authorities trusted for HTTPS calls to other parties")
-    parser.add_argument("--allow-insecure-http", action="store_true",
-                        help="allow plain HTTP on a non-loopback address, and to non-loopback peers")
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        help="PEM file of the certificate authorities trusted for HTTPS calls to other parties",
+    )
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain HTTP on a non-loopback address, and to non-loopback peers",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def serve_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`common.service.serve` the options stand for."""
-    return {"certificate": str(args.tls_cert) if args.tls_cert else None,
-            "private_key": str(args.tls_key) if args.tls_key else None,
-            "allow_insecure_http": args.allow_insecure_http}
+    return {
+        "certificate": str(args.tls_cert) if args.tls_cert else None,
+        "private_key": str(args.tls_key) if args.tls_key else None,
+        "allow_insecure_http": args.allow_insecure_http,
+    }
 
 
 def base_config(args: argparse.Namespace) -> dict:
     """The app configuration the common options stand for."""
     scheme = "https" if args.tls_cert else "http"
-    config = {"STATE_DIR": str(args.state_dir), "PUBLIC_URL": f"{scheme}://{_url_host(args.host)}:{args.port}",
-              "SECRETS_FILE": str(args.secrets_file), "ALLOW_INSECURE_HTTP": args.allow_insecure_http}
+    config = {
+        "STATE_DIR": str(args.state_dir),
+        "PUBLIC_URL": f"{scheme}://{_url_host(args.host)}:{args.port}",
+        "SECRETS_FILE": str(args.secrets_file),
+        "ALLOW_INSECURE_HTTP": args.allow_insecure_http,
+    }
     if args.ca_bundle:
         config["CA_BUNDLE"] = str(args.ca_bundle)
     if args.traffic_log:

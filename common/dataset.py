@@ -29,8 +29,9 @@ def load_columns(path: str | Path, features: Sequence[str], label: str | None) -
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
 
 
-def read_columns(lines: Iterable[str], features: Sequence[str], label: str | None, source: str,
-                 allow_extra: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def read_columns(
+    lines: Iterable[str], features: Sequence[str], label: str | None, source: str, allow_extra: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """As :func:`load_columns`, from lines of CSV text; ``source`` names them in errors.
 
     With ``allow_extra=False`` a column that is neither a feature nor the label is an error.
@@ -47,8 +48,11 @@ def read_columns(lines: Iterable[str], features: Sequence[str], label: str | Non
             if extra:
                 raise DataError(f"{source}: unknown column(s) {', '.join(map(repr, extra))}")
         positions = _column_positions(source, header, columns)
-        values = [_parse_row(source, number, row, columns, positions)
-                  for number, row in enumerate(reader, 1) if any(cell.strip() for cell in row)]
+        values = [
+            _parse_row(source, number, row, columns, positions)
+            for number, row in enumerate(reader, 1)
+            if any(cell.strip() for cell in row)
+        ]
     except csv.Error as exc:
         raise DataError(f"{source}: not a readable CSV file ({exc})") from exc
     if not values:
@@ -87,7 +91,7 @@ def _column_positions(path: str, header: list[str], columns: Sequence[str]) -> l
 
 def _parse_row(path: str, number: int, row: list[str], columns: Sequence[str], positions: list[int]) -> list[float]:
     parsed = []
-    for name, position in zip(columns, positions):
+    for name, position in zip(columns, positions, strict=True):
         if position >= len(row):
             raise DataError(f"{path}: row {number}, column {name!r}: value is missing (short row)")
         text = row[position].strip()

@@ -26,22 +26,40 @@ TrafficRecorder = Callable[[str, str, bytes], None]
 class PeerClient:
     """JSON calls to other parties with a fixed timeout and connection retries."""
 
-    def __init__(self, timeout: float, connect_retries: int = 3, recorder: TrafficRecorder | None = None,
-                 token: str | None = None, verify: str | bool = True, allow_insecure_http: bool = False) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        connect_retries: int = 3,
+        recorder: TrafficRecorder | None = None,
+        token: str | None = None,
+        verify: str | bool = True,
+        allow_insecure_http: bool = False,
+    ) -> None:
         self.allow_insecure_http = allow_insecure_http
         self.timeout = timeout
         self.recorder = recorder
         self.token = token
         self.verify = verify
         self.session = requests.Session()
-        retry = Retry(total=connect_retries, connect=connect_retries, read=connect_retries, status=0, other=0,
-                      redirect=0, allowed_methods=None, backoff_factor=0.25, backoff_max=8, raise_on_status=False)
+        retry = Retry(
+            total=connect_retries,
+            connect=connect_retries,
+            read=connect_retries,
+            status=0,
+            other=0,
+            redirect=0,
+            allowed_methods=None,
+            backoff_factor=0.25,
+            backoff_max=8,
+            raise_on_status=False,
+        )
         adapter = HTTPAdapter(max_retries=retry, pool_connections=32, pool_maxsize=32)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def request(self, method: str, url: str, payload: Any | None = None, timeout: float | None = None,
-                token: str | None = None) -> Any:
+    def request(
+        self, method: str, url: str, payload: Any | None = None, timeout: float | None = None, token: str | None = None
+    ) -> Any:
         """Send ``payload`` as JSON and return the decoded JSON answer (``None`` for no body).
 
         ``token`` (default: the client's own) goes in the ``Authorization`` header.
@@ -57,7 +75,12 @@ class PeerClient:
             headers["Authorization"] = f"Bearer {token or self.token}"
         try:
             response = self.session.request(
-                method, url, data=body, timeout=timeout or self.timeout, allow_redirects=False, headers=headers,
+                method,
+                url,
+                data=body,
+                timeout=timeout or self.timeout,
+                allow_redirects=False,
+                headers=headers,
                 verify=self.verify,
             )
         except requests.RequestException as exc:

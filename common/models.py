@@ -139,8 +139,10 @@ class ModelKind:
         if not self.binary_labels:
             return {"predictions": [float(v) for v in scores]}
         probabilities = sigmoid(scores)
-        return {"probabilities": [float(p) for p in probabilities],
-                "predictions": [int(p >= 0.5) for p in probabilities]}
+        return {
+            "probabilities": [float(p) for p in probabilities],
+            "predictions": [int(p >= 0.5) for p in probabilities],
+        }
 
     def score(self, coefficients: Sequence[float], features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return self.metrics(linear_scores(coefficients, features), labels)

@@ -1,5 +1,6 @@
-"""Simultaneous multi-exponentiation: ``Π_k base_k ** a_jk mod m`` for every row j of a fixed
-integer matrix, the data owner's encrypted matrix–vector product.
+"""Simultaneous multi-exponentiation for the data owner's encrypted matrix–vector product.
+
+It computes ``Π_k base_k ** a_jk mod m`` for every row j of a fixed integer matrix.
 
 One ``powmod`` per term would spend a full square-and-multiply chain on each of the d² terms.
 Straus' method instead shares the squarings of a row among all its bases, and the sliding-window
@@ -89,8 +90,9 @@ class MatrixPowerPlan:
         table = (1 << (self.width - 1)) * (len(self.negative_columns) + len(self.positive_columns))
         return table + sum(self.row_bits) + sum(len(s) for s in self.schedules)
 
-    def evaluate(self, bases: Sequence[mpz], modulus: mpz, executor: Executor | None = None,
-                 parts: int = 1) -> list[mpz]:
+    def evaluate(
+        self, bases: Sequence[mpz], modulus: mpz, executor: Executor | None = None, parts: int = 1
+    ) -> list[mpz]:
         """``[Π_k bases[k] ** matrix[j][k] mod modulus for each row j]``.
 
         With an ``executor`` and ``parts > 1`` the rows of a large enough product are split into
@@ -103,15 +105,23 @@ class MatrixPowerPlan:
             return _evaluate_rows(self, rows, list(bases), modulus)
         size = -(-len(rows) // parts)
         chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-        futures = [executor.submit(_evaluate_rows, self._subplan(chunk), list(range(len(chunk))), list(bases), modulus)
-                   for chunk in chunks]
+        futures = [
+            executor.submit(_evaluate_rows, self._subplan(chunk), list(range(len(chunk))), list(bases), modulus)
+            for chunk in chunks
+        ]
         return [value for future in futures for value in future.result()]
 
     def _subplan(self, rows: list[int]) -> MatrixPowerPlan:
         schedules = tuple(self.schedules[r] for r in rows)
         used = {(column, negative) for schedule in schedules for _, column, _, negative in schedule}
-        return MatrixPowerPlan(self.width, self.columns, tuple(self.row_bits[r] for r in rows), schedules,
-                               frozenset(c for c, n in used if n), frozenset(c for c, n in used if not n))
+        return MatrixPowerPlan(
+            self.width,
+            self.columns,
+            tuple(self.row_bits[r] for r in rows),
+            schedules,
+            frozenset(c for c, n in used if n),
+            frozenset(c for c, n in used if not n),
+        )
 
 
 def _odd_powers(base: mpz, width: int, modulus: mpz) -> list[mpz]:

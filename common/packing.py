@@ -42,9 +42,7 @@ class SlotLayout:
         # Keep the packed sum below 2**(key_bits - 2) <= n / 2, so it never wraps around n.
         slots = (key_bits - 2) // slot_bits
         if slots < 2:
-            raise EncodingOverflow(
-                f"a slot of {slot_bits} bits does not fit twice in a {key_bits}-bit plaintext"
-            )
+            raise EncodingOverflow(f"a slot of {slot_bits} bits does not fit twice in a {key_bits}-bit plaintext")
         return cls(value_bits, count_bits, slots)
 
     @property
@@ -102,8 +100,7 @@ def check_values(values: Sequence[int], layout: SlotLayout, what: str) -> None:
     for index, value in enumerate(values):
         if abs(value) >= layout.bias:
             raise EncodingOverflow(
-                f"{what}[{index}] needs {abs(int(value)).bit_length()} bits; the job's slots"
-                f" hold {layout.value_bits}"
+                f"{what}[{index}] needs {abs(int(value)).bit_length()} bits; the job's slots hold {layout.value_bits}"
             )
 
 
@@ -120,9 +117,7 @@ def pack_plain(values: Sequence[int], layout: SlotLayout) -> list[int]:
     return plaintexts
 
 
-def pack_encrypted(
-    public_key: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout
-) -> list[mpz]:
+def pack_encrypted(public_key: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout) -> list[mpz]:
     """Pack ciphertexts of signed values into the layout, homomorphically.
 
     Shifting a ciphertext by a slot multiplies its plaintext by ``2**slot_bits``, which Horner's
@@ -145,9 +140,7 @@ def pack_encrypted(
     return packed
 
 
-def unpack_sum(
-    plaintexts: Sequence[int], layout: SlotLayout, value_count: int, what: str
-) -> tuple[int, list[int]]:
+def unpack_sum(plaintexts: Sequence[int], layout: SlotLayout, value_count: int, what: str) -> tuple[int, list[int]]:
     """Split decrypted packed sums into (contributor count K, the K-party sum of each value).
 
     Raises when a plaintext has bits above its slots or K exceeds what the slots can carry:
@@ -155,12 +148,10 @@ def unpack_sum(
     """
     groups = _slot_groups(layout, value_count)
     if len(plaintexts) != len(groups):
-        raise ProtocolViolation(
-            f"{what}: expected {len(groups)} packed ciphertexts, got {len(plaintexts)}"
-        )
+        raise ProtocolViolation(f"{what}: expected {len(groups)} packed ciphertexts, got {len(plaintexts)}")
     mask = (1 << layout.slot_bits) - 1
     slots: dict[int, int] = {}
-    for plaintext, group in zip(plaintexts, groups):
+    for plaintext, group in zip(plaintexts, groups, strict=True):
         plaintext = int(plaintext)
         if plaintext >> (len(group) * layout.slot_bits):
             raise EncodingOverflow(f"{what}: packed plaintext has bits beyond its slots")
@@ -168,8 +159,6 @@ def unpack_sum(
             slots[index] = (plaintext >> (slot * layout.slot_bits)) & mask
     contributors = slots[-1]
     if not 0 < contributors <= layout.max_contributors:
-        raise EncodingOverflow(
-            f"{what}: contributor count {contributors} is outside 1..{layout.max_contributors}"
-        )
+        raise EncodingOverflow(f"{what}: contributor count {contributors} is outside 1..{layout.max_contributors}")
     offset = contributors * layout.bias
     return contributors, [slots[i] - offset for i in range(value_count)]

@@ -110,9 +110,7 @@ class PublicKey:
     def check_fingerprint(self, fingerprint: object, where: str) -> None:
         """Raise :class:`KeyMismatch` unless ``fingerprint`` names this key."""
         if fingerprint != self.fingerprint:
-            raise KeyMismatch(
-                f"{where}: key fingerprint {fingerprint!r} is not the job's key {self.fingerprint}"
-            )
+            raise KeyMismatch(f"{where}: key fingerprint {fingerprint!r} is not the job's key {self.fingerprint}")
 
     def to_json(self) -> dict[str, Any]:
         """The key as JSON: n in hexadecimal and its fingerprint."""
@@ -128,9 +126,7 @@ class PublicKey:
         except ValueError as exc:
             raise SchemaError(f"{where}.n: not a hexadecimal integer") from exc
         if n <= 0 or n.bit_length() not in ALLOWED_KEY_BITS or n % 2 == 0:
-            raise SchemaError(
-                f"{where}.n: an odd modulus of {', '.join(map(str, ALLOWED_KEY_BITS))} bits expected"
-            )
+            raise SchemaError(f"{where}.n: an odd modulus of {', '.join(map(str, ALLOWED_KEY_BITS))} bits expected")
         key = cls(mpz(n))
         if "fingerprint" in payload:
             key.check_fingerprint(payload["fingerprint"], where)

@@ -120,6 +120,8 @@ class JobSpec:
         if spec.min_data_owners > spec.layout.max_contributors:
             raise SchemaError(f"{where}.min_data_owners: more than the layout can count")
         if spec.weight_bits + spec.weight_frac_bits >= spec.layout.value_bits:
-            raise SchemaError(f"{where}.layout.value_bits: slots of {spec.layout.value_bits} bits cannot hold"
-                              f" weights of {spec.weight_bits + spec.weight_frac_bits} bits")
+            raise SchemaError(
+                f"{where}.layout.value_bits: slots of {spec.layout.value_bits} bits cannot hold"
+                f" weights of {spec.weight_bits + spec.weight_frac_bits} bits"
+            )
         return spec

@@ -1,5 +1,7 @@
-"""What the three Flask services share: configuration, JSON errors, health, background work,
-and serving with cheroot (over TLS when given a certificate).
+"""What the three Flask services share.
+
+Configuration, JSON errors, health, background work, and serving with cheroot (over TLS when
+given a certificate).
 
 Each service's ``create_app(config=None)`` calls :func:`create_base_app`, which applies, in
 order, the service's defaults, environment variables with the service's prefix (for example
@@ -34,9 +36,7 @@ def health_check() -> tuple[Any, int]:
     return jsonify(status="ok"), 200
 
 
-def create_base_app(
-    name: str, defaults: Mapping[str, Any], env_prefix: str, config: Mapping[str, Any] | None
-) -> Flask:
+def create_base_app(name: str, defaults: Mapping[str, Any], env_prefix: str, config: Mapping[str, Any] | None) -> Flask:
     """A Flask app with layered configuration, JSON error handlers and ``GET /health``."""
     app = Flask(name)
     app.config.update(defaults)
@@ -109,7 +109,9 @@ class Worker:
     def __init__(self, name: str, threads: int = 1) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
-    def submit(self, task: Callable[..., None], *args: Any, on_error: Callable[[Exception], None] | None = None) -> Future:
+    def submit(
+        self, task: Callable[..., None], *args: Any, on_error: Callable[[Exception], None] | None = None
+    ) -> Future:
         def run() -> None:
             try:
                 task(*args)
@@ -134,8 +136,15 @@ def run_forever(target: Callable[[threading.Event], None], name: str) -> threadi
     return stop
 
 
-def serve(app: Flask, host: str, port: int, certificate: str | None = None, private_key: str | None = None,
-          allow_insecure_http: bool = False, threads: int = 16) -> None:
+def serve(
+    app: Flask,
+    host: str,
+    port: int,
+    certificate: str | None = None,
+    private_key: str | None = None,
+    allow_insecure_http: bool = False,
+    threads: int = 16,
+) -> None:
     """Serve with cheroot, a production WSGI server, over HTTPS when a certificate is given.
 
     Plain HTTP is refused on anything but loopback unless ``allow_insecure_http`` says otherwise:

@@ -50,7 +50,7 @@ class Optimizer(ABC):
         if self.stop_reason is None and self.rounds >= self.max_rounds:
             self.stop_reason = "max_rounds"
 
-    def restart(self) -> None:
+    def restart(self) -> None:  # noqa: B027 - a no-op unless the optimiser learns the objective
         """The objective changed (another set of data owners): forget what was learnt of it.
 
         The next gradient is taken as the first of a new problem, at the current query point.
@@ -78,8 +78,12 @@ class Optimizer(ABC):
     def _encode_query(self, point: Sequence) -> list[int]:
         try:
             return [
-                encode(Fraction(int(v.numerator), int(v.denominator)), self.weight_frac_bits,
-                       self.weight_bits + self.weight_frac_bits, f"weight[{i}]")
+                encode(
+                    Fraction(int(v.numerator), int(v.denominator)),
+                    self.weight_frac_bits,
+                    self.weight_bits + self.weight_frac_bits,
+                    f"weight[{i}]",
+                )
                 for i, v in enumerate(point)
             ]
         except EncodingOverflow as exc:
@@ -122,8 +126,9 @@ class ConjugateDirections(Optimizer):
         super().restore(state)
         self._estimate = _rationals(state["estimate"])
         self._gradient = None if state["gradient"] is None else _rationals(state["gradient"])
-        self._directions = [(_rationals(p), _rationals(image), rational(curvature))
-                            for p, image, curvature in state["directions"]]
+        self._directions = [
+            (_rationals(p), _rationals(image), rational(curvature)) for p, image, curvature in state["directions"]
+        ]
 
     def _step(self, gradient_sum: list, row_count: int) -> None:
         if self._gradient is None:
@@ -145,7 +150,7 @@ class ConjugateDirections(Optimizer):
         if room <= 0:
             self._check_range(self._estimate)
         length = min(rational(1), room) / max(abs(v) for v in direction)
-        self.query = self._encode_query([x + length * v for x, v in zip(self._estimate, direction)])
+        self.query = self._encode_query([x + length * v for x, v in zip(self._estimate, direction, strict=True)])
 
     def _unexplored_direction(self) -> list:
         """The unit vector with the largest part outside the span of the explored directions."""
@@ -168,12 +173,12 @@ class ConjugateDirections(Optimizer):
 
     def _absorb_direction(self, point: list, gradient_at_point: list) -> None:
         """Make the step to ``point`` A-conjugate to the earlier ones and minimise along it."""
-        direction = [p - x for p, x in zip(point, self._estimate)]
-        image = [g - h for g, h in zip(gradient_at_point, self._gradient)]
+        direction = [p - x for p, x in zip(point, self._estimate, strict=True)]
+        image = [g - h for g, h in zip(gradient_at_point, self._gradient, strict=True)]
         for earlier, earlier_image, curvature in self._directions:
             coefficient = _dot(earlier_image, direction) / curvature
-            direction = [d - coefficient * e for d, e in zip(direction, earlier)]
-            image = [a - coefficient * e for a, e in zip(image, earlier_image)]
+            direction = [d - coefficient * e for d, e in zip(direction, earlier, strict=True)]
+            image = [a - coefficient * e for a, e in zip(image, earlier_image, strict=True)]
         curvature = _dot(direction, image)
         if curvature <= 0:
             raise TrainingError(
@@ -181,8 +186,8 @@ class ConjugateDirections(Optimizer):
                 " fewer rows than coefficients"
             )
         step = -_dot(direction, self._gradient) / curvature
-        self._estimate = [x + step * d for x, d in zip(self._estimate, direction)]
-        self._gradient = [g + step * a for g, a in zip(self._gradient, image)]
+        self._estimate = [x + step * d for x, d in zip(self._estimate, direction, strict=True)]
+        self._gradient = [g + step * a for g, a in zip(self._gradient, image, strict=True)]
         self._directions.append((direction, image, curvature))
 
 
@@ -222,9 +227,20 @@ class FirstOrder(Optimizer):
 
     RULES = ("gd", "momentum", "adam")
 
-    def __init__(self, dimension: int, weight_frac_bits: int, weight_bits: int, max_rounds: int, rule: str,
-                 learning_rate: float, tolerance: float = 0.0, relative_tolerance: float = 0.0,
-                 momentum: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8) -> None:
+    def __init__(
+        self,
+        dimension: int,
+        weight_frac_bits: int,
+        weight_bits: int,
+        max_rounds: int,
+        rule: str,
+        learning_rate: float,
+        tolerance: float = 0.0,
+        relative_tolerance: float = 0.0,
+        momentum: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-8,
+    ) -> None:
         super().__init__(dimension, weight_frac_bits, weight_bits, max_rounds)
         if rule not in self.RULES:
             raise ValueError(f"unknown update rule {rule!r}")
@@ -310,12 +326,12 @@ def _reject(vector: list, orthogonal_basis: list[list]) -> list:
     """``vector`` minus its projections on mutually orthogonal basis vectors."""
     for base in orthogonal_basis:
         coefficient = _dot(base, vector) / _dot(base, base)
-        vector = [v - coefficient * b for v, b in zip(vector, base)]
+        vector = [v - coefficient * b for v, b in zip(vector, base, strict=True)]
     return vector
 
 
 def _dot(a: Sequence, b: Sequence):
     total = rational(0)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         total += x * y
     return total

@@ -21,7 +21,6 @@ from common.paillier import PublicKey
 from common.protocol import JobSpec
 from common.randomness import ObfuscatorPool
 
-
 CONSTANT_TOLERANCE = Fraction(1, 10**10)
 
 
@@ -35,8 +34,9 @@ def feature_sums(features: np.ndarray, spec: JobSpec, source: str) -> list[int]:
     return values
 
 
-def encrypt_statistics(public_key: PublicKey, values: Sequence[int], spec: JobSpec,
-                       pool: ObfuscatorPool | None = None) -> list:
+def encrypt_statistics(
+    public_key: PublicKey, values: Sequence[int], spec: JobSpec, pool: ObfuscatorPool | None = None
+) -> list:
     """Pack in the clear, then encrypt each packed plaintext with fresh randomness."""
     return [public_key.raw_encrypt(p, pool.take() if pool else None) for p in pack_plain(values, spec.layout)]
 
@@ -58,11 +58,14 @@ class FeatureStatistics:
         sums = [decode(v, spec.data_frac_bits) for v in values[1 : 1 + count]]
         squares = [decode(v, spec.data_frac_bits) for v in values[1 + count : 1 + 2 * count]]
         means = tuple(s / row_count for s in sums)
-        variances = tuple(max(Fraction(0), q / row_count - m * m) for q, m in zip(squares, means))
+        variances = tuple(max(Fraction(0), q / row_count - m * m) for q, m in zip(squares, means, strict=True))
         # Sums of squares are float sums, so a constant column's variance is zero only up to the
         # cancellation in E[x²] − mean²; anything within that is constant.
-        constant = [name for name, v, m in zip(spec.features, variances, means)
-                    if v <= CONSTANT_TOLERANCE * max(Fraction(1), m * m)]
+        constant = [
+            name
+            for name, v, m in zip(spec.features, variances, means, strict=True)
+            if v <= CONSTANT_TOLERANCE * max(Fraction(1), m * m)
+        ]
         if constant:
             raise TrainingError(f"{where}: feature(s) {', '.join(constant)} are constant over all data owners")
         return cls(row_count, means, variances)
@@ -72,5 +75,7 @@ class FeatureStatistics:
         return [float(v) ** 0.5 for v in self.variances]
 
     def to_json(self, features: Sequence[str]) -> dict[str, dict[str, float]]:
-        return {"means": {f: float(m) for f, m in zip(features, self.means)},
-                "stds": {f: s for f, s in zip(features, self.stds)}}
+        return {
+            "means": {f: float(m) for f, m in zip(features, self.means, strict=True)},
+            "stds": {f: s for f, s in zip(features, self.stds, strict=True)},
+        }

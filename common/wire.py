@@ -27,9 +27,7 @@ def encode_ciphertexts(ciphertexts: Sequence[int], public_key: PublicKey) -> lis
     return [base64.b64encode(to_fixed_bytes(c, width)).decode("ascii") for c in ciphertexts]
 
 
-def decode_ciphertexts(
-    payload: Any, public_key: PublicKey, where: str, length: int | None = None
-) -> list[mpz]:
+def decode_ciphertexts(payload: Any, public_key: PublicKey, where: str, length: int | None = None) -> list[mpz]:
     """Parse a list of base64 ciphertexts and check each one against ``public_key``."""
     if not isinstance(payload, list):
         raise SchemaError(f"{where}: expected a list of ciphertexts")
@@ -67,9 +65,7 @@ def require_str(payload: dict[str, Any], name: str, where: str = "body", max_len
     return value
 
 
-def require_int(
-    payload: dict[str, Any], name: str, where: str = "body", minimum: int = 0, maximum: int = 2**31
-) -> int:
+def require_int(payload: dict[str, Any], name: str, where: str = "body", minimum: int = 0, maximum: int = 2**31) -> int:
     value = payload.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
         raise SchemaError(f"{where}.{name}: expected an integer from {minimum} to {maximum}")

@@ -34,8 +34,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         return Caller(DATA_OWNER, name) if name else None
 
     app.extensions.update(
-        auth=Authenticator({ENROLMENT: app.config["ENROLMENT_SECRET"],
-                            MODEL_CREATOR: app.config["MODEL_CREATOR_TOKEN"]}, owner_with_credential),
+        auth=Authenticator(
+            {ENROLMENT: app.config["ENROLMENT_SECRET"], MODEL_CREATOR: app.config["MODEL_CREATOR_TOKEN"]},
+            owner_with_credential,
+        ),
         coordinator_store=store,
         round_registry=registry,
         round_runner=RoundRunner(store, client, registry, worker, app.config),

@@ -28,8 +28,14 @@ logger = logging.getLogger(__name__)
 class RoundRunner:
     """Drives rounds for all jobs of one coordinator."""
 
-    def __init__(self, store: CoordinatorStore, client: PeerClient, registry: RoundRegistry, worker: Worker,
-                 config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        store: CoordinatorStore,
+        client: PeerClient,
+        registry: RoundRegistry,
+        worker: Worker,
+        config: dict[str, Any],
+    ) -> None:
         self.store = store
         self.worker = worker
         self.client = client
@@ -103,16 +109,25 @@ class RoundRunner:
             collector = self._attempt(job, spec, round_number, attempt, kind, weights)
             if len(collector.replies) >= spec.min_data_owners:
                 break
-            logger.warning("job %s round %d attempt %d: %d of %d required replies; failures: %s",
-                           job_id, round_number, attempt, len(collector.replies), spec.min_data_owners,
-                           collector.failures)
+            logger.warning(
+                "job %s round %d attempt %d: %d of %d required replies; failures: %s",
+                job_id,
+                round_number,
+                attempt,
+                len(collector.replies),
+                spec.min_data_owners,
+                collector.failures,
+            )
             if attempt < first + self.round_retries:
                 time.sleep(self.retry_delay)
         else:
-            reason = (f"round {round_number}: fewer than {spec.min_data_owners} data owner(s) answered in"
-                      f" {self.round_retries + 1} attempt(s); " + _describe(collector.failures))
-            self.store.finish_round(job_id, round_number, "failed", attempt, [], collector.failures,
-                                    time.monotonic() - started)
+            reason = (
+                f"round {round_number}: fewer than {spec.min_data_owners} data owner(s) answered in"
+                f" {self.round_retries + 1} attempt(s); " + _describe(collector.failures)
+            )
+            self.store.finish_round(
+                job_id, round_number, "failed", attempt, [], collector.failures, time.monotonic() - started
+            )
             self.fail_job(job_id, reason)
             return
         public_key = PublicKey.from_json(job["public_key"])
@@ -126,8 +141,16 @@ class RoundRunner:
             "contributors": contributors,
             "failures": collector.failures,
         }
-        self.store.finish_round(job_id, round_number, "aggregated", attempt, contributors, collector.failures,
-                                time.monotonic() - started, message)
+        self.store.finish_round(
+            job_id,
+            round_number,
+            "aggregated",
+            attempt,
+            contributors,
+            collector.failures,
+            time.monotonic() - started,
+            message,
+        )
         logger.info("job %s round %d: aggregated %d contribution(s)", job_id, round_number, len(contributors))
         self.deliver(job_id, round_number)
 
@@ -142,8 +165,12 @@ class RoundRunner:
         try:
             self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", record["aggregate"])
         except UpstreamError as exc:
-            logger.warning("job %s round %d: aggregate kept until the model creator asks again: %s",
-                           job_id, round_number, exc.message)
+            logger.warning(
+                "job %s round %d: aggregate kept until the model creator asks again: %s",
+                job_id,
+                round_number,
+                exc.message,
+            )
 
     def fail_job(self, job_id: str, reason: str) -> None:
         """Mark a job failed here and tell the model creator why."""
@@ -167,8 +194,9 @@ class RoundRunner:
             except UpstreamError as exc:
                 logger.warning("could not release job %s at %s: %s", job_id, name, exc.message)
 
-    def _attempt(self, job: dict, spec: JobSpec, round_number: int, attempt: int, kind: str,
-                 weights: list[str] | None) -> RoundCollector:
+    def _attempt(
+        self, job: dict, spec: JobSpec, round_number: int, attempt: int, kind: str, weights: list[str] | None
+    ) -> RoundCollector:
         owners = self.store.data_owners()
         with self._lock:
             refused = dict(self._refused.get(spec.job_id, {}))
@@ -186,11 +214,23 @@ class RoundRunner:
             self.registry.close(collector)
         return collector
 
-    def _dispatch(self, job: dict, name: str, address: DataOwnerAddress, round_number: int, attempt: int,
-                  kind: str, weights: list[str] | None) -> None:
+    def _dispatch(
+        self,
+        job: dict,
+        name: str,
+        address: DataOwnerAddress,
+        round_number: int,
+        attempt: int,
+        kind: str,
+        weights: list[str] | None,
+    ) -> None:
         job_id = job["job_id"]
-        message = {"round": round_number, "attempt": attempt, "kind": kind,
-                   "key_fingerprint": job["public_key"]["fingerprint"]}
+        message = {
+            "round": round_number,
+            "attempt": attempt,
+            "kind": kind,
+            "key_fingerprint": job["public_key"]["fingerprint"],
+        }
         if weights is not None:
             message["encrypted_weights"] = weights
         if not self._is_joined(job_id, name):
@@ -210,8 +250,11 @@ class RoundRunner:
     def _join(self, job: dict, name: str, address: DataOwnerAddress) -> None:
         job_id = job["job_id"]
         try:
-            self.client.put(f"{address.url}/jobs/{job_id}", {"spec": job["spec"], "public_key": job["public_key"]},
-                            token=address.token)
+            self.client.put(
+                f"{address.url}/jobs/{job_id}",
+                {"spec": job["spec"], "public_key": job["public_key"]},
+                token=address.token,
+            )
         except UpstreamError as exc:
             if exc.peer_status is not None and 400 <= exc.peer_status < 500:
                 with self._lock:

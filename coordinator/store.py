@@ -61,7 +61,9 @@ class CoordinatorStore(SQLiteStore):
     def data_owner_by_credential(self, credential_digest: str) -> str | None:
         """The name of the data owner holding a credential, if any."""
         with self.connect() as db:
-            row = db.execute("SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)).fetchone()
+            row = db.execute(
+                "SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)
+            ).fetchone()
         return row["name"] if row else None
 
     def create_job(self, job_id: str, spec: dict, public_key: dict, callback_url: str) -> None:
@@ -123,26 +125,50 @@ class CoordinatorStore(SQLiteStore):
 
     def set_attempts(self, job_id: str, round_number: int, attempts: int) -> None:
         with self.connect() as db:
-            db.execute("UPDATE rounds SET attempts = ? WHERE job_id = ? AND round = ?", (attempts, job_id, round_number))
+            db.execute(
+                "UPDATE rounds SET attempts = ? WHERE job_id = ? AND round = ?", (attempts, job_id, round_number)
+            )
 
-    def finish_round(self, job_id: str, round_number: int, status: str, attempts: int,
-                     contributors: list[str], failures: dict[str, str], seconds: float,
-                     aggregate: dict[str, Any] | None = None) -> None:
+    def finish_round(
+        self,
+        job_id: str,
+        round_number: int,
+        status: str,
+        attempts: int,
+        contributors: list[str],
+        failures: dict[str, str],
+        seconds: float,
+        aggregate: dict[str, Any] | None = None,
+    ) -> None:
         """Close a round, keeping its aggregate message until the model creator has it for sure."""
         with self.connect() as db:
             db.execute(
                 "UPDATE rounds SET status = ?, attempts = ?, contributors = ?, failures = ?, seconds = ?,"
                 " aggregate = ? WHERE job_id = ? AND round = ?",
-                (status, attempts, json.dumps(contributors), json.dumps(failures), seconds,
-                 json.dumps(aggregate) if aggregate else None, job_id, round_number),
+                (
+                    status,
+                    attempts,
+                    json.dumps(contributors),
+                    json.dumps(failures),
+                    seconds,
+                    json.dumps(aggregate) if aggregate else None,
+                    job_id,
+                    round_number,
+                ),
             )
 
     def rounds(self, job_id: str) -> list[dict[str, Any]]:
         with self.connect() as db:
             rows = db.execute("SELECT * FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)).fetchall()
         return [
-            {"round": r["round"], "kind": r["kind"], "status": r["status"], "attempts": r["attempts"],
-             "contributors": json.loads(r["contributors"]), "failures": json.loads(r["failures"]),
-             "seconds": r["seconds"]}
+            {
+                "round": r["round"],
+                "kind": r["kind"],
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "contributors": json.loads(r["contributors"]),
+                "failures": json.loads(r["failures"]),
+                "seconds": r["seconds"],
+            }
             for r in rows
         ]

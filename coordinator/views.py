@@ -75,8 +75,9 @@ def create_job() -> tuple[Any, int]:
 @requires(MODEL_CREATOR)
 def show_job(job_id: str) -> tuple[Any, int]:
     job = _store().job(job_id)
-    return jsonify(job_id=job_id, status=job["status"], error=job["error"], spec=job["spec"],
-                   rounds=_store().rounds(job_id)), 200
+    return jsonify(
+        job_id=job_id, status=job["status"], error=job["error"], spec=job["spec"], rounds=_store().rounds(job_id)
+    ), 200
 
 
 @jobs.post("/jobs/<job_id>/rounds")
@@ -116,8 +117,9 @@ def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
     public_key = PublicKey.from_json(job["public_key"])
     try:
         public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
-        ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
-                                         spec.reply_ciphertexts(collector.kind))
+        ciphertexts = decode_ciphertexts(
+            body.get("ciphertexts"), public_key, "body.ciphertexts", spec.reply_ciphertexts(collector.kind)
+        )
     except FederatedError as exc:
         # A bad reply is that owner's failure for this round; the round and the job go on.
         collector.fail(owner, f"invalid reply: {exc.message}")
@@ -139,4 +141,3 @@ def finish_job(job_id: str) -> tuple[Any, int]:
     _store().set_job_status(job_id, status, error)
     _runner().worker.submit(_runner().forget_job, job_id)
     return jsonify(job_id=job_id, status=status), 200
-

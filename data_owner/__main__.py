@@ -14,12 +14,15 @@ def main() -> None:
     parser = base_parser("Federated training data owner (answers encrypted rounds).", 5000, "data_owner")
     parser.add_argument("--data", type=Path, default=Path(DEFAULTS["DATA"]), help="CSV file with a header line")
     parser.add_argument("--name", default=None, help="name announced to the coordinator (default: data-owner-PORT)")
-    parser.add_argument("--coordinator", default=DEFAULTS["COORDINATOR_URL"], help="coordinator URL (default: %(default)s)")
+    parser.add_argument(
+        "--coordinator", default=DEFAULTS["COORDINATOR_URL"], help="coordinator URL (default: %(default)s)"
+    )
     args = parser.parse_args()
     configure_logging(args.log_level)
     config = base_config(args)
-    config.update(DATA=str(args.data.resolve()), NAME=args.name or f"data-owner-{args.port}",
-                  COORDINATOR_URL=args.coordinator)
+    config.update(
+        DATA=str(args.data.resolve()), NAME=args.name or f"data-owner-{args.port}", COORDINATOR_URL=args.coordinator
+    )
     app = create_app(config)
     run_forever(lambda stop: register_until_accepted(app, stop), "registration")
     serve(app, args.host, args.port, **serve_options(args))

@@ -59,11 +59,20 @@ def answer_round(job_id: str) -> tuple[Any, int]:
         raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
     weights = None
     if kind == GRADIENT:
-        weights = decode_ciphertexts(body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights",
-                                     joined.spec.dimension)
+        weights = decode_ciphertexts(
+            body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights", joined.spec.dimension
+        )
     current_app.extensions["worker"].submit(
-        _contribute, current_app.config, current_app.extensions["client"], current_app.extensions["processes"],
-        current_app.extensions["enrolment"].credential, joined, round_number, attempt, kind, weights,
+        _contribute,
+        current_app.config,
+        current_app.extensions["client"],
+        current_app.extensions["processes"],
+        current_app.extensions["enrolment"].credential,
+        joined,
+        round_number,
+        attempt,
+        kind,
+        weights,
     )
     return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
 
@@ -75,14 +84,16 @@ def leave_job(job_id: str) -> tuple[Any, int]:
     return jsonify(job_id=job_id, status="left"), 200
 
 
-def _contribute(config, client, processes, credential: str, joined, round_number: int, attempt: int, kind: str,
-                weights: list | None) -> None:
+def _contribute(
+    config, client, processes, credential: str, joined, round_number: int, attempt: int, kind: str, weights: list | None
+) -> None:
     """Compute the encrypted reply and post it to the coordinator (runs in the worker)."""
     if kind == STATISTICS:
         ciphertexts = encrypt_statistics(joined.public_key, joined.feature_sums, joined.spec, joined.pool)
     else:
-        ciphertexts = joined.statistics.evaluate(joined.public_key, weights, joined.spec, joined.pool,
-                                                 processes.executor(), processes.parts)
+        ciphertexts = joined.statistics.evaluate(
+            joined.public_key, weights, joined.spec, joined.pool, processes.executor(), processes.parts
+        )
     client.post(
         f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/contributions",
         {

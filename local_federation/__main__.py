@@ -25,21 +25,30 @@ SHIPPED = CHECKOUT / "data" / "diabetes"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--owner", action="append", metavar="NAME=CSV",
-                        help="a data owner and its file (repeatable; default: the three shipped shards)")
+    parser.add_argument(
+        "--owner",
+        action="append",
+        metavar="NAME=CSV",
+        help="a data owner and its file (repeatable; default: the three shipped shards)",
+    )
     parser.add_argument("--test-data", type=Path, default=SHIPPED / "test.csv")
     parser.add_argument("--key-bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
     parser.add_argument("--optimizer", choices=["exact", "gd"], default="exact")
     parser.add_argument("--workdir", type=Path, help="state and logs of the parties (default: a temporary folder)")
     args = parser.parse_args()
-    owners = [tuple(item.split("=", 1)) for item in args.owner] if args.owner else [
-        (f"hospital_{s}", SHIPPED / f"owner_{s}.csv") for s in "abc"]
+    owners = (
+        [tuple(item.split("=", 1)) for item in args.owner]
+        if args.owner
+        else [(f"hospital_{s}", SHIPPED / f"owner_{s}.csv") for s in "abc"]
+    )
     owners = [(name, Path(path).resolve()) for name, path in owners]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="federated_demo_"))
     features, label = CREATOR_DEFAULTS["DEFAULT_FEATURES"], CREATOR_DEFAULTS["DEFAULT_LABEL"]
 
-    print(f"Starting a coordinator, {len(owners)} data owner(s) and a model creator ({args.key_bits}-bit key);"
-          f" logs in {workdir}")
+    print(
+        f"Starting a coordinator, {len(owners)} data owner(s) and a model creator ({args.key_bits}-bit key);"
+        f" logs in {workdir}"
+    )
     with LocalFederation(workdir, owners, test_data=args.test_data.resolve(), key_bits=args.key_bits) as federation:
         model = federation.train({"optimizer": args.optimizer})
         if model["status"] != "finished":
@@ -47,13 +56,15 @@ def main() -> int:
             return 1
         prediction = federation.prediction(model["model_id"])
     seconds = sum(entry["seconds"] for entry in model["history"])
-    print(f"Model {model['model_id']}: {model['round']} encrypted rounds, {seconds:.1f} s of rounds,"
-          f" stop reason: {model['stop_reason']}")
+    print(
+        f"Model {model['model_id']}: {model['round']} encrypted rounds, {seconds:.1f} s of rounds,"
+        f" stop reason: {model['stop_reason']}"
+    )
     pooled = [load_columns(path, features, label) for _, path in owners]
     design = np.hstack([np.ones((sum(len(y) for _, y in pooled), 1)), np.vstack([x for x, _ in pooled])])
     reference = np.linalg.lstsq(design, np.concatenate([y for _, y in pooled]), rcond=None)[0]
     print(f"{'coefficient':>12} {'federated':>16} {'pooled lstsq':>16} {'rel. diff':>10}")
-    for (name, value), expected in zip(model["coefficients"].items(), reference):
+    for (name, value), expected in zip(model["coefficients"].items(), reference, strict=True):
         print(f"{name:>12} {value:16.8f} {expected:16.8f} {abs(value - expected) / abs(expected):10.1e}")
     print(f"Test MSE of the model creator on {prediction['rows']} held-out rows: {prediction['mse']:.2f}")
     return 0

@@ -47,11 +47,21 @@ class Party:
         return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, environment: dict[str, str]) -> None:
-        command = [*self.prefix, sys.executable, "-m", self.module, "--host", self.host, "--port", str(self.port),
-                   *self.arguments]
+        command = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            self.module,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            *self.arguments,
+        ]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
-                                        cwd=CHECKOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=CHECKOUT, start_new_session=True
+        )
         log.close()
 
     def stop(self, timeout: float = 10) -> None:
@@ -121,8 +131,14 @@ class LocalFederation:
         self._add("coordinator", "coordinator", coordinator_args)
         for name, data in self.owners:
             self.add_data_owner(name, data, start=False)
-        creator_args = ["--state-dir", str(self.workdir / "model_creator"), "--coordinator", self.coordinator.url,
-                        "--key-bits", str(self.key_bits)]
+        creator_args = [
+            "--state-dir",
+            str(self.workdir / "model_creator"),
+            "--coordinator",
+            self.coordinator.url,
+            "--key-bits",
+            str(self.key_bits),
+        ]
         if self.test_data:
             creator_args += ["--test-data", str(self.test_data)]
         self._add("model_creator", "model_creator", creator_args)
@@ -135,10 +151,20 @@ class LocalFederation:
 
     def add_data_owner(self, name: str, data: Path, start: bool = True) -> Party:
         """Add (and by default start) a data owner serving ``data``."""
-        party = self._add(f"data_owner:{name}", "data_owner", [
-            "--name", name, "--data", str(data), "--coordinator", self.coordinator.url,
-            "--state-dir", str(self.workdir / f"data_owner_{name}"),
-        ])
+        party = self._add(
+            f"data_owner:{name}",
+            "data_owner",
+            [
+                "--name",
+                name,
+                "--data",
+                str(data),
+                "--coordinator",
+                self.coordinator.url,
+                "--state-dir",
+                str(self.workdir / f"data_owner_{name}"),
+            ],
+        )
         if start:
             party.start(self._environment())
             self.wait_healthy(party)
@@ -182,8 +208,9 @@ class LocalFederation:
     def wait_registered(self, names: Sequence[str]) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            answer = self.session.get(f"{self.coordinator.url}/data_owners", timeout=5,
-                                      headers=self.bearer("model_creator_token")).json()
+            answer = self.session.get(
+                f"{self.coordinator.url}/data_owners", timeout=5, headers=self.bearer("model_creator_token")
+            ).json()
             if set(names) <= {owner["name"] for owner in answer["data_owners"]}:
                 return
             time.sleep(0.1)
@@ -218,13 +245,27 @@ class LocalFederation:
     def _add(self, name: str, module: str, arguments: list[str]) -> Party:
         arguments = [*arguments, "--secrets-file", str(self.secrets_file)]
         if self.tls_cert:
-            arguments += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key),
-                          "--ca-bundle", str(self.tls_cert)]
+            arguments += [
+                "--tls-cert",
+                str(self.tls_cert),
+                "--tls-key",
+                str(self.tls_key),
+                "--ca-bundle",
+                str(self.tls_cert),
+            ]
         prefix, host = self.placement.get(name, ([], "127.0.0.1"))
         if host != "127.0.0.1" and not self.tls_cert:
             arguments.append("--allow-insecure-http")
-        party = Party(name, module, free_port(), arguments, self.workdir / f"{name.replace(':', '_')}.log",
-                      "https" if self.tls_cert else "http", host, list(prefix))
+        party = Party(
+            name,
+            module,
+            free_port(),
+            arguments,
+            self.workdir / f"{name.replace(':', '_')}.log",
+            "https" if self.tls_cert else "http",
+            host,
+            list(prefix),
+        )
         self.parties[name] = party
         return party
 

@@ -1,5 +1,8 @@
-"""The Model Creator: holds the Paillier private key and the models; decrypts only sums over
-all data owners of a round."""
+"""The Model Creator.
+
+It holds the Paillier private key and the models, and decrypts only sums over all data owners
+of a round.
+"""
 
 from __future__ import annotations
 

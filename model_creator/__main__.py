@@ -12,11 +12,22 @@ from model_creator.config import DEFAULTS
 
 def main() -> None:
     parser = base_parser("Federated training model creator (holds the key, trains, predicts).", 9090, "model_creator")
-    parser.add_argument("--coordinator", default=DEFAULTS["COORDINATOR_URL"], help="coordinator URL (default: %(default)s)")
-    parser.add_argument("--test-data", type=Path, default=Path(DEFAULTS["TEST_DATA"]),
-                        help="CSV the prediction endpoint scores models on (default: the shipped test split)")
-    parser.add_argument("--key-bits", type=int, default=DEFAULTS["KEY_BITS"], choices=[1024, 2048, 3072, 4096],
-                        help="Paillier modulus size for a newly generated key (default: %(default)s)")
+    parser.add_argument(
+        "--coordinator", default=DEFAULTS["COORDINATOR_URL"], help="coordinator URL (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--test-data",
+        type=Path,
+        default=Path(DEFAULTS["TEST_DATA"]),
+        help="CSV the prediction endpoint scores models on (default: the shipped test split)",
+    )
+    parser.add_argument(
+        "--key-bits",
+        type=int,
+        default=DEFAULTS["KEY_BITS"],
+        choices=[1024, 2048, 3072, 4096],
+        help="Paillier modulus size for a newly generated key (default: %(default)s)",
+    )
     args = parser.parse_args()
     configure_logging(args.log_level)
     config = base_config(args)

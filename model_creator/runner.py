@@ -1,5 +1,7 @@
-"""The model creator's side of training: open a job at the coordinator, answer each aggregate
-with the next encrypted weights, and record everything in the model store.
+"""The model creator's side of training.
+
+It opens a job at the coordinator, answers each aggregate with the next encrypted weights, and
+records everything in the model store.
 
 All of it runs in the model creator's worker thread; request handlers only check and hand over.
 """
@@ -27,8 +29,9 @@ logger = logging.getLogger(__name__)
 class Trainer:
     """Starts jobs and moves them through their rounds."""
 
-    def __init__(self, store: ModelStore, keys: KeyStore, client: PeerClient, worker: Worker,
-                 config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, store: ModelStore, keys: KeyStore, client: PeerClient, worker: Worker, config: Mapping[str, Any]
+    ) -> None:
         self.store = store
         self.keys = keys
         self.client = client
@@ -51,14 +54,24 @@ class Trainer:
             raise NotFound(f"model {model_id} has no job in flight")
         return run
 
-    def accept_aggregate(self, model_id: str, round_number: int, kind: str, ciphertexts: list,
-                         data_owners: list[str], failures: dict[str, str]) -> None:
+    def accept_aggregate(
+        self,
+        model_id: str,
+        round_number: int,
+        kind: str,
+        ciphertexts: list,
+        data_owners: list[str],
+        failures: dict[str, str],
+    ) -> None:
         """Queue a checked aggregate for the worker; a round other than the awaited one is a conflict."""
         run = self.run(model_id)
         if round_number != run.round or kind != run.next_kind:
-            raise Conflict(f"model {model_id} awaits {run.next_kind} round {run.round}, not {kind} round {round_number}")
-        self.worker.submit(self._absorb, model_id, ciphertexts, data_owners, failures,
-                           on_error=lambda exc: self._fail(model_id, exc))
+            raise Conflict(
+                f"model {model_id} awaits {run.next_kind} round {run.round}, not {kind} round {round_number}"
+            )
+        self.worker.submit(
+            self._absorb, model_id, ciphertexts, data_owners, failures, on_error=lambda exc: self._fail(model_id, exc)
+        )
 
     def accept_failure(self, model_id: str, error: str) -> None:
         self.run(model_id)
@@ -71,8 +84,13 @@ class Trainer:
             request = TrainingRequest(**model["request"])
             model_id = model["model_id"]
             logger.info("resuming model %s", model_id)
-            self.worker.submit(self._open_job, model_id, request, model["state"],
-                               on_error=lambda exc, model_id=model_id: self._fail(model_id, exc))
+            self.worker.submit(
+                self._open_job,
+                model_id,
+                request,
+                model["state"],
+                on_error=lambda exc, model_id=model_id: self._fail(model_id, exc),
+            )
         return len(unfinished)
 
     def _open_job(self, model_id: str, request: TrainingRequest, state: dict[str, Any] | None = None) -> None:
@@ -84,17 +102,24 @@ class Trainer:
         with self._lock:
             self._runs[model_id] = run
         try:
-            self.client.post(f"{self.coordinator}/jobs", {
-                "spec": run.spec.to_json(),
-                "public_key": private_key.public_key.to_json(),
-                "callback_url": str(self.config["PUBLIC_URL"]).rstrip("/"),
-            })
+            self.client.post(
+                f"{self.coordinator}/jobs",
+                {
+                    "spec": run.spec.to_json(),
+                    "public_key": private_key.public_key.to_json(),
+                    "callback_url": str(self.config["PUBLIC_URL"]).rstrip("/"),
+                },
+            )
         except UpstreamError as exc:
             if exc.peer_status != 409:  # 409: a resumed job the coordinator already has
                 raise
         self.store.set_running(model_id, private_key.public_key.fingerprint, run.state())
-        logger.info("model %s: job opened at the coordinator (%d coefficients, %d slots per ciphertext)",
-                    model_id, run.spec.dimension, run.spec.layout.slots_per_ciphertext)
+        logger.info(
+            "model %s: job opened at the coordinator (%d coefficients, %d slots per ciphertext)",
+            model_id,
+            run.spec.dimension,
+            run.spec.layout.slots_per_ciphertext,
+        )
         self._send_round(run)
 
     def _validation_data(self, request: TrainingRequest):
@@ -113,8 +138,9 @@ class Trainer:
         run = self.run(model_id)
         record = run.absorb(ciphertexts, data_owners, failures)
         self.store.record_round(model_id, asdict(record), run.state())
-        logger.info("model %s round %d (%s): %d contributor(s)", model_id, record.round, record.kind,
-                    record.contributors)
+        logger.info(
+            "model %s round %d (%s): %d contributor(s)", model_id, record.round, record.kind, record.contributors
+        )
         if not run.done:
             self._send_round(run)
             return

@@ -1,5 +1,8 @@
-"""The model creator's persistent state: every model (its request, status, coefficients) and
-the history of its rounds, in SQLite under the state directory."""
+"""The model creator's persistent state.
+
+Every model (its request, status, result and run state) and the history of its rounds, in
+SQLite under the state directory.
+"""
 
 from __future__ import annotations
 
@@ -59,8 +62,10 @@ class ModelStore(SQLiteStore):
         """
         with self.connect() as db:
             db.execute("INSERT INTO history VALUES (?, ?, ?)", (model_id, record["round"], json.dumps(record)))
-            db.execute("UPDATE models SET round = ?, state = ?, updated_at = ? WHERE model_id = ?",
-                       (record["round"] + 1, json.dumps(state), time.time(), model_id))
+            db.execute(
+                "UPDATE models SET round = ?, state = ?, updated_at = ? WHERE model_id = ?",
+                (record["round"] + 1, json.dumps(state), time.time(), model_id),
+            )
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Pending and running models with their request and saved run state, oldest first."""
@@ -69,8 +74,15 @@ class ModelStore(SQLiteStore):
                 "SELECT model_id, status, request, state FROM models WHERE status IN ('pending', 'running')"
                 " ORDER BY rowid"
             ).fetchall()
-        return [{"model_id": r["model_id"], "status": r["status"], "request": json.loads(r["request"]),
-                 "state": json.loads(r["state"]) if r["state"] else None} for r in rows]
+        return [
+            {
+                "model_id": r["model_id"],
+                "status": r["status"],
+                "request": json.loads(r["request"]),
+                "state": json.loads(r["state"]) if r["state"] else None,
+            }
+            for r in rows
+        ]
 
     def finish(self, model_id: str, result: dict[str, Any]) -> None:
         """Store a finished model's result: coefficients, stop reason, owners, metrics, scaling."""
@@ -84,8 +96,10 @@ class ModelStore(SQLiteStore):
             row = db.execute("SELECT rowid AS version, * FROM models WHERE model_id = ?", (model_id,)).fetchone()
             if row is None:
                 raise NotFound(f"model {model_id} does not exist")
-            history = [json.loads(r["record"]) for r in
-                       db.execute("SELECT record FROM history WHERE model_id = ? ORDER BY round", (model_id,))]
+            history = [
+                json.loads(r["record"])
+                for r in db.execute("SELECT record FROM history WHERE model_id = ? ORDER BY round", (model_id,))
+            ]
         return _model(row, history)
 
     def latest_finished(self) -> dict[str, Any]:
@@ -105,8 +119,10 @@ class ModelStore(SQLiteStore):
     def _update(self, model_id: str, **fields: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.connect() as db:
-            db.execute(f"UPDATE models SET {assignments}, updated_at = ? WHERE model_id = ?",
-                       (*fields.values(), time.time(), model_id))
+            db.execute(
+                f"UPDATE models SET {assignments}, updated_at = ? WHERE model_id = ?",
+                (*fields.values(), time.time(), model_id),
+            )
 
 
 def _model(row: Any, history: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -56,8 +56,20 @@ class TrainingRequest:
     @classmethod
     def from_json(cls, body: Mapping[str, Any], config: Mapping[str, Any]) -> TrainingRequest:
         """Parse a ``POST /model`` body; every field is optional, every error names its field."""
-        known = {"model", "features", "label", "optimizer", "learning_rate", "max_rounds", "min_data_owners",
-                 "max_abs_weight", "alpha", "standardize", "tolerance", "relative_tolerance"}
+        known = {
+            "model",
+            "features",
+            "label",
+            "optimizer",
+            "learning_rate",
+            "max_rounds",
+            "min_data_owners",
+            "max_abs_weight",
+            "alpha",
+            "standardize",
+            "tolerance",
+            "relative_tolerance",
+        }
         unknown = sorted(set(body) - known)
         if unknown:
             raise SchemaError(f"body: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -73,10 +85,16 @@ class TrainingRequest:
         standardize = body.get("standardize", kind.standardize_by_default)
         if not isinstance(standardize, bool):
             raise SchemaError("body.standardize: expected true or false")
-        defaults = {"features": list(config["DEFAULT_FEATURES"]), "label": config["DEFAULT_LABEL"],
-                    "learning_rate": 0.1, "min_data_owners": 1, "alpha": 1.0 if model == "ridge" else 0.0,
-                    "max_abs_weight": float(2 ** config["DEFAULT_WEIGHT_BITS"]), "tolerance": 1e-8,
-                    "relative_tolerance": 1e-12}
+        defaults = {
+            "features": list(config["DEFAULT_FEATURES"]),
+            "label": config["DEFAULT_LABEL"],
+            "learning_rate": 0.1,
+            "min_data_owners": 1,
+            "alpha": 1.0 if model == "ridge" else 0.0,
+            "max_abs_weight": float(2 ** config["DEFAULT_WEIGHT_BITS"]),
+            "tolerance": 1e-8,
+            "relative_tolerance": 1e-12,
+        }
         merged = {**defaults, **body}
         features = require_str_list(merged, "features", max_items=MAX_FEATURES)
         label = require_str(merged, "label")
@@ -122,15 +140,23 @@ class RoundRecord:
 class TrainingRun:
     """The model creator's state for one job in flight."""
 
-    def __init__(self, job_id: str, request: TrainingRequest, private_key: PrivateKey, config: Mapping[str, Any],
-                 validation: tuple[np.ndarray, np.ndarray] | None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        request: TrainingRequest,
+        private_key: PrivateKey,
+        config: Mapping[str, Any],
+        validation: tuple[np.ndarray, np.ndarray] | None,
+    ) -> None:
         self.request = request
         self.kind = MODELS[request.model]
         self.private_key = private_key
         self.validation = validation
         public_key = private_key.public_key
         weight_bits = max(1, math.ceil(math.log2(request.max_abs_weight)))
-        value_bits = int(config["DATA_BITS"]) + int(config["DATA_FRAC_BITS"]) + weight_bits + int(config["WEIGHT_FRAC_BITS"])
+        value_bits = (
+            int(config["DATA_BITS"]) + int(config["DATA_FRAC_BITS"]) + weight_bits + int(config["WEIGHT_FRAC_BITS"])
+        )
         self.spec = JobSpec(
             job_id=job_id,
             model=request.model,
@@ -154,10 +180,19 @@ class TrainingRun:
     def _optimizer(self) -> Optimizer:
         spec, request = self.spec, self.request
         if request.optimizer == "exact":
-            return ConjugateDirections(spec.dimension, spec.weight_frac_bits, spec.weight_bits,
-                                       request.max_rounds or 4 * (spec.dimension + 1))
-        return FirstOrder(spec.dimension, spec.weight_frac_bits, spec.weight_bits, request.max_rounds or 100,
-                          request.optimizer, request.learning_rate, request.tolerance, request.relative_tolerance)
+            return ConjugateDirections(
+                spec.dimension, spec.weight_frac_bits, spec.weight_bits, request.max_rounds or 4 * (spec.dimension + 1)
+            )
+        return FirstOrder(
+            spec.dimension,
+            spec.weight_frac_bits,
+            spec.weight_bits,
+            request.max_rounds or 100,
+            request.optimizer,
+            request.learning_rate,
+            request.tolerance,
+            request.relative_tolerance,
+        )
 
     @property
     def done(self) -> bool:
@@ -172,7 +207,11 @@ class TrainingRun:
         """The next round's message to the coordinator, weights encrypted with fresh randomness."""
         self.round_started = time.monotonic()
         public_key = self.private_key.public_key
-        message: dict[str, Any] = {"round": self.round, "kind": self.next_kind, "key_fingerprint": public_key.fingerprint}
+        message: dict[str, Any] = {
+            "round": self.round,
+            "kind": self.next_kind,
+            "key_fingerprint": public_key.fingerprint,
+        }
         if message["kind"] == GRADIENT:
             message["encrypted_weights"] = [public_key.raw_encrypt(q, self.pool.take()) for q in self.optimizer.query]
         return message
@@ -194,7 +233,8 @@ class TrainingRun:
             )
         if contributors != len(data_owners):
             raise ProtocolViolation(
-                f"{where}: the coordinator names {len(data_owners)} contributor(s) but the aggregate sums {contributors}"
+                f"{where}: the coordinator names {len(data_owners)} contributor(s)"
+                f" but the aggregate sums {contributors}"
             )
         if kind == STATISTICS:
             record = self._absorb_statistics(values, where, data_owners, failures, contributors)
@@ -203,8 +243,9 @@ class TrainingRun:
         self.round += 1
         return record
 
-    def _absorb_statistics(self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str],
-                           contributors: int) -> RoundRecord:
+    def _absorb_statistics(
+        self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
+    ) -> RoundRecord:
         statistics = FeatureStatistics.from_sums(values, self.spec, where)
         self.feature_statistics = statistics
         self.penalty_weights = [Fraction(0), *statistics.variances]
@@ -212,8 +253,9 @@ class TrainingRun:
             self.optimizer.set_scaling(Scaling(tuple(float(m) for m in statistics.means), tuple(statistics.stds)))
         return self._record(STATISTICS, contributors, data_owners, failures, None, False)
 
-    def _absorb_gradient(self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str],
-                         contributors: int) -> RoundRecord:
+    def _absorb_gradient(
+        self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
+    ) -> RoundRecord:
         row_count = values[0]
         if row_count <= 0:
             raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
@@ -221,7 +263,7 @@ class TrainingRun:
         if self.request.alpha:
             alpha = Fraction(self.request.alpha)
             point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
-            gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point)]
+            gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
         restarted = self.data_owners is not None and data_owners != self.data_owners
         if restarted:
             self.optimizer.restart()
@@ -230,12 +272,26 @@ class TrainingRun:
         norm = float(np.linalg.norm([float(g) for g in gradient])) / row_count
         return self._record(GRADIENT, contributors, data_owners, failures, norm, restarted)
 
-    def _record(self, kind: str, contributors: int, data_owners: list[str], failures: dict[str, str],
-                gradient_norm: float | None, restarted: bool) -> RoundRecord:
+    def _record(
+        self,
+        kind: str,
+        contributors: int,
+        data_owners: list[str],
+        failures: dict[str, str],
+        gradient_norm: float | None,
+        restarted: bool,
+    ) -> RoundRecord:
         return RoundRecord(
-            round=self.round, kind=kind, contributors=contributors, data_owners=data_owners, failures=failures,
-            gradient_norm=gradient_norm, validation=self.validation_metrics(), restarted=restarted,
-            seconds=round(time.monotonic() - self.round_started, 6), stop_reason=self.optimizer.stop_reason,
+            round=self.round,
+            kind=kind,
+            contributors=contributors,
+            data_owners=data_owners,
+            failures=failures,
+            gradient_norm=gradient_norm,
+            validation=self.validation_metrics(),
+            restarted=restarted,
+            seconds=round(time.monotonic() - self.round_started, 6),
+            stop_reason=self.optimizer.stop_reason,
         )
 
     def state(self) -> dict[str, Any]:
@@ -244,7 +300,9 @@ class TrainingRun:
         return {
             "round": self.round,
             "data_owners": self.data_owners,
-            "feature_statistics": None if statistics is None else {
+            "feature_statistics": None
+            if statistics is None
+            else {
                 "row_count": statistics.row_count,
                 "means": [str(m) for m in statistics.means],
                 "variances": [str(v) for v in statistics.variances],
@@ -260,15 +318,17 @@ class TrainingRun:
         statistics = state["feature_statistics"]
         if statistics is not None:
             self.feature_statistics = FeatureStatistics(
-                int(statistics["row_count"]), tuple(map(Fraction, statistics["means"])),
-                tuple(map(Fraction, statistics["variances"])))
+                int(statistics["row_count"]),
+                tuple(map(Fraction, statistics["means"])),
+                tuple(map(Fraction, statistics["variances"])),
+            )
         self.penalty_weights = [Fraction(w) for w in state["penalty_weights"]]
         self.optimizer.restore(state["optimizer"])
 
     def coefficients(self) -> dict[str, float]:
         """The current estimate by name, intercept first, in the features' original units."""
         values = [float(c) for c in self.optimizer.coefficients]
-        return dict(zip(["intercept", *self.spec.features], values))
+        return dict(zip(["intercept", *self.spec.features], values, strict=True))
 
     def result(self) -> dict[str, Any]:
         """What the store keeps of a finished model."""
@@ -281,9 +341,13 @@ class TrainingRun:
         if self.feature_statistics is not None:
             scaling = self.feature_statistics.to_json(self.spec.features)
             original = np.array(list(self.coefficients().values()))
-            standardised = Scaling(tuple(scaling["means"].values()), tuple(scaling["stds"].values())).to_standardised(original)
+            standardised = Scaling(tuple(scaling["means"].values()), tuple(scaling["stds"].values())).to_standardised(
+                original
+            )
             result["scaling"] = scaling
-            result["standardized_coefficients"] = dict(zip(["intercept", *self.spec.features], map(float, standardised)))
+            result["standardized_coefficients"] = dict(
+                zip(["intercept", *self.spec.features], map(float, standardised), strict=True)
+            )
         return result
 
     def validation_metrics(self) -> dict[str, float | None] | None:

@@ -1,5 +1,8 @@
-"""HTTP endpoints of the model creator: the user's API (models, predictions, export and import)
-and the coordinator's callbacks (aggregates, failures)."""
+"""HTTP endpoints of the model creator.
+
+The user's API (models, predictions, export and import) and the coordinator's callbacks
+(aggregates, failures).
+"""
 
 from __future__ import annotations
 
@@ -17,9 +20,8 @@ from common.auth import COORDINATOR, USER, authenticate, requires
 from common.dataset import load_columns, read_columns, read_header
 from common.errors import Conflict, DataError, SchemaError
 from common.models import MODELS
-from common.protocol import ROUND_KINDS
+from common.protocol import MAX_FEATURES, ROUND_KINDS
 from common.service import json_body
-from common.protocol import MAX_FEATURES
 from common.wire import decode_ciphertexts, require_int, require_str, require_str_list
 from model_creator.training import TrainingRequest
 
@@ -125,22 +127,36 @@ def import_model() -> tuple[Any, int]:
     label = require_str(body, "label")
     coefficients = body.get("coefficients")
     names = ["intercept", *features]
-    if not isinstance(coefficients, dict) or set(coefficients) != set(names) or not all(
-        isinstance(coefficients[n], (int, float)) and not isinstance(coefficients[n], bool)
-        and math.isfinite(coefficients[n]) for n in names
+    if (
+        not isinstance(coefficients, dict)
+        or set(coefficients) != set(names)
+        or not all(
+            isinstance(coefficients[n], (int, float))
+            and not isinstance(coefficients[n], bool)
+            and math.isfinite(coefficients[n])
+            for n in names
+        )
     ):
         raise SchemaError(f"body.coefficients: expected a finite number for each of {', '.join(names)}")
     training = body.get("training", {})
     if not isinstance(training, dict) or not isinstance(training.get("request", {}), dict):
         raise SchemaError("body.training: expected an object whose 'request' is an object")
-    result = {"coefficients": {n: float(coefficients[n]) for n in names},
-              "stop_reason": training.get("stop_reason"), "data_owners": training.get("data_owners", []),
-              "metrics": training.get("metrics"), "imported_from": body.get("model_id")}
+    result = {
+        "coefficients": {n: float(coefficients[n]) for n in names},
+        "stop_reason": training.get("stop_reason"),
+        "data_owners": training.get("data_owners", []),
+        "metrics": training.get("metrics"),
+        "imported_from": body.get("model_id"),
+    }
     for optional in ("scaling", "standardized_coefficients"):
         if isinstance(body.get(optional), dict):
             result[optional] = body[optional]
-    request_record = {"model": model, "features": features, "label": label,
-                      "optimizer": training.get("request", {}).get("optimizer", "imported")}
+    request_record = {
+        "model": model,
+        "features": features,
+        "label": label,
+        "optimizer": training.get("request", {}).get("optimizer", "imported"),
+    }
     model_id = _store().import_finished(request_record, result)
     return jsonify(model_id=model_id, status="finished"), 201
 
@@ -185,7 +201,8 @@ def predict_rows() -> tuple[Any, int]:
         unknown = sorted(set(row) - wanted)
         if missing or unknown:
             parts = ([f"missing feature(s) {', '.join(map(repr, missing))}"] if missing else []) + (
-                [f"unknown feature(s) {', '.join(map(repr, unknown))}"] if unknown else [])
+                [f"unknown feature(s) {', '.join(map(repr, unknown))}"] if unknown else []
+            )
             raise SchemaError(f"body.rows[{index}]: {'; '.join(parts)}")
         for column, feature in enumerate(model["features"]):
             value = row[feature]
@@ -248,8 +265,9 @@ def receive_aggregate(job_id: str) -> tuple[Any, int]:
     kind = body.get("kind")
     if kind not in ROUND_KINDS:
         raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
-    ciphertexts = decode_ciphertexts(body.get("ciphertexts"), public_key, "body.ciphertexts",
-                                     run.spec.reply_ciphertexts(kind))
+    ciphertexts = decode_ciphertexts(
+        body.get("ciphertexts"), public_key, "body.ciphertexts", run.spec.reply_ciphertexts(kind)
+    )
     data_owners = body.get("contributors")
     if not isinstance(data_owners, list) or not all(isinstance(n, str) for n in data_owners):
         raise SchemaError("body.contributors: expected a list of data-owner names")
