@@ -96,7 +96,7 @@ class JobSpec:
         """Parse and check a spec; every error names the offending field."""
         body = require_object(payload, where)
         job_id = require_str(body, "job_id", where, 64)
-        if not JOB_ID_PATTERN.match(job_id):
+        if not JOB_ID_PATTERN.fullmatch(job_id):
             raise SchemaError(f"{where}.job_id: letters, digits, '-' and '_' only")
         model = require_str(body, "model", where)
         if model not in MODELS:

@@ -12,8 +12,10 @@ from typing import Any
 from flask import Flask
 
 from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, resolve_secrets, token_digest
+from common.openapi import openapi_blueprint
 from common.service import Worker, create_base_app, peer_client
 from coordinator.config import DEFAULTS, ENV_PREFIX
+from coordinator.openapi import document as openapi_document
 from coordinator.rounds import RoundRegistry
 from coordinator.runner import RoundRunner
 from coordinator.store import CoordinatorStore
@@ -44,4 +46,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.register_blueprint(data_owners)
     app.register_blueprint(jobs)
+    app.register_blueprint(openapi_blueprint(openapi_document()))
     return app

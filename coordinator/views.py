@@ -38,7 +38,7 @@ def register_data_owner() -> tuple[Any, int]:
     """
     body = json_body()
     name = require_str(body, "name", max_length=64)
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise SchemaError("body.name: letters, digits, '.', '-' and '_' only")
     url = require_str(body, "url", max_length=500)
     if not url.startswith(("http://", "https://")):

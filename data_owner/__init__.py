@@ -15,10 +15,12 @@ from flask import Flask
 
 from common.auth import COORDINATOR, Authenticator, Caller, resolve_secrets, same_token
 from common.errors import UpstreamError
+from common.openapi import openapi_blueprint
 from common.processes import ProcessPool
 from common.service import Worker, create_base_app, peer_client
 from data_owner.config import DEFAULTS, ENV_PREFIX
 from data_owner.jobs import JobBook
+from data_owner.openapi import document as openapi_document
 from data_owner.views import jobs
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         processes=ProcessPool(app.config["WORKER_PROCESSES"]),
     )
     app.register_blueprint(jobs)
+    app.register_blueprint(openapi_blueprint(openapi_document()))
     return app
 
 

@@ -13,9 +13,11 @@ from typing import Any
 from flask import Flask
 
 from common.auth import COORDINATOR, USER, Authenticator, resolve_secrets
+from common.openapi import openapi_blueprint
 from common.service import Worker, create_base_app, peer_client
 from model_creator.config import DEFAULTS, ENV_PREFIX
 from model_creator.keystore import KeyStore
+from model_creator.openapi import document as openapi_document
 from model_creator.runner import Trainer
 from model_creator.store import ModelStore
 from model_creator.views import callbacks, models
@@ -38,4 +40,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.register_blueprint(models)
     app.register_blueprint(callbacks)
+    app.register_blueprint(openapi_blueprint(openapi_document()))
     return app

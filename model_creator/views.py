@@ -22,13 +22,14 @@ from common.errors import Conflict, DataError, SchemaError
 from common.models import MODELS
 from common.protocol import MAX_FEATURES, ROUND_KINDS
 from common.service import json_body
-from common.wire import decode_ciphertexts, require_int, require_str, require_str_list
+from common.wire import decode_ciphertexts, require_int, require_number, require_str, require_str_list
 from model_creator.training import TrainingRequest
 
 models = Blueprint("models", __name__)
 callbacks = Blueprint("callbacks", __name__)
 
 EXPORT_FORMAT = "federated_trainer.model/1"
+MAX_ABS_COEFFICIENT = 2.0**128
 MAX_PREDICTION_ROWS = 100_000
 
 
@@ -127,17 +128,10 @@ def import_model() -> tuple[Any, int]:
     label = require_str(body, "label")
     coefficients = body.get("coefficients")
     names = ["intercept", *features]
-    if (
-        not isinstance(coefficients, dict)
-        or set(coefficients) != set(names)
-        or not all(
-            isinstance(coefficients[n], (int, float))
-            and not isinstance(coefficients[n], bool)
-            and math.isfinite(coefficients[n])
-            for n in names
-        )
-    ):
-        raise SchemaError(f"body.coefficients: expected a finite number for each of {', '.join(names)}")
+    if not isinstance(coefficients, dict) or set(coefficients) != set(names):
+        raise SchemaError(f"body.coefficients: expected a number for each of {', '.join(names)}")
+    for name in names:
+        require_number(coefficients, name, "body.coefficients", -MAX_ABS_COEFFICIENT, MAX_ABS_COEFFICIENT)
     training = body.get("training", {})
     if not isinstance(training, dict) or not isinstance(training.get("request", {}), dict):
         raise SchemaError("body.training: expected an object whose 'request' is an object")
@@ -205,10 +199,7 @@ def predict_rows() -> tuple[Any, int]:
             )
             raise SchemaError(f"body.rows[{index}]: {'; '.join(parts)}")
         for column, feature in enumerate(model["features"]):
-            value = row[feature]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise SchemaError(f"body.rows[{index}].{feature}: expected a finite number")
-            table[index, column] = value
+            table[index, column] = require_number(row, feature, f"body.rows[{index}]")
     return jsonify(_predict(model, table, None)), 200
 
 
@@ -235,14 +226,21 @@ def _predict_csv() -> tuple[Any, int]:
 
 
 def _predict(model: dict[str, Any], features: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """Predictions (and metrics when labels are given); values beyond the float range are an error."""
     kind = MODELS[model["model"]]
     coefficients = model["coefficients"]
     weights = [coefficients["intercept"], *(coefficients[f] for f in model["features"])]
     answer: dict[str, Any] = {"model_id": model["model_id"], "model": model["model"], "rows": int(len(features))}
-    if labels is not None:
-        answer.update(kind.score(weights, features, labels))
-        answer["labels"] = [float(v) for v in labels]
-    answer.update(kind.predictions(weights, features))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if labels is not None:
+            answer.update(kind.score(weights, features, labels))
+            answer["labels"] = [float(v) for v in labels]
+        answer.update(kind.predictions(weights, features))
+    numbers = [v for v in answer.values() if isinstance(v, float)] + [
+        x for v in answer.values() if isinstance(v, list) for x in v
+    ]
+    if not all(math.isfinite(x) for x in numbers if isinstance(x, float)):
+        raise DataError(f"model {model['model_id']}: predictions for these rows exceed the range of floating point")
     return answer
 
 

@@ -10,7 +10,6 @@ deviation. Every reference result is computed here with numpy from the generated
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from local_federation.cluster import LocalFederation
+from tests.e2e.e2e_support import write_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -61,23 +61,6 @@ def generate(rng: np.random.Generator, count: int, shift: float) -> dict[str, np
 def add_scaled(part: dict[str, np.ndarray], means: np.ndarray, stds: np.ndarray) -> None:
     for index, name in enumerate(RAW):
         part[f"{name}_z"] = (part[name] - means[index]) / stds[index]
-
-
-def write_csv(path: Path, columns: Sequence[str], data: dict[str, np.ndarray]) -> Path:
-    count = len(data[columns[0]])
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for i in range(count):
-            writer.writerow([_cell(data[name][i]) for name in columns])
-    return path
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (str, np.str_)):
-        return str(value)
-    value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
 
 
 class Data:
