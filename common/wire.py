@@ -76,7 +76,10 @@ def require_number(
     payload: dict[str, Any], name: str, where: str = "body", minimum: float = -math.inf, maximum: float = math.inf
 ) -> float:
     value = payload.get(name)
-    message = f"{where}.{name}: expected a number from {minimum} to {maximum}"
+    if math.isinf(minimum) and math.isinf(maximum):
+        message = f"{where}.{name}: expected a finite number"
+    else:
+        message = f"{where}.{name}: expected a number from {minimum} to {maximum}"
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise SchemaError(message)
     try:

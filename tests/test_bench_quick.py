@@ -1,0 +1,46 @@
+"""The benchmark suite's quick correctness path: every variant of a round decrypts numpy's gradient.
+
+No timing is asserted here (this machine's cores are shared); ``./run_bench.sh`` measures.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.federation import GradientMismatch, KeyMaterial, check_gradient, make_federation
+from bench.ours import OursRound
+from bench.suite import VARIANTS, check_variants
+from common.multiexp import PARALLEL_MIN_MULTIPLICATIONS
+
+
+@pytest.fixture(scope="module")
+def keys(small_key) -> KeyMaterial:
+    return KeyMaterial.from_private_key(small_key)
+
+
+def test_every_variant_decrypts_numpys_gradient(keys: KeyMaterial) -> None:
+    errors = check_variants(keys, dimension=4, rows_per_owner=12, owners=3)
+
+    assert set(errors) == set(VARIANTS)
+    assert all(error <= 1e-6 for error in errors.values())
+
+
+def test_the_owners_product_split_over_processes_is_still_exact(keys: KeyMaterial) -> None:
+    federation = make_federation(dimension=40, rows_per_owner=50, owners=2, seed=3)
+    round_ = OursRound(keys, federation, workers=2)
+    try:
+        assert round_.maps[0].plan.multiplications >= PARALLEL_MIN_MULTIPLICATIONS
+        round_.refill()
+        measurement = round_.run_round()
+    finally:
+        round_.close()
+
+    check_gradient("ours-mp", measurement.gradient, federation)
+    assert round_.pool_misses == 0
+
+
+def test_a_wrong_gradient_fails_loudly() -> None:
+    federation = make_federation(dimension=3, rows_per_owner=5, owners=2, seed=0)
+
+    with pytest.raises(GradientMismatch, match="differs from numpy"):
+        check_gradient("broken", federation.reference_gradient() * (1 + 1e-4), federation)
