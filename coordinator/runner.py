@@ -71,11 +71,17 @@ class RoundRunner:
         raise Conflict(f"round {round_number} of job {job_id} failed")
 
     def resume_unfinished(self) -> int:
-        """After a restart: run again every round that was running; returns how many."""
+        """After a restart: pick up every round that was not done; returns how many.
+
+        A round that was running is run again; an aggregate not yet delivered is delivered.
+        """
         unfinished = self.store.unfinished_rounds()
-        for job_id, round_number in unfinished:
-            logger.info("resuming job %s round %d", job_id, round_number)
-            self._submit_round(job_id, round_number)
+        for job_id, round_number, status in unfinished:
+            logger.info("resuming job %s round %d (%s)", job_id, round_number, status)
+            if status == "running":
+                self._submit_round(job_id, round_number)
+            else:
+                self.worker.submit(self.deliver, job_id, round_number)
         return len(unfinished)
 
     def _submit_round(self, job_id: str, round_number: int):
@@ -164,6 +170,7 @@ class RoundRunner:
         record = self.store.round(job_id, round_number)
         try:
             self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", record["aggregate"])
+            self.store.set_delivered(job_id, round_number)
         except UpstreamError as exc:
             logger.warning(
                 "job %s round %d: aggregate kept until the model creator asks again: %s",

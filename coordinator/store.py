@@ -34,7 +34,7 @@ class CoordinatorStore(SQLiteStore):
     CREATE TABLE IF NOT EXISTS rounds (
         job_id TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, attempts INTEGER NOT NULL,
         status TEXT NOT NULL, contributors TEXT NOT NULL, failures TEXT NOT NULL,
-        started_at REAL NOT NULL, seconds REAL, weights TEXT, aggregate TEXT,
+        started_at REAL NOT NULL, seconds REAL, weights TEXT, aggregate TEXT, delivered INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (job_id, round)
     );
     """
@@ -99,7 +99,7 @@ class CoordinatorStore(SQLiteStore):
             if db.execute("SELECT 1 FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone():
                 raise Conflict(f"round {round_number} of job {job_id} was already started")
             db.execute(
-                "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL, ?, NULL)",
+                "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL, ?, NULL, 0)",
                 (job_id, round_number, kind, time.time(), json.dumps(weights)),
             )
 
@@ -114,14 +114,22 @@ class CoordinatorStore(SQLiteStore):
         record["aggregate"] = json.loads(record["aggregate"]) if record["aggregate"] else None
         return record
 
-    def unfinished_rounds(self) -> list[tuple[str, int]]:
-        """(job, round) of every round still running in a running job: what a restart resumes."""
+    def unfinished_rounds(self) -> list[tuple[str, int, str]]:
+        """(job, round, status) of the rounds of running jobs that a restart must pick up.
+
+        Those still running, and those whose aggregate was not delivered yet.
+        """
         with self.connect() as db:
             rows = db.execute(
-                "SELECT r.job_id, r.round FROM rounds r JOIN jobs j ON j.job_id = r.job_id"
-                " WHERE r.status = 'running' AND j.status = 'running' ORDER BY r.started_at"
+                "SELECT r.job_id, r.round, r.status FROM rounds r JOIN jobs j ON j.job_id = r.job_id"
+                " WHERE j.status = 'running' AND (r.status = 'running' OR (r.status = 'aggregated'"
+                " AND r.delivered = 0)) ORDER BY r.started_at"
             ).fetchall()
-        return [(row["job_id"], row["round"]) for row in rows]
+        return [(row["job_id"], row["round"], row["status"]) for row in rows]
+
+    def set_delivered(self, job_id: str, round_number: int) -> None:
+        with self.connect() as db:
+            db.execute("UPDATE rounds SET delivered = 1 WHERE job_id = ? AND round = ?", (job_id, round_number))
 
     def set_attempts(self, job_id: str, round_number: int, attempts: int) -> None:
         with self.connect() as db:

@@ -174,12 +174,16 @@ class LocalFederation:
     def data_owner(self, name: str) -> Party:
         return self.parties[f"data_owner:{name}"]
 
+    def start_party(self, party: Party) -> None:
+        """Start a stopped party again on its port and wait until it is healthy."""
+        party.start(self._environment())
+        self.wait_healthy(party)
+
     def restart(self, party: Party, down_seconds: float = 0.0) -> None:
         """Stop a party, leave it down for ``down_seconds``, start it again on the same port."""
         party.stop()
         time.sleep(down_seconds)
-        party.start(self._environment())
-        self.wait_healthy(party)
+        self.start_party(party)
 
     def stop(self) -> None:
         for party in reversed(list(self.parties.values())):
