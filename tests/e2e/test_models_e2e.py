@@ -524,8 +524,7 @@ def test_a_model_survives_a_restart_and_moves_to_another_model_creator(federatio
 
     creator = federation.model_creator
     creator.stop()
-    creator.start(federation._environment())
-    federation.wait_healthy(creator)
+    federation.start_party(creator)
     after = get(federation, "/prediction", model_id=model_id)
     assert after == before
     shown = get(federation, f"/model/{model_id}")

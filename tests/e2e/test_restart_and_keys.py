@@ -55,8 +55,7 @@ def test_finished_model_prediction_and_key_survive_a_model_creator_restart(feder
     assert creator.process.poll() is not None
     with pytest.raises(requests.RequestException):
         requests.get(f"{creator.url}/health", timeout=2)
-    creator.start(running._environment())
-    running.wait_healthy(creator)
+    running.start_party(creator)
 
     assert get_json(running, f"{creator.url}/model/{model['model_id']}") == model
     assert [m["model_id"] for m in get_json(running, f"{creator.url}/models")["models"]] == [model["model_id"]]
