@@ -121,20 +121,22 @@ def pack_encrypted(public_key: PublicKey, ciphertexts: Sequence[mpz], layout: Sl
     """Pack ciphertexts of signed values into the layout, homomorphically.
 
     Shifting a ciphertext by a slot multiplies its plaintext by ``2**slot_bits``, which Horner's
-    rule does with ``slot_bits`` squarings per slot; the biases and the contributor count are
-    added as one plaintext constant per output ciphertext.
+    rule does with ``slot_bits`` squarings per slot below the top one; the biases and the
+    contributor count are added as one plaintext constant per output ciphertext.
     """
     nsquare = public_key.nsquare
     shift = mpz(1) << layout.slot_bits
     packed = []
     for group in _slot_groups(layout, len(ciphertexts)):
-        accumulator = mpz(1)
+        accumulator = None
         constant = 0
         for slot in reversed(range(len(group))):
             index = group[slot]
-            accumulator = powmod(accumulator, shift, nsquare)
-            if index >= 0:
-                accumulator = accumulator * ciphertexts[index] % nsquare
+            term = ciphertexts[index] if index >= 0 else mpz(1)
+            if accumulator is None:
+                accumulator = term
+            else:
+                accumulator = powmod(accumulator, shift, nsquare) * term % nsquare
             constant |= (1 if index < 0 else layout.bias) << (slot * layout.slot_bits)
         packed.append(public_key.raw_add_constant(accumulator, constant))
     return packed

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 
 import gmpy2
 
@@ -30,12 +31,14 @@ def release_gil_in_this_thread() -> None:
 class ObfuscatorPool:
     """A thread-safe stock of fresh ``r ** n mod n²`` values for one public key.
 
-    :meth:`take` never blocks on the filler: when the stock is empty it computes one value
+    ``make`` computes one value (default: the public key's way; the key holder can pass its
+    faster CRT way). :meth:`take` never blocks on the filler: when the stock is empty it computes one value
     inline (and counts the miss), so a pool can be too small but never wrong.
     """
 
-    def __init__(self, public_key: PublicKey, target: int) -> None:
+    def __init__(self, public_key: PublicKey, target: int, make: Callable[[], mpz] | None = None) -> None:
         self.public_key = public_key
+        self.make = make or public_key.raw_obfuscator
         self.target = target
         self.misses = 0
         self.taken = 0
@@ -64,7 +67,7 @@ class ObfuscatorPool:
             with self._lock:
                 if len(self._stock) >= goal:
                     return
-            value = self.public_key.raw_obfuscator()
+            value = self.make()
             with self._lock:
                 self._stock.append(value)
 
@@ -77,7 +80,7 @@ class ObfuscatorPool:
                 self._wanted.set()
         if value is None:
             self.misses += 1
-            value = self.public_key.raw_obfuscator()
+            value = self.make()
         return value
 
     def __len__(self) -> int:

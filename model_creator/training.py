@@ -170,7 +170,7 @@ class TrainingRun:
             key_fingerprint=public_key.fingerprint,
         )
         self.optimizer = self._optimizer()
-        self.pool = ObfuscatorPool(public_key, 2 * self.spec.dimension).start()
+        self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, private_key.raw_obfuscator).start()
         self.round = 0
         self.round_started = time.monotonic()
         self.data_owners: list[str] | None = None
