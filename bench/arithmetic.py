@@ -74,10 +74,8 @@ def owner_operation_counts(affine_map: EncryptedAffineMap, spec: JobSpec) -> dic
     return {
         "matrix_multiplications": plan.multiplications,
         "inversions": len(plan.negative_columns),
-        # Horner's rule: one shift of slot_bits squarings per slot; the first shift of each
-        # ciphertext is applied to the accumulator 1 and changes nothing.
-        "packing_squarings": slots * layout.slot_bits,
-        "packing_squarings_on_one": ciphertexts * layout.slot_bits,
+        # Horner's rule: one shift of slot_bits squarings per slot below the top one of each ciphertext.
+        "packing_squarings": (slots - ciphertexts) * layout.slot_bits,
         # − b_j for each coordinate, each value multiplied into its ciphertext, the biases and the
         # count added once per ciphertext, one re-randomiser per ciphertext.
         "other_multiplications": dimension + values + ciphertexts + ciphertexts,
