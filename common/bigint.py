@@ -15,7 +15,6 @@ rational = gmpy2.mpq
 gcd = gmpy2.gcd
 invert = gmpy2.invert
 powmod = gmpy2.powmod
-is_mpz = gmpy2.is_integer
 
 
 def random_unit(n: int) -> gmpy2.mpz:
@@ -24,17 +23,6 @@ def random_unit(n: int) -> gmpy2.mpz:
         r = mpz(secrets.randbelow(int(n) - 1) + 1)
         if gcd(r, n) == 1:
             return r
-
-
-def powmod_signed(base: gmpy2.mpz, exponent: int, modulus: gmpy2.mpz) -> gmpy2.mpz:
-    """``base ** exponent mod modulus`` for an exponent of either sign.
-
-    A negative exponent costs one modular inversion of the base, never a huge exponent
-    ``exponent mod order`` (the order of the group is secret for Paillier).
-    """
-    if exponent < 0:
-        return powmod(invert(base, modulus), -exponent, modulus)
-    return powmod(base, exponent, modulus)
 
 
 def to_fixed_bytes(value: int, width: int) -> bytes:

@@ -1,16 +1,15 @@
-"""Fixed-point encoding of reals as integers, and of signed integers as residues of Z_n.
+"""Fixed-point encoding of reals as integers.
 
 A real x is carried as the integer ``round(x · 2**frac_bits)``; the scale is a property of the
-message (the job spec names it), not of each number. Signed integers live in Z_n as
-``v mod n``: values in [0, n/3) are non-negative, values in (2n/3, n) negative, and the middle
-third is never a valid result — decoding it means something overflowed, and that is reported,
-never turned into a wrong number.
+message (the job spec names it), not of each number. Every encoding is checked against the bound
+its slot or message allows (:class:`~common.errors.EncodingOverflow` otherwise), and sums are
+decoded from packed slots (:mod:`common.packing`), whose unpacking rejects anything that
+overflowed: an overflow is an error, never a wrong number.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -58,33 +57,3 @@ def encode_array(values: np.ndarray, frac_bits: int, bound_bits: int, what: str)
 def decode(value: int, frac_bits: int) -> Fraction:
     """The exact rational ``value / 2**frac_bits``."""
     return Fraction(int(value), 1 << frac_bits)
-
-
-def to_residue(value: int, n: int) -> int:
-    """A signed integer as an element of Z_n; it must lie strictly within (−n/3, n/3)."""
-    if 3 * abs(value) >= n:
-        raise EncodingOverflow(f"integer of {abs(value).bit_length()} bits does not fit in Z_n")
-    return value % n
-
-
-def from_residue(residue: int, n: int, what: str) -> int:
-    """The signed integer an element of Z_n stands for; the middle third is an overflow."""
-    residue = int(residue)
-    if 3 * residue < n:
-        return residue
-    if 3 * residue > 2 * n:
-        return residue - int(n)
-    raise EncodingOverflow(f"{what}: decrypted value is in the overflow band of Z_n")
-
-
-def check_bound(values: Iterable[int], bound_bits: int, what: str) -> None:
-    """Raise unless every integer has magnitude below ``2**bound_bits``."""
-    limit = 1 << bound_bits
-    for index, value in enumerate(values):
-        if abs(value) >= limit:
-            raise EncodingOverflow(f"{what}[{index}] exceeds {bound_bits} bits")
-
-
-def as_floats(values: Sequence[Fraction]) -> list[float]:
-    """Rationals to the nearest floats, for reporting."""
-    return [float(v) for v in values]

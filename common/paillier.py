@@ -17,7 +17,7 @@ from typing import Any
 
 import phe
 
-from common.bigint import gcd, invert, mpz, powmod, powmod_signed, random_unit, to_fixed_bytes
+from common.bigint import gcd, invert, mpz, powmod, random_unit, to_fixed_bytes
 from common.errors import InvalidCiphertext, KeyMismatch, SchemaError
 
 DEFAULT_KEY_BITS = 2048
@@ -71,17 +71,9 @@ class PublicKey:
             obfuscator = self.raw_obfuscator()
         return self.raw_constant(plaintext) * obfuscator % self.nsquare
 
-    def raw_add(self, a: mpz, b: mpz) -> mpz:
-        """E(x), E(y) → E(x + y)."""
-        return a * b % self.nsquare
-
     def raw_add_constant(self, ciphertext: mpz, plaintext: int) -> mpz:
         """E(x), k → E(x + k)."""
         return ciphertext * self.raw_constant(plaintext) % self.nsquare
-
-    def raw_multiply(self, ciphertext: mpz, scalar: int) -> mpz:
-        """E(x), k → E(k·x) for an integer k of either sign."""
-        return powmod_signed(ciphertext, scalar, self.nsquare)
 
     def rerandomise(self, ciphertext: mpz, obfuscator: mpz | None = None) -> mpz:
         """The same plaintext under fresh randomness.

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.encoding import as_floats, check_bound, decode, encode, encode_array, from_residue, to_residue
+from common.encoding import decode, encode, encode_array
 from common.errors import EncodingOverflow
 
 finite_floats = st.floats(min_value=-1e200, max_value=1e200, allow_nan=False, allow_infinity=False)
@@ -143,7 +143,7 @@ def test_encode_array_huge_finite_value_is_an_overflow_not_a_warning():
         encode_array(np.array([1e300]), 40, 200, "XᵀX")
 
 
-# --- decode / check_bound / as_floats ---------------------------------------------------------
+# --- decode ---------------------------------------------------------
 
 
 @given(value=st.integers(-(2**300), 2**300), frac_bits=st.integers(0, 200))
@@ -152,54 +152,3 @@ def test_decode_is_exact_inverse_of_scaling(value, frac_bits):
     assert encode(decode(value, frac_bits), frac_bits, 400, "v") == value
 
 
-def test_check_bound_names_index():
-    check_bound([0, 255, -255], 8, "g")
-    with pytest.raises(EncodingOverflow, match=r"g\[2\] exceeds 8 bits"):
-        check_bound([0, 1, -256], 8, "g")
-
-
-def test_as_floats():
-    assert as_floats([Fraction(1, 4), Fraction(-3, 2)]) == [0.25, -1.5]
-
-
-# --- residues of Z_n --------------------------------------------------------------------------
-
-
-@settings(max_examples=200, deadline=None)
-@given(data=st.data())
-def test_residue_round_trip(small_key, data):
-    """Every integer strictly within (−n/3, n/3) survives to_residue → from_residue."""
-    n = int(small_key.public_key.n)
-    limit = (n - 1) // 3
-    value = data.draw(st.one_of(st.integers(-limit, limit), st.sampled_from([0, 1, -1, limit, -limit])))
-    residue = to_residue(value, n)
-    assert 0 <= residue < n
-    assert residue == value % n
-    assert from_residue(residue, n, "v") == value
-
-
-def test_residue_limits(small_key):
-    n = int(small_key.public_key.n)
-    limit = (n - 1) // 3  # the largest v with 3|v| < n (n is not a multiple of 3)
-    assert n % 3 != 0
-    for value in (limit + 1, -(limit + 1), n, -n, 2 * n):
-        with pytest.raises(EncodingOverflow, match="does not fit in Z_n"):
-            to_residue(value, n)
-
-
-def test_from_residue_middle_third_is_overflow(small_key):
-    n = int(small_key.public_key.n)
-    low_top = (n - 1) // 3  # last non-negative residue
-    high_bottom = 2 * n // 3 + 1  # first negative residue
-    assert from_residue(low_top, n, "v") == low_top
-    assert from_residue(high_bottom, n, "v") == high_bottom - n
-    assert from_residue(n - 1, n, "v") == -1
-    for residue in (low_top + 1, n // 2, 2 * n // 3, high_bottom - 1):
-        with pytest.raises(EncodingOverflow, match=r"job j round 3 gradient\[0\]: decrypted value is in the overflow"):
-            from_residue(residue, n, "job j round 3 gradient[0]")
-
-
-def test_from_residue_accepts_mpz(small_key):
-    n = small_key.public_key.n
-    assert from_residue(n - 5, n, "v") == -5
-    assert type(from_residue(n - 5, n, "v")) is int
