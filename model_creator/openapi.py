@@ -355,7 +355,7 @@ def document() -> dict[str, Any]:
                         "200": json_response(
                             "Predictions, and metrics if labels came with the rows.", ref("Prediction")
                         ),
-                        **error_responses(400, 401, 403, 404, 409, 413),
+                        **error_responses(400, 401, 403, 404, 409, 413, 422),
                     },
                 },
             },
