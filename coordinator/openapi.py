@@ -259,6 +259,36 @@ def document() -> dict[str, Any]:
                     },
                 },
             },
+            "/jobs/{job_id}/rounds/{round_number}/refusals": {
+                "parameters": [
+                    job_id_parameter(),
+                    path_parameter("round_number", ref("RoundNumber"), "The round the owner cannot reply to."),
+                ],
+                "post": {
+                    "operationId": "refuse",
+                    "tags": ["contributions"],
+                    "summary": "A data owner that cannot reply to a round says why, so the round need not wait.",
+                    **bearer_security(DATA_OWNER),
+                    "requestBody": json_request(
+                        object_schema(
+                            {
+                                "data_owner": ref("DataOwnerName")
+                                | {"description": "Must be the name the credential was issued to."},
+                                "attempt": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                "error": {"type": "string", "minLength": 1, "maxLength": 2000},
+                            },
+                            ["data_owner", "attempt", "error"],
+                        )
+                    ),
+                    "responses": {
+                        "202": json_response(
+                            "The refusal is recorded as the owner's failure for the round.",
+                            object_schema({"status": {"type": "string", "const": "accepted"}}, ["status"]),
+                        ),
+                        **error_responses(400, 401, 403, 404, 409, 413),
+                    },
+                },
+            },
             "/jobs/{job_id}/finish": {
                 "parameters": [job_id_parameter()],
                 "post": {

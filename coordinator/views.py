@@ -128,6 +128,21 @@ def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
     return jsonify(status="accepted"), 202
 
 
+@jobs.post("/jobs/<job_id>/rounds/<int:round_number>/refusals")
+@requires(DATA_OWNER)
+def refuse(job_id: str, round_number: int) -> tuple[Any, int]:
+    """A data owner that cannot reply to a round says so, so the round need not wait for it."""
+    body = json_body()
+    owner = require_str(body, "data_owner", max_length=64)
+    if owner != g.caller.name:
+        raise Forbidden(f"data owner {g.caller.name!r} may not refuse as {owner!r}")
+    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
+    error = require_str(body, "error", max_length=2000)
+    collector = current_app.extensions["round_registry"].get(job_id, round_number, attempt)
+    collector.fail(owner, f"could not reply: {error}")
+    return jsonify(status="accepted"), 202
+
+
 @jobs.post("/jobs/<job_id>/finish")
 @requires(MODEL_CREATOR)
 def finish_job(job_id: str) -> tuple[Any, int]:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from common.auth import COORDINATOR, requires
-from common.errors import SchemaError
+from common.errors import FederatedError, SchemaError, UpstreamError
 from common.paillier import PublicKey
 from common.protocol import GRADIENT, ROUND_KINDS, STATISTICS, JobSpec
 from common.service import json_body
@@ -63,7 +63,7 @@ def answer_round(job_id: str) -> tuple[Any, int]:
             body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights", joined.spec.dimension
         )
     current_app.extensions["worker"].submit(
-        _contribute,
+        _contribute_or_refuse,
         current_app.config,
         current_app.extensions["client"],
         current_app.extensions["processes"],
@@ -82,6 +82,24 @@ def answer_round(job_id: str) -> tuple[Any, int]:
 def leave_job(job_id: str) -> tuple[Any, int]:
     current_app.extensions["job_book"].forget(job_id)
     return jsonify(job_id=job_id, status="left"), 200
+
+
+def _contribute_or_refuse(
+    config, client, processes, credential: str, joined, round_number: int, attempt: int, kind: str, weights: list | None
+) -> None:
+    """Reply to a round; if no reply can be computed, tell the coordinator why at once."""
+    try:
+        _contribute(config, client, processes, credential, joined, round_number, attempt, kind, weights)
+    except UpstreamError:
+        raise
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, FederatedError) else f"internal error ({type(exc).__name__})"
+        logger.exception("job %s round %d: no reply: %s", joined.spec.job_id, round_number, reason)
+        client.post(
+            f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/refusals",
+            {"data_owner": config["NAME"], "attempt": attempt, "error": reason},
+            token=credential,
+        )
 
 
 def _contribute(

@@ -20,15 +20,17 @@ from api_support import (
     TOKENS,
     UNREACHABLE,
     assert_json_error,
-    client_with,
-    enrolled,
     ciphertext_cases,
+    client_with,
     encrypted,
+    enrolled,
     job_body,
     make_spec,
     patched,
 )
 
+from common.affine import EncryptedAffineMap
+from common.errors import EncodingOverflow
 from common.packing import SlotLayout, unpack_sum
 from common.paillier import PrivateKey
 from common.wire import decode_ciphertexts
@@ -309,3 +311,23 @@ def test_leave_then_rounds_are_unknown(joined, small_key):
     assert_json_error(joined.post("/jobs/job-1/rounds", json=round_body(small_key, make_spec(small_key))), 404,
                       "job job-1 is unknown")
     assert joined.delete("/jobs/job-1").status_code == 200
+
+
+def test_a_round_that_cannot_be_computed_is_refused_at_once(tmp_path, stub_peer, small_key, monkeypatch):
+    coordinator = stub_peer()
+    client = enrolled(owner_app(tmp_path, SHIPPED / "owner_a.csv", coordinator.url, name="owner-a"))
+    spec = make_spec(small_key)
+    assert join(client, small_key, spec).status_code == 200
+
+    def fail(*args, **kwargs):
+        raise EncodingOverflow("weights beyond what this owner's slots hold")
+
+    monkeypatch.setattr(EncryptedAffineMap, "evaluate", fail)
+    response = client.post("/jobs/job-1/rounds", json=round_body(small_key, spec, round_number=3, attempt=1))
+    assert response.status_code == 202
+
+    (refusal,) = coordinator.wait_for(lambda r: r.method == "POST")
+    assert refusal.path == "/jobs/job-1/rounds/3/refusals"
+    assert refusal.authorization == f"Bearer {OWNER_CREDENTIAL}"
+    assert refusal.body == {"data_owner": "owner-a", "attempt": 1,
+                            "error": "weights beyond what this owner's slots hold"}

@@ -24,8 +24,8 @@ from api_support import (
     StubPeer,
     as_coordinator,
     assert_json_error,
-    client_with,
     ciphertext_cases,
+    client_with,
     encrypted,
     patched,
 )
