@@ -40,6 +40,7 @@ class Trainer:
         self.coordinator = str(config["COORDINATOR_URL"]).rstrip("/")
         self._lock = threading.Lock()
         self._runs: dict[str, TrainingRun] = {}
+        self._queued: dict[str, int] = {}
 
     def start(self, request: TrainingRequest) -> str:
         """Record a new model as pending and hand its job to the worker; returns its id."""
@@ -63,14 +64,28 @@ class Trainer:
         data_owners: list[str],
         failures: dict[str, str],
     ) -> None:
-        """Queue a checked aggregate for the worker; a round other than the awaited one is a conflict."""
+        """Queue a checked aggregate for the worker.
+
+        An aggregate for another round than the awaited one, or a second one for it (a delivery
+        repeated by the coordinator), is a conflict: no round is ever absorbed twice.
+        """
         run = self.run(model_id)
-        if round_number != run.round or kind != run.next_kind:
-            raise Conflict(
-                f"model {model_id} awaits {run.next_kind} round {run.round}, not {kind} round {round_number}"
-            )
+        with self._lock:
+            if round_number != run.round or kind != run.next_kind:
+                raise Conflict(
+                    f"model {model_id} awaits {run.next_kind} round {run.round}, not {kind} round {round_number}"
+                )
+            if self._queued.get(model_id) == round_number:
+                raise Conflict(f"model {model_id} already has the aggregate of round {round_number}")
+            self._queued[model_id] = round_number
         self.worker.submit(
-            self._absorb, model_id, ciphertexts, data_owners, failures, on_error=lambda exc: self._fail(model_id, exc)
+            self._absorb,
+            model_id,
+            round_number,
+            ciphertexts,
+            data_owners,
+            failures,
+            on_error=lambda exc: self._fail(model_id, exc),
         )
 
     def accept_failure(self, model_id: str, error: str) -> None:
@@ -134,8 +149,15 @@ class Trainer:
             message["encrypted_weights"] = encode_ciphertexts(message["encrypted_weights"], run.private_key.public_key)
         self.client.post(f"{self.coordinator}/jobs/{run.spec.job_id}/rounds", message)
 
-    def _absorb(self, model_id: str, ciphertexts: list, data_owners: list[str], failures: dict[str, str]) -> None:
+    def _absorb(
+        self, model_id: str, round_number: int, ciphertexts: list, data_owners: list[str], failures: dict[str, str]
+    ) -> None:
         run = self.run(model_id)
+        if run.round != round_number:
+            logger.warning(
+                "model %s: aggregate of round %d ignored, round %d awaited", model_id, round_number, run.round
+            )
+            return
         record = run.absorb(ciphertexts, data_owners, failures)
         self.store.record_round(model_id, asdict(record), run.state())
         logger.info(
@@ -159,6 +181,7 @@ class Trainer:
     def _close(self, model_id: str, status: str, error: str | None) -> None:
         with self._lock:
             run = self._runs.pop(model_id, None)
+            self._queued.pop(model_id, None)
         if run is not None:
             run.close()
         try:

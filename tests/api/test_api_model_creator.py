@@ -457,6 +457,23 @@ def test_valid_aggregate_moves_the_model_to_the_next_round(tmp_path, small_key):
         flight.coordinator.close()
 
 
+
+def test_a_repeated_delivery_is_never_absorbed_twice(tmp_path, small_key):
+    flight = InFlight(tmp_path / "state", small_key)
+    try:
+        ciphertexts = first_round_aggregate(flight.spec, small_key)
+        first = flight.post(flight.aggregate(ciphertexts=ciphertexts))
+        again = flight.post(flight.aggregate(ciphertexts=ciphertexts))
+        assert first.status_code == 202
+        assert_json_error(again, 409, "round")
+        flight.coordinator.wait_for(lambda r: r.path == f"/jobs/{flight.model_id}/rounds", count=2)
+
+        shown = flight.client.get(f"/model/{flight.model_id}").get_json()
+        assert shown["round"] == 1
+        assert [record["round"] for record in shown["history"]] == [0]
+    finally:
+        flight.coordinator.close()
+
 # -- the user API behind a token -----------------------------------------------------------------
 
 def test_user_api_with_an_api_token(tmp_path):
