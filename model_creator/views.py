@@ -234,8 +234,9 @@ def _predict(model: dict[str, Any], features: np.ndarray, labels: np.ndarray | N
     with np.errstate(over="ignore", invalid="ignore"):
         if labels is not None:
             answer.update(kind.score(weights, features, labels))
-            answer["labels"] = [float(v) for v in labels]
         answer.update(kind.predictions(weights, features))
+    if labels is not None:
+        answer["labels"] = [float(v) for v in labels]
     numbers = [v for v in answer.values() if isinstance(v, float)] + [
         x for v in answer.values() if isinstance(v, list) for x in v
     ]
