@@ -1,7 +1,3 @@
 #!/usr/bin/env bash
 # Start the Training Coordinator (port 8080). Options: --help.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-"$root/scripts/ensure_venv.sh"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-exec "$root/.venv/bin/python" -m coordinator "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/scripts/run_module.sh" requirements.txt coordinator "$@"

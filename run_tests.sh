@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite (unit, property, API and end-to-end tests) in the checkout's
-# virtual environment, creating it first if needed. Extra arguments go to pytest.
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-"$root/scripts/ensure_venv.sh" "$root/requirements-dev.txt"
-cd "$root"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-exec "$root/.venv/bin/python" -m pytest "$@"
+# Run the whole test suite (unit, property, API, fuzz and end-to-end tests) in the checkout's
+# virtual environment, creating it first if needed. Extra arguments go to pytest (paths relative
+# to the checkout).
+cd "$(dirname "${BASH_SOURCE[0]}")" || exit 1
+exec scripts/run_module.sh requirements-dev.txt pytest "$@"

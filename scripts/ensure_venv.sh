@@ -29,7 +29,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 wanted="$(echo "$files" | xargs cat | sha256sum | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
-  echo "Installing $(basename "$requirements") into $venv ..." >&2
+  echo "Installing ${requirements#"$root"/} into $venv ..." >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" >&2
   echo "$wanted" > "$stamp"
 fi
