@@ -2,7 +2,9 @@
 
 Owners may order their columns differently and carry extra ones; only the named columns are read.
 Every problem is a :class:`~common.errors.DataError` naming the file, the column and the row
-(rows count from 1 after the header line), so an owner can find and fix it.
+(rows count from 1 after the header line), so an owner can find and fix it. The message never
+quotes the cell itself: a data owner's refusal travels to the coordinator and the model creator,
+and a misplaced value (a name in a number column) must not travel with it.
 """
 
 from __future__ import annotations
@@ -98,8 +100,9 @@ def _parse_row(path: str, number: int, row: list[str], columns: Sequence[str], p
         try:
             value = float(text)
         except ValueError:
-            raise DataError(f"{path}: row {number}, column {name!r}: {text!r} is not a number") from None
+            problem = "value is empty" if not text else "value is not a number"
+            raise DataError(f"{path}: row {number}, column {name!r}: {problem}") from None
         if not math.isfinite(value):
-            raise DataError(f"{path}: row {number}, column {name!r}: {text!r} is not a finite number")
+            raise DataError(f"{path}: row {number}, column {name!r}: value is not a finite number")
         parsed.append(value)
     return parsed

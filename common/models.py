@@ -63,7 +63,7 @@ def check_binary_labels(labels: np.ndarray, source: str, label: str) -> None:
     bad = np.flatnonzero((labels != 0) & (labels != 1))
     if bad.size:
         raise DataError(
-            f"{source}: row {bad[0] + 1}, column {label!r}: {labels[bad[0]]:g} is not a binary label (0 or 1)"
+            f"{source}: row {bad[0] + 1}, column {label!r}: value is not a binary label (0 or 1)"
         )
 
 

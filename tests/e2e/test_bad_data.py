@@ -120,6 +120,8 @@ def test_owner_with_non_numeric_value_is_left_out_and_named(federation, tmp_path
     running = federation([*GOOD[:1], ("text", bad), ("good_b", SHIPPED / "owner_b.csv")])
     model = post_model(running, None)
     assert_left_out(model, "text", bad, "s5", 12)
+    # The refusal names where the problem is, never the owner's cell itself.
+    assert all("n/a" not in entry["failures"]["text"] for entry in model["history"])
 
     # A column that not even the model creator's test data has is refused up front, naming it,
     # and changes nothing stored.
