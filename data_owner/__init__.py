@@ -21,6 +21,7 @@ from common.service import Worker, create_base_app, peer_client
 from data_owner.config import DEFAULTS, ENV_PREFIX
 from data_owner.jobs import JobBook
 from data_owner.openapi import document as openapi_document
+from data_owner.responder import RoundResponder
 from data_owner.views import jobs
 
 logger = logging.getLogger(__name__)
@@ -31,13 +32,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = create_base_app("data_owner", DEFAULTS, ENV_PREFIX, config)
     resolve_secrets(app.config, ["enrolment_secret"])
     enrolment = Enrolment()
+    client = peer_client(app)
+    processes = ProcessPool(app.config["WORKER_PROCESSES"])
     app.extensions.update(
         enrolment=enrolment,
         auth=Authenticator({}, enrolment.identify),
         job_book=JobBook(app.config["DATA"]),
-        client=peer_client(app),
+        client=client,
+        responder=RoundResponder(app.config, client, processes, enrolment),
         worker=Worker("data-owner-rounds"),
-        processes=ProcessPool(app.config["WORKER_PROCESSES"]),
+        processes=processes,
     )
     app.register_blueprint(jobs)
     app.register_blueprint(openapi_blueprint(openapi_document()))

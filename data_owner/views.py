@@ -8,12 +8,11 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 
 from common.auth import COORDINATOR, requires
-from common.errors import FederatedError, SchemaError, UpstreamError
+from common.errors import SchemaError
 from common.paillier import PublicKey
-from common.protocol import GRADIENT, ROUND_KINDS, STATISTICS, JobSpec
+from common.protocol import GRADIENT, ROUND_KINDS, JobSpec
 from common.service import json_body
-from common.statistics import encrypt_statistics
-from common.wire import decode_ciphertexts, encode_ciphertexts, require_int
+from common.wire import decode_ciphertexts, require_int
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +62,7 @@ def answer_round(job_id: str) -> tuple[Any, int]:
             body.get("encrypted_weights"), joined.public_key, "body.encrypted_weights", joined.spec.dimension
         )
     current_app.extensions["worker"].submit(
-        _contribute_or_refuse,
-        current_app.config,
-        current_app.extensions["client"],
-        current_app.extensions["processes"],
-        current_app.extensions["enrolment"].credential,
-        joined,
-        round_number,
-        attempt,
-        kind,
-        weights,
+        current_app.extensions["responder"].reply, joined, round_number, attempt, kind, weights
     )
     return jsonify(job_id=job_id, round=round_number, status="accepted"), 202
 
@@ -82,43 +72,3 @@ def answer_round(job_id: str) -> tuple[Any, int]:
 def leave_job(job_id: str) -> tuple[Any, int]:
     current_app.extensions["job_book"].forget(job_id)
     return jsonify(job_id=job_id, status="left"), 200
-
-
-def _contribute_or_refuse(
-    config, client, processes, credential: str, joined, round_number: int, attempt: int, kind: str, weights: list | None
-) -> None:
-    """Reply to a round; if no reply can be computed, tell the coordinator why at once."""
-    try:
-        _contribute(config, client, processes, credential, joined, round_number, attempt, kind, weights)
-    except UpstreamError:
-        raise
-    except Exception as exc:
-        reason = exc.message if isinstance(exc, FederatedError) else f"internal error ({type(exc).__name__})"
-        logger.exception("job %s round %d: no reply: %s", joined.spec.job_id, round_number, reason)
-        client.post(
-            f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/refusals",
-            {"data_owner": config["NAME"], "attempt": attempt, "error": reason},
-            token=credential,
-        )
-
-
-def _contribute(
-    config, client, processes, credential: str, joined, round_number: int, attempt: int, kind: str, weights: list | None
-) -> None:
-    """Compute the encrypted reply and post it to the coordinator (runs in the worker)."""
-    if kind == STATISTICS:
-        ciphertexts = encrypt_statistics(joined.public_key, joined.feature_sums, joined.spec, joined.pool)
-    else:
-        ciphertexts = joined.statistics.evaluate(
-            joined.public_key, weights, joined.spec, joined.pool, processes.executor(), processes.parts
-        )
-    client.post(
-        f"{config['COORDINATOR_URL'].rstrip('/')}/jobs/{joined.spec.job_id}/rounds/{round_number}/contributions",
-        {
-            "data_owner": config["NAME"],
-            "attempt": attempt,
-            "key_fingerprint": joined.public_key.fingerprint,
-            "ciphertexts": encode_ciphertexts(ciphertexts, joined.public_key),
-        },
-        token=credential,
-    )
