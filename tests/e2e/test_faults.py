@@ -56,8 +56,9 @@ def _wait_for_round(federation: LocalFederation, model_id: str, round_number: in
     raise TimeoutError(f"round {round_number} not reached")
 
 
-def _assert_rounds_once_each(model: dict, count: int) -> None:
-    assert model["status"] == "finished", model.get("error")
+def _assert_rounds_once_each(model: dict, count: int, federation: LocalFederation) -> None:
+    logs = "\n".join(f"--- {party.name}\n{party.log_tail(15)}" for party in federation.parties.values())
+    assert model["status"] == "finished", f"{model.get('error')}\n{logs}"
     assert [entry["round"] for entry in model["history"]] == list(range(count))
     assert model["round"] == count
 
@@ -66,14 +67,14 @@ def _assert_rounds_once_each(model: dict, count: int) -> None:
 def test_restart_mid_job_resumes_without_losing_or_repeating_a_round(federation_factory, party):
     federation = federation_factory()
     reference = federation.train(GD_JOB)
-    _assert_rounds_once_each(reference, GD_JOB["max_rounds"])
+    _assert_rounds_once_each(reference, GD_JOB["max_rounds"], federation)
 
     model_id = _start(federation, GD_JOB)
     _wait_for_round(federation, model_id, 8)
     federation.restart(federation.parties[party], down_seconds=1.0)
     model = federation.wait_model(model_id, timeout=180)
 
-    _assert_rounds_once_each(model, GD_JOB["max_rounds"])
+    _assert_rounds_once_each(model, GD_JOB["max_rounds"], federation)
     assert model["coefficients"] == reference["coefficients"]
     assert model["data_owners"] == ["a", "b", "c"]
 
@@ -85,7 +86,7 @@ def test_exact_job_survives_a_model_creator_restart(federation_factory):
     federation.restart(federation.model_creator, down_seconds=0.5)
     model = federation.wait_model(model_id, timeout=180)
 
-    _assert_rounds_once_each(model, len(DIABETES_FEATURES) + 2)
+    _assert_rounds_once_each(model, len(DIABETES_FEATURES) + 2, federation)
     parts = [load_columns(path, DIABETES_FEATURES, "progression") for _, path in OWNERS]
     design = np.hstack([np.ones((400, 1)), np.vstack([x for x, _ in parts])])
     expected = np.linalg.lstsq(design, np.concatenate([y for _, y in parts]), rcond=None)[0]
@@ -105,7 +106,7 @@ def test_owner_killed_and_restarted_mid_job_rejoins(federation_factory):
     federation.start_party(owner)
     model = federation.wait_model(model_id, timeout=180)
 
-    _assert_rounds_once_each(model, 30)
+    _assert_rounds_once_each(model, 30, federation)
     history = model["history"]
     missing = [entry for entry in history if entry["data_owners"] == ["a", "b"]]
     assert missing, "owner c was never missing"
