@@ -33,7 +33,7 @@ from bench.federation import (
 from bench.timing import RoundMeasurement, best_of
 from common.affine import EncryptedAffineMap
 from common.encoding import decode
-from common.packing import SlotLayout, unpack_sum
+from common.packing import unpack_sum
 from common.paillier import PublicKey
 from common.processes import ProcessPool
 from common.protocol import JobSpec
@@ -48,18 +48,17 @@ def job_spec(public_key: PublicKey, dimension: int) -> JobSpec:
     As in ``model_creator/training.py``: slots sized for DATA_BITS + DATA_FRAC_BITS + weight bits
     + WEIGHT_FRAC_BITS and MAX_DATA_OWNERS contributors, at the key's size.
     """
-    value_bits = DATA_BITS + DATA_FRAC_BITS + WEIGHT_BITS + WEIGHT_FRAC_BITS
-    return JobSpec(
-        job_id="bench",
-        model="linear_regression",
-        features=tuple(f"x{k}" for k in range(1, dimension)),
-        label="y",
+    return JobSpec.for_bounds(
+        "bench",
+        "linear_regression",
+        [f"x{k}" for k in range(1, dimension)],
+        "y",
+        public_key,
+        data_bits=DATA_BITS,
         data_frac_bits=DATA_FRAC_BITS,
-        weight_frac_bits=WEIGHT_FRAC_BITS,
         weight_bits=WEIGHT_BITS,
-        layout=SlotLayout.for_key(public_key.bits, value_bits, MAX_DATA_OWNERS),
-        min_data_owners=1,
-        key_fingerprint=public_key.fingerprint,
+        weight_frac_bits=WEIGHT_FRAC_BITS,
+        max_contributors=MAX_DATA_OWNERS,
     )
 
 

@@ -9,12 +9,14 @@ no weights.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from common.errors import SchemaError
 from common.models import MODELS
 from common.packing import SlotLayout
+from common.paillier import PublicKey
 from common.wire import require_int, require_object, require_str, require_str_list
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -52,6 +54,43 @@ class JobSpec:
     layout: SlotLayout
     min_data_owners: int
     key_fingerprint: str
+
+    @classmethod
+    def for_bounds(
+        cls,
+        job_id: str,
+        model: str,
+        features: Sequence[str],
+        label: str,
+        public_key: PublicKey,
+        *,
+        data_bits: int,
+        data_frac_bits: int,
+        weight_bits: int,
+        weight_frac_bits: int,
+        max_contributors: int,
+        min_data_owners: int = 1,
+    ) -> JobSpec:
+        """The spec for declared bounds: slots wide enough for any gradient coordinate.
+
+        A coordinate is a sum of products of a data statistic (``data_bits`` integer bits at
+        ``2**data_frac_bits``) and a weight (``weight_bits`` integer bits at ``2**weight_frac_bits``),
+        so its slot holds ``data_bits + data_frac_bits + weight_bits + weight_frac_bits`` bits; each
+        data owner checks that its own statistics respect that bound before it joins.
+        """
+        value_bits = data_bits + data_frac_bits + weight_bits + weight_frac_bits
+        return cls(
+            job_id=job_id,
+            model=model,
+            features=tuple(features),
+            label=label,
+            data_frac_bits=data_frac_bits,
+            weight_frac_bits=weight_frac_bits,
+            weight_bits=weight_bits,
+            layout=SlotLayout.for_key(public_key.bits, value_bits, max_contributors),
+            min_data_owners=min_data_owners,
+            key_fingerprint=public_key.fingerprint,
+        )
 
     @property
     def dimension(self) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from common.encoding import decode
 from common.errors import ProtocolViolation, SchemaError
 from common.models import MODELS
-from common.packing import SlotLayout, unpack_sum
+from common.packing import unpack_sum
 from common.paillier import PrivateKey
 from common.protocol import GRADIENT, MAX_FEATURES, STATISTICS, JobSpec
 from common.randomness import ObfuscatorPool
@@ -153,21 +153,18 @@ class TrainingRun:
         self.private_key = private_key
         self.validation = validation
         public_key = private_key.public_key
-        weight_bits = max(1, math.ceil(math.log2(request.max_abs_weight)))
-        value_bits = (
-            int(config["DATA_BITS"]) + int(config["DATA_FRAC_BITS"]) + weight_bits + int(config["WEIGHT_FRAC_BITS"])
-        )
-        self.spec = JobSpec(
-            job_id=job_id,
-            model=request.model,
-            features=tuple(request.features),
-            label=request.label,
+        self.spec = JobSpec.for_bounds(
+            job_id,
+            request.model,
+            request.features,
+            request.label,
+            public_key,
+            data_bits=int(config["DATA_BITS"]),
             data_frac_bits=int(config["DATA_FRAC_BITS"]),
+            weight_bits=max(1, math.ceil(math.log2(request.max_abs_weight))),
             weight_frac_bits=int(config["WEIGHT_FRAC_BITS"]),
-            weight_bits=weight_bits,
-            layout=SlotLayout.for_key(public_key.bits, value_bits, int(config["MAX_DATA_OWNERS"])),
+            max_contributors=int(config["MAX_DATA_OWNERS"]),
             min_data_owners=request.min_data_owners,
-            key_fingerprint=public_key.fingerprint,
         )
         self.optimizer = self._optimizer()
         self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, private_key.raw_obfuscator).start()

@@ -23,19 +23,9 @@ FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 
 def make_spec(key, features=("f1", "f2", "f3"), data_bits=30, data_frac_bits=20, weight_frac_bits=20,
               weight_bits=8, max_contributors=7) -> JobSpec:
-    value_bits = data_bits + data_frac_bits + weight_bits + weight_frac_bits
-    return JobSpec(
-        job_id="job-1",
-        model="linear_regression",
-        features=tuple(features),
-        label="y",
-        data_frac_bits=data_frac_bits,
-        weight_frac_bits=weight_frac_bits,
-        weight_bits=weight_bits,
-        layout=SlotLayout.for_key(key.public_key.bits, value_bits, max_contributors),
-        min_data_owners=1,
-        key_fingerprint=key.public_key.fingerprint,
-    )
+    return JobSpec.for_bounds("job-1", "linear_regression", features, "y", key.public_key, data_bits=data_bits,
+                              data_frac_bits=data_frac_bits, weight_bits=weight_bits,
+                              weight_frac_bits=weight_frac_bits, max_contributors=max_contributors)
 
 
 def small_data(seed: int, rows: int = 25, columns: int = 3):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from common.encoding import decode
 from common.errors import EncodingOverflow, ProtocolViolation, TrainingError
-from common.packing import SlotLayout, unpack_sum
+from common.packing import unpack_sum
 from common.protocol import STATISTICS, JobSpec
 from common.randomness import ObfuscatorPool
 from common.statistics import FeatureStatistics, encrypt_statistics, feature_sums
@@ -28,19 +28,10 @@ DATA_FRAC_BITS = int(DEFAULTS["DATA_FRAC_BITS"])
 
 def make_spec(key, features=FEATURES, weight_bits: int = 32) -> JobSpec:
     """The spec the model creator would build with its default encoding parameters."""
-    value_bits = int(DEFAULTS["DATA_BITS"]) + DATA_FRAC_BITS + weight_bits + int(DEFAULTS["WEIGHT_FRAC_BITS"])
-    return JobSpec(
-        job_id="stats-job",
-        model="logistic_regression",
-        features=tuple(features),
-        label="sold",
-        data_frac_bits=DATA_FRAC_BITS,
-        weight_frac_bits=int(DEFAULTS["WEIGHT_FRAC_BITS"]),
-        weight_bits=weight_bits,
-        layout=SlotLayout.for_key(key.public_key.bits, value_bits, int(DEFAULTS["MAX_DATA_OWNERS"])),
-        min_data_owners=1,
-        key_fingerprint=key.public_key.fingerprint,
-    )
+    return JobSpec.for_bounds("stats-job", "logistic_regression", features, "sold", key.public_key,
+                              data_bits=int(DEFAULTS["DATA_BITS"]), data_frac_bits=DATA_FRAC_BITS,
+                              weight_bits=weight_bits, weight_frac_bits=int(DEFAULTS["WEIGHT_FRAC_BITS"]),
+                              max_contributors=int(DEFAULTS["MAX_DATA_OWNERS"]))
 
 
 def owner_rows(seed: int, count: int, shift: float = 0.0) -> np.ndarray:
