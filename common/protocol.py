@@ -27,6 +27,14 @@ STATISTICS = "statistics"
 ROUND_KINDS = (GRADIENT, STATISTICS)
 
 
+def require_round_kind(body: dict[str, Any], default: str | None = GRADIENT, where: str = "body") -> str:
+    """The round kind a message names (``default`` when absent, required when ``None``)."""
+    kind = body.get("kind", default)
+    if kind not in ROUND_KINDS:
+        raise SchemaError(f"{where}.kind: expected one of {', '.join(ROUND_KINDS)}")
+    return kind
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a job computes and how its numbers are encoded.

@@ -48,6 +48,18 @@ class RoundRunner:
         self._joined: dict[str, set[str]] = {}
         self._refused: dict[str, dict[str, str]] = {}
         self._active: set[tuple[str, int]] = set()
+        self._job_keys: dict[str, tuple[JobSpec, PublicKey]] = {}
+
+    def job_keys(self, job_id: str) -> tuple[JobSpec, PublicKey]:
+        """A job's parsed spec and public key, read once: neither changes during a job."""
+        with self._lock:
+            keys = self._job_keys.get(job_id)
+        if keys is None:
+            job = self.store.job(job_id)
+            keys = JobSpec.from_json(job["spec"]), PublicKey.from_json(job["public_key"])
+            with self._lock:
+                self._job_keys[job_id] = keys
+        return keys
 
     def request_round(self, job_id: str, round_number: int, kind: str, weights: list[str] | None) -> str:
         """Start a round, or pick up one the model creator asks for again; returns what was done.
@@ -106,7 +118,7 @@ class RoundRunner:
         """Run one round to its end: the aggregate goes to the model creator, or the job fails."""
         job = self.store.job(job_id)
         record = self.store.round(job_id, round_number)
-        spec = JobSpec.from_json(job["spec"])
+        spec, public_key = self.job_keys(job_id)
         kind, weights = record["kind"], record["weights"]
         started = time.monotonic()
         first = record["attempts"] + 1
@@ -136,7 +148,6 @@ class RoundRunner:
             )
             self.fail_job(job_id, reason)
             return
-        public_key = PublicKey.from_json(job["public_key"])
         contributors = sorted(collector.replies)
         summed = aggregate(public_key.nsquare, [collector.replies[name] for name in contributors])
         message = {
@@ -194,6 +205,7 @@ class RoundRunner:
         with self._lock:
             joined = self._joined.pop(job_id, set())
             self._refused.pop(job_id, None)
+            self._job_keys.pop(job_id, None)
         owners = self.store.data_owners()
         for name in joined & owners.keys():
             try:

@@ -10,9 +10,10 @@ from flask import Blueprint, current_app, g, jsonify
 from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
 from common.errors import Conflict, FederatedError, Forbidden, SchemaError
 from common.paillier import PublicKey
-from common.protocol import GRADIENT, ROUND_KINDS, JobSpec
+from common.protocol import GRADIENT, JobSpec, require_round_kind
 from common.service import json_body
 from common.wire import decode_ciphertexts, require_int, require_str
+from coordinator.rounds import RoundCollector
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -88,13 +89,10 @@ def start_round(job_id: str) -> tuple[Any, int]:
     if job["status"] != "running":
         raise Conflict(f"job {job_id} is {job['status']}")
     body = json_body()
-    spec = JobSpec.from_json(job["spec"])
-    public_key = PublicKey.from_json(job["public_key"])
+    spec, public_key = _runner().job_keys(job_id)
     public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     round_number = require_int(body, "round", maximum=1_000_000)
-    kind = body.get("kind", GRADIENT)
-    if kind not in ROUND_KINDS:
-        raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
+    kind = require_round_kind(body)
     weights = body.get("encrypted_weights") if kind == GRADIENT else None
     if kind == GRADIENT:
         decode_ciphertexts(weights, public_key, "body.encrypted_weights", spec.dimension)
@@ -107,14 +105,8 @@ def start_round(job_id: str) -> tuple[Any, int]:
 def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
     """A data owner's packed, encrypted reply to a round it was asked for."""
     body = json_body()
-    owner = require_str(body, "data_owner", max_length=64)
-    if owner != g.caller.name:
-        raise Forbidden(f"data owner {g.caller.name!r} may not contribute as {owner!r}")
-    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
-    collector = current_app.extensions["round_registry"].get(job_id, round_number, attempt)
-    job = _store().job(job_id)
-    spec = JobSpec.from_json(job["spec"])
-    public_key = PublicKey.from_json(job["public_key"])
+    owner, collector = _callers_round(body, job_id, round_number)
+    spec, public_key = _runner().job_keys(job_id)
     try:
         public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
         ciphertexts = decode_ciphertexts(
@@ -133,14 +125,19 @@ def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
 def refuse(job_id: str, round_number: int) -> tuple[Any, int]:
     """A data owner that cannot reply to a round says so, so the round need not wait for it."""
     body = json_body()
-    owner = require_str(body, "data_owner", max_length=64)
-    if owner != g.caller.name:
-        raise Forbidden(f"data owner {g.caller.name!r} may not refuse as {owner!r}")
-    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
+    owner, collector = _callers_round(body, job_id, round_number)
     error = require_str(body, "error", max_length=2000)
-    collector = current_app.extensions["round_registry"].get(job_id, round_number, attempt)
     collector.fail(owner, f"could not reply: {error}")
     return jsonify(status="accepted"), 202
+
+
+def _callers_round(body: dict[str, Any], job_id: str, round_number: int) -> tuple[str, RoundCollector]:
+    """The calling data owner's name (it may speak only for itself) and the open attempt it names."""
+    owner = require_str(body, "data_owner", max_length=64)
+    if owner != g.caller.name:
+        raise Forbidden(f"data owner {g.caller.name!r} may not speak for {owner!r}")
+    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
+    return owner, current_app.extensions["round_registry"].get(job_id, round_number, attempt)
 
 
 @jobs.post("/jobs/<job_id>/finish")

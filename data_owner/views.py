@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify
 from common.auth import COORDINATOR, requires
 from common.errors import SchemaError
 from common.paillier import PublicKey
-from common.protocol import GRADIENT, ROUND_KINDS, JobSpec
+from common.protocol import GRADIENT, JobSpec, require_round_kind
 from common.service import json_body
 from common.wire import decode_ciphertexts, require_int
 
@@ -53,9 +53,7 @@ def answer_round(job_id: str) -> tuple[Any, int]:
     joined.public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     round_number = require_int(body, "round", maximum=1_000_000)
     attempt = require_int(body, "attempt", minimum=1, maximum=1000)
-    kind = body.get("kind", GRADIENT)
-    if kind not in ROUND_KINDS:
-        raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
+    kind = require_round_kind(body)
     weights = None
     if kind == GRADIENT:
         weights = decode_ciphertexts(

@@ -20,7 +20,7 @@ from common.auth import COORDINATOR, USER, authenticate, requires
 from common.dataset import load_columns, read_columns, read_header
 from common.errors import Conflict, DataError, SchemaError
 from common.models import MODELS
-from common.protocol import MAX_FEATURES, ROUND_KINDS
+from common.protocol import MAX_FEATURES, require_round_kind
 from common.service import json_body
 from common.wire import decode_ciphertexts, require_int, require_number, require_str, require_str_list
 from model_creator.training import TrainingRequest
@@ -261,9 +261,7 @@ def receive_aggregate(job_id: str) -> tuple[Any, int]:
     public_key = run.private_key.public_key
     public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
     round_number = require_int(body, "round", maximum=1_000_000)
-    kind = body.get("kind")
-    if kind not in ROUND_KINDS:
-        raise SchemaError(f"body.kind: expected one of {', '.join(ROUND_KINDS)}")
+    kind = require_round_kind(body, default=None)
     ciphertexts = decode_ciphertexts(
         body.get("ciphertexts"), public_key, "body.ciphertexts", run.spec.reply_ciphertexts(kind)
     )

@@ -390,9 +390,9 @@ CONTRIBUTION_CASES = [
     pytest.param({"attempt": 2}, 409, "job job-1 round 0 attempt 2 is not open", id="attempt-not-open"),
     pytest.param({"key_fingerprint": MISSING}, 400, "body.key_fingerprint", id="fingerprint-missing"),
     pytest.param({"key_fingerprint": "ab" * 32}, 400, "body.key_fingerprint", id="fingerprint-wrong"),
-    pytest.param({"data_owner": "owner-b"}, 403, "data owner 'owner-a' may not contribute as 'owner-b'",
+    pytest.param({"data_owner": "owner-b"}, 403, "data owner 'owner-a' may not speak for 'owner-b'",
                  id="as-another-owner"),
-    pytest.param({"data_owner": "mallory"}, 403, "data owner 'owner-a' may not contribute as 'mallory'",
+    pytest.param({"data_owner": "mallory"}, 403, "data owner 'owner-a' may not speak for 'mallory'",
                  id="as-unknown-owner"),
 ]
 

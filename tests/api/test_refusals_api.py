@@ -41,7 +41,7 @@ def test_a_refusal_for_another_owner_or_a_closed_round_is_refused(coordinator_ap
     client = client_with(coordinator_app, credential)
 
     posing = client.post("/jobs/job-1/rounds/2/refusals", json={"data_owner": "owner-b", "attempt": 1, "error": "x"})
-    assert_json_error(posing, 403, "may not refuse as 'owner-b'")
+    assert_json_error(posing, 403, "may not speak for 'owner-b'")
     late = client.post("/jobs/job-1/rounds/2/refusals", json={"data_owner": "owner-a", "attempt": 2, "error": "x"})
     assert_json_error(late, 409, "attempt 2 is not open")
     anonymous = coordinator_app.test_client().post(
