@@ -13,6 +13,7 @@ import gmpy2
 mpz = gmpy2.mpz
 rational = gmpy2.mpq
 gcd = gmpy2.gcd
+lcm = gmpy2.lcm
 invert = gmpy2.invert
 powmod = gmpy2.powmod
 

@@ -18,11 +18,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import reduce
 from typing import Any
 
 import numpy as np
 
-from common.bigint import rational
+from common.bigint import gcd, lcm, rational
 from common.encoding import encode
 from common.errors import EncodingOverflow, TrainingError
 
@@ -104,6 +105,11 @@ class ConjugateDirections(Optimizer):
         self._estimate = [rational(0)] * dimension
         self._gradient: list | None = None
         self._directions: list[tuple[list, list, object]] = []
+        self._last_observed: tuple[list, list] | None = None
+        # Every observation, with whether a restart preceded it: the exact state is a function of
+        # these, so they are what is saved (a few kB), not the conjugate directions (megabytes).
+        self._log: list[tuple[bool, list, int]] = []
+        self._restarted = False
 
     @property
     def coefficients(self) -> list[Fraction]:
@@ -113,28 +119,32 @@ class ConjugateDirections(Optimizer):
         self._estimate = self._as_point(self.query)
         self._gradient = None
         self._directions = []
+        self._last_observed = None
+        self._restarted = True
 
     def state(self) -> dict[str, Any]:
-        return {
-            **super().state(),
-            "estimate": _texts(self._estimate),
-            "gradient": None if self._gradient is None else _texts(self._gradient),
-            "directions": [[_texts(p), _texts(image), str(curvature)] for p, image, curvature in self._directions],
-        }
+        log = [[restarted, _texts(gradient), row_count] for restarted, gradient, row_count in self._log]
+        return {**super().state(), "log": log}
 
     def restore(self, state: dict[str, Any]) -> None:
-        super().restore(state)
-        self._estimate = _rationals(state["estimate"])
-        self._gradient = None if state["gradient"] is None else _rationals(state["gradient"])
-        self._directions = [
-            (_rationals(p), _rationals(image), rational(curvature)) for p, image, curvature in state["directions"]
-        ]
+        """Replay the saved observations; the result must be the saved position exactly."""
+        for restarted, gradient, row_count in state["log"]:
+            if restarted:
+                self.restart()
+            self.observe(_rationals(gradient), int(row_count))
+        saved = (int(state["rounds"]), state["stop_reason"], [int(q) for q in state["query"]])
+        if (self.rounds, self.stop_reason, self.query) != saved:
+            raise TrainingError("the saved solver state does not replay to the saved position")
 
     def _step(self, gradient_sum: list, row_count: int) -> None:
+        self._log.append((self._restarted, gradient_sum, row_count))
+        self._restarted = False
+        point = self._as_point(self.query)
         if self._gradient is None:
             self._gradient = gradient_sum
         else:
-            self._absorb_direction(self._as_point(self.query), gradient_sum)
+            self._absorb_direction(point, gradient_sum)
+        self._last_observed = (point, gradient_sum)
         if len(self._directions) == self.dimension:
             self._check_range(self._estimate)
             self.stop_reason = "exact: all directions explored"
@@ -172,13 +182,21 @@ class ConjugateDirections(Optimizer):
         self._encode_query(point)
 
     def _absorb_direction(self, point: list, gradient_at_point: list) -> None:
-        """Make the step to ``point`` A-conjugate to the earlier ones and minimise along it."""
-        direction = [p - x for p, x in zip(point, self._estimate, strict=True)]
-        image = [g - h for g, h in zip(gradient_at_point, self._gradient, strict=True)]
+        """Make the step to ``point`` A-conjugate to the earlier ones and minimise along it.
+
+        The new direction is taken between the last two observed points, whose difference and
+        gradient difference are short fixed-point numbers; after conjugation it is rescaled to a
+        primitive integer vector. Both keep the rationals (and the saved state) from growing
+        round after round, without changing any result: any vector of the new span will do.
+        """
+        last_point, last_gradient = self._last_observed
+        direction = [p - q for p, q in zip(point, last_point, strict=True)]
+        image = [g - h for g, h in zip(gradient_at_point, last_gradient, strict=True)]
         for earlier, earlier_image, curvature in self._directions:
             coefficient = _dot(earlier_image, direction) / curvature
             direction = [d - coefficient * e for d, e in zip(direction, earlier, strict=True)]
             image = [a - coefficient * e for a, e in zip(image, earlier_image, strict=True)]
+        direction, image = _primitive(direction, image)
         curvature = _dot(direction, image)
         if curvature <= 0:
             raise TrainingError(
@@ -311,6 +329,16 @@ class FirstOrder(Optimizer):
         if float(np.linalg.norm(step)) <= self.relative_tolerance * max(float(np.linalg.norm(previous)), 1e-300):
             self.stop_reason = f"relative_change <= {self.relative_tolerance:g}"
         self.query = self._encode_query([Fraction(float(v)) for v in self._original()])
+
+
+def _primitive(vector: list, companion: list) -> tuple[list, list]:
+    """``vector`` scaled to coprime integers, and ``companion`` by the same factor."""
+    if not any(vector):
+        return vector, companion
+    denominators = reduce(lcm, (v.denominator for v in vector))
+    numerators = reduce(gcd, (v.numerator for v in vector if v))
+    factor = rational(denominators, numerators)
+    return [v * factor for v in vector], [c * factor for c in companion]
 
 
 def _texts(values: Sequence) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -255,3 +256,36 @@ def test_gradient_descent_divergence_is_a_training_error():
     A, b = to_fractions([[10]], [1])
     with pytest.raises(TrainingError, match="declared range"):
         drive(gradient_descent(1, 16, 8, 200, 1.0), A, b, row_count=1)
+
+
+def test_saved_state_replays_to_the_same_solver_and_stays_small():
+    rng = np.random.default_rng(11)
+    design = rng.normal(size=(80, 12))
+    A, b = to_fractions(design.T @ design, design.T @ rng.normal(size=80))
+    reference = drive(ConjugateDirections(12, 32, 16), A, b)
+
+    optimizer = ConjugateDirections(12, 32, 16, max_rounds=50)
+    for _ in range(5):
+        optimizer.observe(gradient_at_query(optimizer, A, b), 80)
+    optimizer.restart()
+    for _ in range(3):
+        optimizer.observe(gradient_at_query(optimizer, A, b), 80)
+    saved = json.loads(json.dumps(optimizer.state()))
+    assert len(json.dumps(saved)) < 8 * 12 * 8 * 60  # observations only, no growing rationals
+
+    resumed = ConjugateDirections(12, 32, 16, max_rounds=50)
+    resumed.restore(saved)
+    assert resumed.query == optimizer.query and resumed.rounds == 8
+    drive(resumed, A, b)
+    drive(optimizer, A, b)
+    assert optimizer.stop_reason == resumed.stop_reason == "exact: all directions explored"
+    assert resumed.coefficients == optimizer.coefficients == exact_solve(A, b) == reference.coefficients
+
+
+def test_a_state_that_does_not_replay_is_refused():
+    A, b = [[Fraction(2), Fraction(0)], [Fraction(0), Fraction(3)]], [Fraction(1), Fraction(1)]
+    optimizer = drive(ConjugateDirections(2, 32, 8, max_rounds=2), A, b)
+    saved = optimizer.state()
+    saved["query"] = [str(int(q) + 1) for q in saved["query"]]
+    with pytest.raises(TrainingError, match="does not replay"):
+        ConjugateDirections(2, 32, 8, max_rounds=2).restore(saved)
