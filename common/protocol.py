@@ -100,6 +100,12 @@ class JobSpec:
             key_fingerprint=public_key.fingerprint,
         )
 
+    def check_key(self, public_key: PublicKey) -> None:
+        """Raise unless ``public_key`` is the job's key and its plaintexts hold the job's slots."""
+        public_key.check_fingerprint(self.key_fingerprint, "spec.key_fingerprint")
+        if not self.layout.fits(public_key.bits):
+            raise SchemaError("spec.layout: the slots do not fit the key's plaintext space")
+
     @property
     def dimension(self) -> int:
         """Number of coefficients: one per feature plus the intercept."""

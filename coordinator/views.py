@@ -62,9 +62,7 @@ def create_job() -> tuple[Any, int]:
     body = json_body()
     spec = JobSpec.from_json(body.get("spec"))
     public_key = PublicKey.from_json(body.get("public_key"))
-    public_key.check_fingerprint(spec.key_fingerprint, "spec.key_fingerprint")
-    if not spec.layout.fits(public_key.bits):
-        raise SchemaError("spec.layout: the slots do not fit the key's plaintext space")
+    spec.check_key(public_key)
     callback_url = require_str(body, "callback_url", max_length=500).rstrip("/")
     if not callback_url.startswith(("http://", "https://")):
         raise SchemaError("body.callback_url: expected an http:// or https:// URL")

@@ -32,9 +32,7 @@ def join_job(job_id: str) -> tuple[Any, int]:
     if spec.job_id != job_id:
         raise SchemaError(f"spec.job_id: {spec.job_id!r} does not match the URL's job {job_id!r}")
     public_key = PublicKey.from_json(body.get("public_key"))
-    public_key.check_fingerprint(spec.key_fingerprint, "spec.key_fingerprint")
-    if not spec.layout.fits(public_key.bits):
-        raise SchemaError("spec.layout: the slots do not fit the key's plaintext space")
+    spec.check_key(public_key)
     current_app.extensions["job_book"].join(spec, public_key)
     logger.info("joined job %s (%s on %d features)", job_id, spec.model, len(spec.features))
     return jsonify(job_id=job_id, status="joined"), 200
