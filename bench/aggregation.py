@@ -2,7 +2,7 @@
 
 Replies are random elements of Z*_{n²} — exactly what valid ciphertexts look like to anyone
 without the private key — in the product's wire format, at the width of a d-coefficient job.
-Timed (best of a few passes): ``json.loads`` and :func:`common.wire.decode_ciphertexts` (with its
+Timed (best of a few passes): ``json.loads`` and :func:`common.protocol.wire.decode_ciphertexts` (with its
 range and gcd checks) of every owner's message, then :func:`coordinator.rounds.aggregate`.
 
 Memory is measured in a fresh process, so that heap left free by earlier work cannot hide the
@@ -25,9 +25,9 @@ from typing import Any
 
 from bench.ours import job_spec
 from bench.timing import best_of
-from common.bigint import mpz, random_unit
-from common.paillier import PublicKey
-from common.wire import decode_ciphertexts, encode_ciphertexts
+from common.crypto.bigint import mpz, random_unit
+from common.crypto.paillier import PublicKey
+from common.protocol.wire import decode_ciphertexts, encode_ciphertexts
 from coordinator.rounds import aggregate
 
 STATUS = Path("/proc/self/status")

@@ -1,10 +1,10 @@
 """How close a data owner's round is to the cost of its big-integer arithmetic.
 
-Three independent views of :meth:`common.affine.EncryptedAffineMap.evaluate` (one process):
+Three independent views of :meth:`data_owner.affine.EncryptedAffineMap.evaluate` (one process):
 
 1. **Operation counts × unit costs.** The product's own
-   :attr:`~common.multiexp.MatrixPowerPlan.multiplications`, plus the packing squarings
-   (``slot_bits`` per slot, Horner's rule in :func:`common.packing.pack_encrypted`), the packing
+   :attr:`~data_owner.multiexp.MatrixPowerPlan.multiplications`, plus the packing squarings
+   (``slot_bits`` per slot, Horner's rule in :func:`common.crypto.packing.pack_encrypted`), the packing
    products, the plaintext constants and the re-randomisations, each multiplied by the measured
    time of that operation on operands of the key's size (``a * b % n²`` in a Python loop; one
    squaring inside ``powmod``; one ``invert``). Their sum is the arithmetic floor of the round
@@ -29,14 +29,14 @@ from typing import Any
 from bench.federation import Federation, KeyMaterial
 from bench.ours import OursRound, all_cores
 from bench.timing import best_of
-from common.affine import EncryptedAffineMap
-from common.bigint import invert, mpz, powmod, random_unit
-from common.multiexp import PARALLEL_MIN_MULTIPLICATIONS
-from common.packing import pack_encrypted
-from common.paillier import PublicKey
-from common.processes import ProcessPool
-from common.protocol import JobSpec
-from common.randomness import ObfuscatorPool
+from data_owner.affine import EncryptedAffineMap
+from common.crypto.bigint import invert, mpz, powmod, random_unit
+from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS
+from common.crypto.packing import pack_encrypted
+from common.crypto.paillier import PublicKey
+from data_owner.processes import ProcessPool
+from common.protocol.spec import JobSpec
+from common.crypto.randomness import ObfuscatorPool
 
 # A Mersenne prime: every base is invertible, and products stay one machine word or two.
 TINY_MODULUS = mpz(2**61 - 1)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import phe
 
-from common.paillier import PrivateKey
+from common.crypto.paillier import PrivateKey
 
 # The model creator's defaults (model_creator/config.py): DATA_BITS, DATA_FRAC_BITS, the integer
 # bits of the default max_abs_weight, WEIGHT_FRAC_BITS, MAX_DATA_OWNERS.
@@ -49,7 +49,7 @@ class OwnerData:
 
     @property
     def gram(self) -> np.ndarray:
-        """A_i = XᵀX, computed by numpy (independently of the product's common.models)."""
+        """A_i = XᵀX, computed by numpy (independently of the product's common.protocol.models)."""
         return self.design.T @ self.design
 
     @property

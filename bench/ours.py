@@ -1,12 +1,12 @@
 """The product's own round, in-process: the exact functions the three services call.
 
-Model creator: fixed-point query encrypted with a warm :class:`~common.randomness.ObfuscatorPool`.
+Model creator: fixed-point query encrypted with a warm :class:`~common.crypto.randomness.ObfuscatorPool`.
 Coordinator: checks the weights message and relays it; later decodes (and validates) every
 owner's reply and multiplies them with :func:`coordinator.rounds.aggregate`. Data owner: decodes
-the weights, :meth:`~common.affine.EncryptedAffineMap.evaluate` with its own warm pool and a
-:class:`~common.processes.ProcessPool`, encodes its reply. Model creator again: decodes,
-:meth:`~common.paillier.PrivateKey.raw_decrypt`, :func:`~common.packing.unpack_sum`.
-Every message goes through :mod:`common.wire` and ``json`` as it would over HTTP.
+the weights, :meth:`~data_owner.affine.EncryptedAffineMap.evaluate` with its own warm pool and a
+:class:`~data_owner.processes.ProcessPool`, encodes its reply. Model creator again: decodes,
+:meth:`~common.crypto.paillier.PrivateKey.raw_decrypt`, :func:`~common.crypto.packing.unpack_sum`.
+Every message goes through :mod:`common.protocol.wire` and ``json`` as it would over HTTP.
 
 The pools are filled before each timed round: in the services they are refilled by a background
 thread between rounds, off the critical path. What one refill costs is measured separately
@@ -31,14 +31,14 @@ from bench.federation import (
     KeyMaterial,
 )
 from bench.timing import RoundMeasurement, best_of
-from common.affine import EncryptedAffineMap
-from common.encoding import decode
-from common.packing import unpack_sum
-from common.paillier import PublicKey
-from common.processes import ProcessPool
-from common.protocol import JobSpec
-from common.randomness import ObfuscatorPool
-from common.wire import decode_ciphertexts, encode_ciphertexts
+from data_owner.affine import EncryptedAffineMap
+from common.crypto.encoding import decode
+from common.crypto.packing import unpack_sum
+from common.crypto.paillier import PublicKey
+from data_owner.processes import ProcessPool
+from common.protocol.spec import JobSpec
+from common.crypto.randomness import ObfuscatorPool
+from common.protocol.wire import decode_ciphertexts, encode_ciphertexts
 from coordinator.rounds import aggregate
 
 

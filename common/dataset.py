@@ -1,7 +1,7 @@
 """Reading a party's CSV file: columns by name, every used value checked.
 
 Owners may order their columns differently and carry extra ones; only the named columns are read.
-Every problem is a :class:`~common.errors.DataError` naming the file, the column and the row
+Every problem is a :class:`~common.protocol.errors.DataError` naming the file, the column and the row
 (rows count from 1 after the header line), so an owner can find and fix it. The message never
 quotes the cell itself: a data owner's refusal travels to the coordinator and the model creator,
 and a misplaced value (a name in a number column) must not travel with it.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import DataError
+from common.protocol.errors import DataError
 
 
 def load_columns(path: str | Path, features: Sequence[str], label: str | None) -> tuple[np.ndarray, np.ndarray | None]:

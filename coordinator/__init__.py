@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Flask
 
-from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, resolve_secrets, token_digest
-from common.openapi import openapi_blueprint
-from common.service import Worker, create_base_app, peer_client
+from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, resolve_secrets, token_digest
+from common.service.openapi import openapi_blueprint
+from common.service.app import Worker, create_base_app, peer_client
 from coordinator.config import DEFAULTS, ENV_PREFIX
 from coordinator.openapi import document as openapi_document
 from coordinator.rounds import RoundRegistry

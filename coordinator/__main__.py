@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common.cli import base_config, base_parser, serve_options
-from common.service import configure_logging, serve
+from common.service.cli import base_config, base_parser, serve_options
+from common.service.app import configure_logging, serve
 from coordinator import create_app
 
 

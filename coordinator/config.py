@@ -1,6 +1,6 @@
 """The coordinator's configuration: defaults, overridable by ``FT_COORDINATOR_*`` variables."""
 
-from common.cli import CHECKOUT
+from common.service.cli import CHECKOUT
 
 ENV_PREFIX = "FT_COORDINATOR"
 

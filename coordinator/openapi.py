@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR
-from common.openapi import (
+from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR
+from common.service.openapi import (
     bearer_security,
     error_responses,
     job_id_parameter,
@@ -15,8 +15,8 @@ from common.openapi import (
     path_parameter,
     ref,
 )
-from common.openapi import document as service_document
-from common.protocol import GRADIENT
+from common.service.openapi import document as service_document
+from common.protocol.spec import GRADIENT
 from coordinator.views import NAME_PATTERN
 
 JOB_STATUSES = ["running", "finished", "failed"]

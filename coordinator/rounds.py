@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from common.bigint import mpz
-from common.errors import Conflict, ProtocolViolation
+from common.crypto.bigint import mpz
+from common.protocol.errors import Conflict, ProtocolViolation
 
 
 def aggregate(nsquare: mpz, replies: Sequence[Sequence[mpz]]) -> list[mpz]:
@@ -37,7 +37,7 @@ class RoundCollector:
     """The replies of one attempt at one round, until it closes.
 
     Replies are accepted only from the owners the round was sent to, once each, and only while
-    the attempt is open; a late reply is a :class:`~common.errors.Conflict` and is never folded
+    the attempt is open; a late reply is a :class:`~common.protocol.errors.Conflict` and is never folded
     into another attempt or round.
     """
 

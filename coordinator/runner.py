@@ -13,12 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from common.errors import Conflict, FederatedError, UpstreamError
-from common.http import PeerClient
-from common.paillier import PublicKey
-from common.protocol import JobSpec
-from common.service import Worker
-from common.wire import encode_ciphertexts
+from common.protocol.errors import Conflict, FederatedError, UpstreamError
+from common.service.http import PeerClient
+from common.crypto.paillier import PublicKey
+from common.protocol.spec import JobSpec
+from common.service.app import Worker
+from common.protocol.wire import encode_ciphertexts
 from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
 from coordinator.store import CoordinatorStore, DataOwnerAddress
 

@@ -9,8 +9,8 @@ import json
 import time
 from typing import Any, NamedTuple
 
-from common.errors import Conflict, NotFound
-from common.storage import SQLiteStore
+from common.protocol.errors import Conflict, NotFound
+from common.service.storage import SQLiteStore
 
 
 class DataOwnerAddress(NamedTuple):

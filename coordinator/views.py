@@ -7,12 +7,12 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify
 
-from common.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
-from common.errors import Conflict, FederatedError, Forbidden, SchemaError
-from common.paillier import PublicKey
-from common.protocol import GRADIENT, JobSpec, require_round_kind
-from common.service import json_body
-from common.wire import decode_ciphertexts, require_int, require_str
+from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
+from common.protocol.errors import Conflict, FederatedError, Forbidden, SchemaError
+from common.crypto.paillier import PublicKey
+from common.protocol.spec import GRADIENT, JobSpec, require_round_kind
+from common.service.app import json_body
+from common.protocol.wire import decode_ciphertexts, require_int, require_str
 from coordinator.rounds import RoundCollector
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

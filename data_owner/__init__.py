@@ -13,11 +13,11 @@ from typing import Any
 
 from flask import Flask
 
-from common.auth import COORDINATOR, Authenticator, Caller, resolve_secrets, same_token
-from common.errors import UpstreamError
-from common.openapi import openapi_blueprint
-from common.processes import ProcessPool
-from common.service import Worker, create_base_app, peer_client
+from common.service.auth import COORDINATOR, Authenticator, Caller, resolve_secrets, same_token
+from common.protocol.errors import UpstreamError
+from common.service.openapi import openapi_blueprint
+from data_owner.processes import ProcessPool
+from common.service.app import Worker, create_base_app, peer_client
 from data_owner.config import DEFAULTS, ENV_PREFIX
 from data_owner.jobs import JobBook
 from data_owner.openapi import document as openapi_document

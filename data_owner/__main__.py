@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.cli import base_config, base_parser, serve_options
-from common.service import configure_logging, run_forever, serve
+from common.service.cli import base_config, base_parser, serve_options
+from common.service.app import configure_logging, run_forever, serve
 from data_owner import create_app, register_until_accepted
 from data_owner.config import DEFAULTS
 

@@ -1,6 +1,6 @@
 """The data owner's configuration: defaults, overridable by ``FT_DATA_OWNER_*`` variables."""
 
-from common.cli import CHECKOUT
+from common.service.cli import CHECKOUT
 
 ENV_PREFIX = "FT_DATA_OWNER"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.auth import COORDINATOR
-from common.openapi import (
+from common.service.auth import COORDINATOR
+from common.service.openapi import (
     bearer_security,
     error_responses,
     job_id_parameter,
@@ -18,8 +18,8 @@ from common.openapi import (
     object_schema,
     ref,
 )
-from common.openapi import document as service_document
-from common.protocol import GRADIENT
+from common.service.openapi import document as service_document
+from common.protocol.spec import GRADIENT
 
 
 def document() -> dict[str, Any]:

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from common.errors import FederatedError, UpstreamError
-from common.http import PeerClient
-from common.processes import ProcessPool
-from common.protocol import STATISTICS
-from common.statistics import encrypt_statistics
-from common.wire import encode_ciphertexts
+from common.protocol.errors import FederatedError, UpstreamError
+from common.service.http import PeerClient
+from data_owner.processes import ProcessPool
+from common.protocol.spec import STATISTICS
+from common.protocol.statistics import encrypt_statistics
+from common.protocol.wire import encode_ciphertexts
 from data_owner.jobs import JoinedJob
 
 logger = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from common.auth import COORDINATOR, requires
-from common.errors import SchemaError
-from common.paillier import PublicKey
-from common.protocol import GRADIENT, JobSpec, require_round_kind
-from common.service import json_body
-from common.wire import decode_ciphertexts, require_int
+from common.service.auth import COORDINATOR, requires
+from common.protocol.errors import SchemaError
+from common.crypto.paillier import PublicKey
+from common.protocol.spec import GRADIENT, JobSpec, require_round_kind
+from common.service.app import json_body
+from common.protocol.wire import decode_ciphertexts, require_int
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import CHECKOUT
+from common.service.cli import CHECKOUT
 from common.dataset import load_columns
 from local_federation.cluster import LocalFederation
 from model_creator.config import DEFAULTS as CREATOR_DEFAULTS

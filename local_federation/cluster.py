@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from common.auth import load_or_create_secrets
-from common.cli import CHECKOUT
+from common.service.auth import load_or_create_secrets
+from common.service.cli import CHECKOUT
 
 logger = logging.getLogger(__name__)
 

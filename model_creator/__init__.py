@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import Flask
 
-from common.auth import COORDINATOR, USER, Authenticator, resolve_secrets
-from common.openapi import openapi_blueprint
-from common.service import Worker, create_base_app, peer_client
+from common.service.auth import COORDINATOR, USER, Authenticator, resolve_secrets
+from common.service.openapi import openapi_blueprint
+from common.service.app import Worker, create_base_app, peer_client
 from model_creator.config import DEFAULTS, ENV_PREFIX
 from model_creator.keystore import KeyStore
 from model_creator.openapi import document as openapi_document

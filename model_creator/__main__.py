@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.cli import base_config, base_parser, serve_options
-from common.service import configure_logging, serve
+from common.service.cli import base_config, base_parser, serve_options
+from common.service.app import configure_logging, serve
 from model_creator import create_app
 from model_creator.config import DEFAULTS
 

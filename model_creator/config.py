@@ -5,7 +5,7 @@ The encoding parameters fix the fixed-point scales and the slot layout of every 
 weights ``|w| < max_abs_weight`` (per job, default ``2**DEFAULT_WEIGHT_BITS``).
 """
 
-from common.cli import CHECKOUT
+from common.service.cli import CHECKOUT
 
 ENV_PREFIX = "FT_MODEL_CREATOR"
 

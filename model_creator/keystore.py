@@ -13,7 +13,7 @@ import stat
 import threading
 from pathlib import Path
 
-from common.paillier import PrivateKey
+from common.crypto.paillier import PrivateKey
 
 logger = logging.getLogger(__name__)
 

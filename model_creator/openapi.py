@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.auth import COORDINATOR, USER
-from common.models import MODELS
-from common.openapi import (
+from common.service.auth import COORDINATOR, USER
+from common.protocol.models import MODELS
+from common.service.openapi import (
     bearer_security,
     error_responses,
     job_id_parameter,
@@ -23,8 +23,8 @@ from common.openapi import (
     path_parameter,
     ref,
 )
-from common.openapi import document as service_document
-from common.protocol import MAX_FEATURES
+from common.service.openapi import document as service_document
+from common.protocol.spec import MAX_FEATURES
 from model_creator.config import DEFAULTS
 from model_creator.training import OPTIMIZERS
 from model_creator.views import EXPORT_FORMAT, MAX_PREDICTION_ROWS

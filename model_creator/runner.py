@@ -15,10 +15,10 @@ from dataclasses import asdict
 from typing import Any
 
 from common.dataset import load_columns
-from common.errors import Conflict, FederatedError, NotFound, UpstreamError
-from common.http import PeerClient
-from common.service import Worker
-from common.wire import encode_ciphertexts
+from common.protocol.errors import Conflict, FederatedError, NotFound, UpstreamError
+from common.service.http import PeerClient
+from common.service.app import Worker
+from common.protocol.wire import encode_ciphertexts
 from model_creator.keystore import KeyStore
 from model_creator.store import ModelStore
 from model_creator.training import TrainingRequest, TrainingRun

@@ -11,8 +11,8 @@ import time
 import uuid
 from typing import Any
 
-from common.errors import NotFound
-from common.storage import SQLiteStore
+from common.protocol.errors import NotFound
+from common.service.storage import SQLiteStore
 
 
 class ModelStore(SQLiteStore):

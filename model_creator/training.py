@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from common.encoding import decode
-from common.errors import ProtocolViolation, SchemaError
-from common.models import MODELS
-from common.packing import unpack_sum
-from common.paillier import PrivateKey
-from common.protocol import GRADIENT, MAX_FEATURES, STATISTICS, JobSpec
-from common.randomness import ObfuscatorPool
-from common.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
-from common.statistics import FeatureStatistics
-from common.wire import require_int, require_number, require_str, require_str_list
+from common.crypto.encoding import decode
+from common.protocol.errors import ProtocolViolation, SchemaError
+from common.protocol.models import MODELS
+from common.crypto.packing import unpack_sum
+from common.crypto.paillier import PrivateKey
+from common.protocol.spec import GRADIENT, MAX_FEATURES, STATISTICS, JobSpec
+from common.crypto.randomness import ObfuscatorPool
+from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
+from common.protocol.statistics import FeatureStatistics
+from common.protocol.wire import require_int, require_number, require_str, require_str_list
 
 OPTIMIZERS = ("exact", "gd", "momentum", "adam")
 

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
-from common.auth import COORDINATOR, USER, authenticate, requires
+from common.service.auth import COORDINATOR, USER, authenticate, requires
 from common.dataset import load_columns, read_columns, read_header
-from common.errors import Conflict, DataError, SchemaError
-from common.models import MODELS
-from common.protocol import MAX_FEATURES, require_round_kind
-from common.service import json_body
-from common.wire import decode_ciphertexts, require_int, require_number, require_str, require_str_list
+from common.protocol.errors import Conflict, DataError, SchemaError
+from common.protocol.models import MODELS
+from common.protocol.spec import MAX_FEATURES, require_round_kind
+from common.service.app import json_body
+from common.protocol.wire import decode_ciphertexts, require_int, require_number, require_str, require_str_list
 from model_creator.training import TrainingRequest
 
 models = Blueprint("models", __name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.paillier import PrivateKey
+from common.crypto.paillier import PrivateKey
 from local_federation.cluster import LocalFederation
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "diabetes"

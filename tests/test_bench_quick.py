@@ -10,7 +10,7 @@ import pytest
 from bench.federation import GradientMismatch, KeyMaterial, check_gradient, make_federation
 from bench.ours import OursRound
 from bench.suite import VARIANTS, check_variants
-from common.multiexp import PARALLEL_MIN_MULTIPLICATIONS
+from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from common.bigint import to_fixed_bytes
-from common.packing import SlotLayout
-from common.paillier import PrivateKey
-from common.protocol import JobSpec
-from common.wire import encode_ciphertexts
+from common.crypto.bigint import to_fixed_bytes
+from common.crypto.packing import SlotLayout
+from common.crypto.paillier import PrivateKey
+from common.protocol.spec import JobSpec
+from common.protocol.wire import encode_ciphertexts
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 LABEL = "progression"

@@ -28,8 +28,8 @@ from api_support import (
     patched,
 )
 
-from common.protocol import JobSpec
-from common.wire import decode_ciphertexts
+from common.protocol.spec import JobSpec
+from common.protocol.wire import decode_ciphertexts
 from coordinator import create_app
 
 

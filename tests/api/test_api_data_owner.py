@@ -29,11 +29,11 @@ from api_support import (
     patched,
 )
 
-from common.affine import EncryptedAffineMap
-from common.errors import EncodingOverflow
-from common.packing import SlotLayout, unpack_sum
-from common.paillier import PrivateKey
-from common.wire import decode_ciphertexts
+from data_owner.affine import EncryptedAffineMap
+from common.protocol.errors import EncodingOverflow
+from common.crypto.packing import SlotLayout, unpack_sum
+from common.crypto.paillier import PrivateKey
+from common.protocol.wire import decode_ciphertexts
 from data_owner import create_app
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"

@@ -30,9 +30,9 @@ from api_support import (
     patched,
 )
 
-from common.packing import pack_plain
-from common.protocol import JobSpec
-from common.wire import encode_ciphertexts
+from common.crypto.packing import pack_plain
+from common.protocol.spec import JobSpec
+from common.protocol.wire import encode_ciphertexts
 from model_creator import create_app
 from model_creator.keystore import KEY_FILE
 from model_creator.training import TrainingRequest

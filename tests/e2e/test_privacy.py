@@ -28,7 +28,7 @@ import gmpy2
 import numpy as np
 import pytest
 
-from common.paillier import PrivateKey
+from common.crypto.paillier import PrivateKey
 from e2e_support import (
     RAW_FEATURES,
     RAW_LABEL,

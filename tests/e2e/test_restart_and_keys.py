@@ -8,7 +8,7 @@ import stat
 import pytest
 import requests
 
-from common.paillier import PrivateKey
+from common.crypto.paillier import PrivateKey
 from e2e_support import (
     DIABETES_FEATURES,
     DIABETES_LABEL,

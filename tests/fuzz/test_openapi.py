@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from common.openapi import openapi_blueprint
+from common.service.openapi import openapi_blueprint
 
 SERVICES = ["coordinator", "data_owner", "model_creator"]
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

@@ -46,12 +46,12 @@ from schemathesis.checks import (
 from schemathesis.config import SchemathesisConfig
 from werkzeug.exceptions import HTTPException
 
-from common.auth import COORDINATOR, DATA_OWNER, ENROLMENT, MODEL_CREATOR, USER
-from common.openapi import openapi_blueprint
-from common.packing import SlotLayout
-from common.paillier import PrivateKey
-from common.protocol import JOB_ID_PATTERN, JobSpec
-from common.wire import encode_ciphertexts
+from common.service.auth import COORDINATOR, DATA_OWNER, ENROLMENT, MODEL_CREATOR, USER
+from common.service.openapi import openapi_blueprint
+from common.crypto.packing import SlotLayout
+from common.crypto.paillier import PrivateKey
+from common.protocol.spec import JOB_ID_PATTERN, JobSpec
+from common.protocol.wire import encode_ciphertexts
 from tests.conftest import DIABETES_FEATURES, SHIPPED, TOKENS, bearer
 
 # A float overflow in numpy is a warning; the services run without warnings turned into errors, so

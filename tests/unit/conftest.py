@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.paillier import PrivateKey
+from common.crypto.paillier import PrivateKey
 
 
 @pytest.fixture(scope="session")

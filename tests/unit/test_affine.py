@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.affine import EncryptedAffineMap
+from data_owner.affine import EncryptedAffineMap
 from common.dataset import load_columns
-from common.encoding import encode_array
-from common.errors import EncodingOverflow, ProtocolViolation
-from common.packing import SlotLayout, unpack_sum
-from common.protocol import JobSpec
+from common.crypto.encoding import encode_array
+from common.protocol.errors import EncodingOverflow, ProtocolViolation
+from common.crypto.packing import SlotLayout, unpack_sum
+from common.protocol.spec import JobSpec
 from coordinator.rounds import aggregate
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common.dataset import load_columns, read_header
-from common.errors import DataError
+from common.protocol.errors import DataError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
 

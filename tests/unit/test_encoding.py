@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.encoding import decode, encode, encode_array
-from common.errors import EncodingOverflow
+from common.crypto.encoding import decode, encode, encode_array
+from common.protocol.errors import EncodingOverflow
 
 finite_floats = st.floats(min_value=-1e200, max_value=1e200, allow_nan=False, allow_infinity=False)
 fractions = st.fractions(max_denominator=10**30).filter(lambda f: abs(f) < 10**60)

@@ -1,4 +1,4 @@
-"""First-order optimisers (common.solvers.FirstOrder) and standardisation (common.solvers.Scaling).
+"""First-order optimisers (model_creator.solvers.FirstOrder) and standardisation (model_creator.solvers.Scaling).
 
 They are driven by a quadratic oracle: the exact mean gradient ``H w − c`` at the optimiser's
 fixed-point query, handed over as a gradient sum over ``ROWS`` rows, as the model creator does
@@ -12,8 +12,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from common.errors import TrainingError
-from common.solvers import FirstOrder, Scaling
+from common.protocol.errors import TrainingError
+from model_creator.solvers import FirstOrder, Scaling
 
 FRAC_BITS = 32
 WEIGHT_BITS = 24

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import DataError
-from common.models import (
+from common.protocol.errors import DataError
+from common.protocol.models import (
     MODELS,
     check_binary_labels,
     classification_metrics,

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.bigint import invert, mpz, powmod
-from common.multiexp import PARALLEL_MIN_MULTIPLICATIONS, MatrixPowerPlan, window_width
-from common.processes import ProcessPool
+from common.crypto.bigint import invert, mpz, powmod
+from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS, MatrixPowerPlan, window_width
+from data_owner.processes import ProcessPool
 
 
 def naive(matrix, bases, modulus):

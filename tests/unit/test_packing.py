@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import EncodingOverflow, ProtocolViolation, SchemaError
-from common.packing import SlotLayout, check_values, pack_encrypted, pack_plain, unpack_sum
+from common.protocol.errors import EncodingOverflow, ProtocolViolation, SchemaError
+from common.crypto.packing import SlotLayout, check_values, pack_encrypted, pack_plain, unpack_sum
 from coordinator.rounds import aggregate
 
 SLOW = settings(max_examples=30, deadline=None)

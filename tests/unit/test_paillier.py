@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.bigint import invert, powmod
-from common.errors import InvalidCiphertext, KeyMismatch, SchemaError
-from common.paillier import PrivateKey, PublicKey
+from common.crypto.bigint import invert, powmod
+from common.protocol.errors import InvalidCiphertext, KeyMismatch, SchemaError
+from common.crypto.paillier import PrivateKey, PublicKey
 
 SLOW = settings(max_examples=30, deadline=None)
 signed = st.integers(-(2**300), 2**300)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from common.randomness import ObfuscatorPool
+from common.crypto.randomness import ObfuscatorPool
 
 
 def test_a_private_key_makes_encryptions_of_zero_by_crt(small_key):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import Conflict, ProtocolViolation
+from common.protocol.errors import Conflict, ProtocolViolation
 from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
 
 LIVENESS = 30  # seconds a background wait may take before the test calls it stuck (never reached when correct)

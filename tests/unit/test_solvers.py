@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import TrainingError
-from common.solvers import ConjugateDirections
+from common.protocol.errors import TrainingError
+from model_creator.solvers import ConjugateDirections
 
 try:  # the seed's class; later trees express it as FirstOrder with rule "gd"
-    from common.solvers import GradientDescent
+    from model_creator.solvers import GradientDescent
 
     def gradient_descent(dimension, weight_frac_bits, weight_bits, max_rounds, learning_rate):
         return GradientDescent(dimension, weight_frac_bits, weight_bits, max_rounds, learning_rate)
 except ImportError:  # pragma: no cover - depends on the tree under test
-    from common.solvers import FirstOrder
+    from model_creator.solvers import FirstOrder
 
     def gradient_descent(dimension, weight_frac_bits, weight_bits, max_rounds, learning_rate):
         return FirstOrder(dimension, weight_frac_bits, weight_bits, max_rounds, "gd", learning_rate)

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.encoding import decode
-from common.errors import EncodingOverflow, ProtocolViolation, TrainingError
-from common.packing import unpack_sum
-from common.protocol import STATISTICS, JobSpec
-from common.randomness import ObfuscatorPool
-from common.statistics import FeatureStatistics, encrypt_statistics, feature_sums
+from common.crypto.encoding import decode
+from common.protocol.errors import EncodingOverflow, ProtocolViolation, TrainingError
+from common.crypto.packing import unpack_sum
+from common.protocol.spec import STATISTICS, JobSpec
+from common.crypto.randomness import ObfuscatorPool
+from common.protocol.statistics import FeatureStatistics, encrypt_statistics, feature_sums
 from coordinator.rounds import aggregate
 from model_creator.config import DEFAULTS
 

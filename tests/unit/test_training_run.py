@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.affine import EncryptedAffineMap
-from common.errors import ProtocolViolation
+from data_owner.affine import EncryptedAffineMap
+from common.protocol.errors import ProtocolViolation
 from coordinator.rounds import aggregate
 from model_creator.config import DEFAULTS
 from model_creator.training import TrainingRequest, TrainingRun

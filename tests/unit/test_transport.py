@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from common.errors import UpstreamError
-from common.http import PeerClient, is_loopback
-from common.service import serve
+from common.protocol.errors import UpstreamError
+from common.service.http import PeerClient, is_loopback
+from common.service.app import serve
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from common.errors import InvalidCiphertext, SchemaError
-from common.wire import (
+from common.protocol.errors import InvalidCiphertext, SchemaError
+from common.protocol.wire import (
     MAX_VECTOR_LENGTH,
     decode_ciphertexts,
     encode_ciphertexts,

@@ -21,9 +21,9 @@ from typing import Any
 from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from common.audit import RecordingMiddleware, TrafficLog
-from common.errors import FederatedError, SchemaError
-from common.http import PeerClient, is_loopback
+from common.service.audit import RecordingMiddleware, TrafficLog
+from common.protocol.errors import FederatedError, SchemaError
+from common.service.http import PeerClient, is_loopback
 
 logger = logging.getLogger(__name__)
 

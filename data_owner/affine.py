@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.bigint import mpz
-from common.encoding import encode_array
-from common.errors import EncodingOverflow, ProtocolViolation
-from common.models import MODELS
-from common.multiexp import MatrixPowerPlan
-from common.packing import check_values, pack_encrypted
-from common.paillier import PublicKey
-from common.protocol import JobSpec
-from common.randomness import ObfuscatorPool
+from common.crypto.bigint import mpz
+from common.crypto.encoding import encode_array
+from common.protocol.errors import EncodingOverflow, ProtocolViolation
+from common.protocol.models import MODELS
+from data_owner.multiexp import MatrixPowerPlan
+from common.crypto.packing import check_values, pack_encrypted
+from common.crypto.paillier import PublicKey
+from common.protocol.spec import JobSpec
+from common.crypto.randomness import ObfuscatorPool
 
 
 @dataclass(frozen=True)

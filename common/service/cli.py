@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def base_parser(description: str, default_port: int, party: str) -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def base_parser(description: str, default_port: int, party: str) -> argparse.Arg
 
 
 def serve_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`common.service.serve` the options stand for."""
+    """The keyword arguments of :func:`common.service.app.serve` the options stand for."""
     return {
         "certificate": str(args.tls_cert) if args.tls_cert else None,
         "private_key": str(args.tls_key) if args.tls_key else None,

@@ -3,7 +3,7 @@
 Connection failures and connections dropped before an answer are retried by urllib3's ``Retry``,
 for every method: each call between parties is idempotent by design (a repeated round request
 picks up the same round, a repeated reply is a 409 that changes nothing). Everything else becomes
-an :class:`~common.errors.UpstreamError` naming the peer and what it said.
+an :class:`~common.protocol.errors.UpstreamError` naming the peer and what it said.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from common.errors import UpstreamError
+from common.protocol.errors import UpstreamError
 
 TrafficRecorder = Callable[[str, str, bytes], None]
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from common.bigint import gcd, lcm, rational
-from common.encoding import encode
-from common.errors import EncodingOverflow, TrainingError
+from common.crypto.bigint import gcd, lcm, rational
+from common.crypto.encoding import encode
+from common.protocol.errors import EncodingOverflow, TrainingError
 
 
 class Optimizer(ABC):

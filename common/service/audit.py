@@ -30,7 +30,7 @@ class TrafficLog:
             handle.write(line + "\n")
 
     def recorder(self, direction_map: dict[str, str] | None = None) -> Callable[[str, str, bytes], None]:
-        """A callback for :class:`common.http.PeerClient` (outbound requests and their replies)."""
+        """A callback for :class:`common.service.http.PeerClient` (outbound requests and their replies)."""
         names = {"sent": "sent", "received": "reply", **(direction_map or {})}
         return lambda direction, peer, body: self.record(names[direction], peer, body)
 

@@ -3,7 +3,7 @@
 A ciphertext travels as the base64 of its fixed-width big-endian bytes (the width of n²), so a
 message's size depends only on the key and the number of ciphertexts, never on the values.
 Every field read from a request goes through a ``require_*`` function that names the field in
-the :class:`~common.errors.SchemaError` it raises.
+the :class:`~common.protocol.errors.SchemaError` it raises.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from common.bigint import from_bytes, mpz, to_fixed_bytes
-from common.errors import SchemaError
-from common.paillier import PublicKey
+from common.crypto.bigint import from_bytes, mpz, to_fixed_bytes
+from common.protocol.errors import SchemaError
+from common.crypto.paillier import PublicKey
 
 MAX_VECTOR_LENGTH = 4096
 

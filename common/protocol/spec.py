@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import SchemaError
-from common.models import MODELS
-from common.packing import SlotLayout
-from common.paillier import PublicKey
-from common.wire import require_int, require_object, require_str, require_str_list
+from common.protocol.errors import SchemaError
+from common.protocol.models import MODELS
+from common.crypto.packing import SlotLayout
+from common.crypto.paillier import PublicKey
+from common.protocol.wire import require_int, require_object, require_str, require_str_list
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FEATURES = 500

@@ -18,7 +18,7 @@ Hierarchy::
     └── UpstreamError (502)              another party failed, timed out or answered an error
 
 Every error renders as ``{"error": message, "type": class name}`` through
-:func:`common.service.register_error_handlers`; no traceback ever reaches a client.
+:func:`common.service.app.register_error_handlers`; no traceback ever reaches a client.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from common.bigint import invert, mpz
+from common.crypto.bigint import invert, mpz
 
 # Below this many multiplications, shipping the work to other processes costs more than it saves.
 PARALLEL_MIN_MULTIPLICATIONS = 10_000

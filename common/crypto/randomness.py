@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import gmpy2
 
-from common.bigint import mpz
-from common.paillier import PublicKey
+from common.crypto.bigint import mpz
+from common.crypto.paillier import PublicKey
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.bigint import mpz, powmod
-from common.errors import EncodingOverflow, ProtocolViolation, SchemaError
-from common.paillier import PublicKey
+from common.crypto.bigint import mpz, powmod
+from common.protocol.errors import EncodingOverflow, ProtocolViolation, SchemaError
+from common.crypto.paillier import PublicKey
 
 
 @dataclass(frozen=True)

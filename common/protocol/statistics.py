@@ -14,12 +14,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from common.encoding import decode, encode_array
-from common.errors import ProtocolViolation, TrainingError
-from common.packing import check_values, pack_plain
-from common.paillier import PublicKey
-from common.protocol import JobSpec
-from common.randomness import ObfuscatorPool
+from common.crypto.encoding import decode, encode_array
+from common.protocol.errors import ProtocolViolation, TrainingError
+from common.crypto.packing import check_values, pack_plain
+from common.crypto.paillier import PublicKey
+from common.protocol.spec import JobSpec
+from common.crypto.randomness import ObfuscatorPool
 
 CONSTANT_TOLERANCE = Fraction(1, 10**10)
 

@@ -3,7 +3,7 @@
 Key generation is python-paillier's (``phe``); encryption, decryption and the homomorphic
 operations are done here directly on :mod:`gmpy2` integers, because every value on the wire is
 a fixed-point integer whose scale the protocol tracks per message (see
-:mod:`common.encoding`), so phe's per-number float exponents would only add alignment work.
+:mod:`common.crypto.encoding`), so phe's per-number float exponents would only add alignment work.
 
 With the generator g = n + 1, ``g ** m = 1 + m·n (mod n²)``, so encoding a plaintext costs one
 multiplication; the only exponentiation of an encryption is the obfuscator ``r ** n``.
@@ -17,8 +17,8 @@ from typing import Any
 
 import phe
 
-from common.bigint import gcd, invert, mpz, powmod, random_unit, to_fixed_bytes
-from common.errors import InvalidCiphertext, KeyMismatch, SchemaError
+from common.crypto.bigint import gcd, invert, mpz, powmod, random_unit, to_fixed_bytes
+from common.protocol.errors import InvalidCiphertext, KeyMismatch, SchemaError
 
 DEFAULT_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (1024, 2048, 3072, 4096)
@@ -64,7 +64,7 @@ class PublicKey:
     def raw_encrypt(self, plaintext: int, obfuscator: mpz | None = None) -> mpz:
         """Encrypt an integer of Z_n (negative values wrap to n − |v|) with fresh randomness.
 
-        ``obfuscator`` is a fresh ``r ** n`` made ahead of time (see :mod:`common.randomness`);
+        ``obfuscator`` is a fresh ``r ** n`` made ahead of time (see :mod:`common.crypto.randomness`);
         one must never be used twice, or the two ciphertexts could be related.
         """
         if obfuscator is None:

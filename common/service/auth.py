@@ -33,7 +33,7 @@ from typing import Any
 
 from flask import g, request
 
-from common.errors import Forbidden, Unauthorized
+from common.protocol.errors import Forbidden, Unauthorized
 
 COORDINATOR = "coordinator"
 MODEL_CREATOR = "model_creator"

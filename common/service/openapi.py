@@ -4,14 +4,14 @@ Each service describes its endpoints declaratively in its own ``openapi.py``, wi
 for what all of them have in common:
 
 * the JSON error body every error renders as (``{"error": message, "type": class name}``, see
-  :func:`common.service.register_error_handlers`) and one reusable response per error status;
-* the ``bearerAuth`` security scheme of :mod:`common.auth`, mandatory or optional, with the roles
+  :func:`common.service.app.register_error_handlers`) and one reusable response per error status;
+* the ``bearerAuth`` security scheme of :mod:`common.service.auth`, mandatory or optional, with the roles
   an endpoint admits in the ``x-roles`` extension (a bearer token alone does not say whose);
 * the protocol's shapes: ciphertexts, public keys, the slot layout and the job spec;
 * ``GET /health`` and ``GET /openapi.json`` themselves.
 
 Limits in the schemas are taken from the constants the code checks against (e.g.
-:data:`common.wire.MAX_VECTOR_LENGTH`), so the description cannot silently drift from the checks.
+:data:`common.protocol.wire.MAX_VECTOR_LENGTH`), so the description cannot silently drift from the checks.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from common.models import MODELS
-from common.paillier import ALLOWED_KEY_BITS
-from common.protocol import JOB_ID_PATTERN, MAX_FEATURES, ROUND_KINDS
-from common.wire import MAX_VECTOR_LENGTH
+from common.protocol.models import MODELS
+from common.crypto.paillier import ALLOWED_KEY_BITS
+from common.protocol.spec import JOB_ID_PATTERN, MAX_FEATURES, ROUND_KINDS
+from common.protocol.wire import MAX_VECTOR_LENGTH
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -47,7 +47,7 @@ ERROR_RESPONSES = {
     ),
     502: ("UpstreamFailure", "Another party could not be reached, timed out or answered with an error."),
 }
-"""Status → (name under ``components.responses``, what it means), as in :mod:`common.errors`."""
+"""Status → (name under ``components.responses``, what it means), as in :mod:`common.protocol.errors`."""
 
 # The largest ciphertext on the wire: an element of Z_{n²} for the largest key, base64-encoded.
 _MAX_CIPHERTEXT_BYTES = 2 * max(ALLOWED_KEY_BITS) // 8
@@ -127,7 +127,7 @@ def object_schema(properties: Mapping[str, Any], required: Iterable[str] = ()) -
 
 
 def protocol_schemas() -> dict[str, Any]:
-    """The shapes every party exchanges (:mod:`common.wire`, :mod:`common.paillier`, :mod:`common.protocol`)."""
+    """The shapes every party exchanges (:mod:`common.protocol.wire`, :mod:`common.crypto.paillier`, :mod:`common.protocol.spec`)."""
     return {
         "JobId": {
             "type": "string",
@@ -229,7 +229,7 @@ def protocol_schemas() -> dict[str, Any]:
                 "key_fingerprint",
             ],
         )
-        | {"description": "What a job computes and how its numbers are encoded (common.protocol.JobSpec)."},
+        | {"description": "What a job computes and how its numbers are encoded (common.protocol.spec.JobSpec)."},
     }
 
 
@@ -242,7 +242,7 @@ def components(schemas: Mapping[str, Any] | None = None) -> dict[str, Any]:
             "bearerAuth": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "A credential of the calling party (common.auth); which one is in each operation's"
+                "description": "A credential of the calling party (common.service.auth); which one is in each operation's"
                 " x-roles.",
             }
         },

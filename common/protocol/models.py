@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import DataError
+from common.protocol.errors import DataError
 
 Statistics = tuple[np.ndarray, np.ndarray]
 

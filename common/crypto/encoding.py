@@ -2,8 +2,8 @@
 
 A real x is carried as the integer ``round(x · 2**frac_bits)``; the scale is a property of the
 message (the job spec names it), not of each number. Every encoding is checked against the bound
-its slot or message allows (:class:`~common.errors.EncodingOverflow` otherwise), and sums are
-decoded from packed slots (:mod:`common.packing`), whose unpacking rejects anything that
+its slot or message allows (:class:`~common.protocol.errors.EncodingOverflow` otherwise), and sums are
+decoded from packed slots (:mod:`common.crypto.packing`), whose unpacking rejects anything that
 overflowed: an overflow is an error, never a wrong number.
 """
 
@@ -14,7 +14,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from common.errors import EncodingOverflow
+from common.protocol.errors import EncodingOverflow
 
 
 def encode(value: float | Fraction, frac_bits: int, bound_bits: int, what: str) -> int:

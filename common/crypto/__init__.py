@@ -1,0 +1,1 @@
+"""Cryptography every party needs: big integers, Paillier keys, fixed-point encoding, packing, randomness."""
