@@ -15,11 +15,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from common.protocol.errors import DataError
 
 
-def load_columns(path: str | Path, features: Sequence[str], label: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def load_columns(
+    path: str | Path, features: Sequence[str], label: str | None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
     """The feature matrix and label vector (``None`` when ``label`` is) read from a CSV file."""
     path = Path(path)
     try:
@@ -33,7 +36,7 @@ def load_columns(path: str | Path, features: Sequence[str], label: str | None) -
 
 def read_columns(
     lines: Iterable[str], features: Sequence[str], label: str | None, source: str, allow_extra: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
     """As :func:`load_columns`, from lines of CSV text; ``source`` names them in errors.
 
     With ``allow_extra=False`` a column that is neither a feature nor the label is an error.

@@ -1,23 +1,51 @@
-"""The coordinator's configuration: defaults, overridable by ``FT_COORDINATOR_*`` variables."""
+"""The coordinator's settings: defaults, then ``FT_COORDINATOR_*`` variables, then the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from common.service.cli import CHECKOUT
+from common.service.settings import Seconds, ServiceSettings
 
-ENV_PREFIX = "FT_COORDINATOR"
+#: The secrets the coordinator holds; any left empty is read from (or created in) SECRETS_FILE.
+SECRETS = ("enrolment_secret", "model_creator_token", "coordinator_token")
 
-DEFAULTS = {
-    "STATE_DIR": "var/coordinator",
-    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
-    "REQUEST_TIMEOUT": 30.0,
+
+class CoordinatorSettings(ServiceSettings):
+    """What the coordinator is configured with.
+
+    Attributes
+    ----------
+    round_timeout
+        Seconds an attempt at a round waits for the data owners' replies.
+    round_retries
+        Attempts at a round after the first, when too few owners replied.
+    retry_delay
+        Seconds between two attempts at a round.
+    fan_out_threads
+        Concurrent calls to data owners when a round is sent out.
+    enrolment_secret
+        What a data owner presents to enrol.
+    model_creator_token
+        What the model creator presents to the coordinator.
+    coordinator_token
+        What the coordinator presents to the model creator.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FT_COORDINATOR_")
+
+    state_dir: Path = CHECKOUT / "var" / "coordinator"
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+$")] = "http://127.0.0.1:8080"
     # Connection retries per call; a round has its own deadline and retries, so keep this low.
-    "CONNECT_RETRIES": 2,
-    "ROUND_TIMEOUT": 300.0,
-    "ROUND_RETRIES": 2,
-    "RETRY_DELAY": 2.0,
-    "FAN_OUT_THREADS": 16,
-    "TRAFFIC_LOG": None,
-    # Shared secrets; any left empty is read from (or created in) SECRETS_FILE.
-    "SECRETS_FILE": str(CHECKOUT / "var" / "federation_secrets.json"),
-    "ENROLMENT_SECRET": None,
-    "MODEL_CREATOR_TOKEN": None,
-    "COORDINATOR_TOKEN": None,
-}
+    connect_retries: Annotated[int, Field(ge=0, le=20)] = 2
+    round_timeout: Seconds = 300.0
+    round_retries: Annotated[int, Field(ge=0, le=100)] = 2
+    retry_delay: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    fan_out_threads: Annotated[int, Field(ge=1, le=1024)] = 16
+    enrolment_secret: str | None = None
+    model_creator_token: str | None = None
+    coordinator_token: str | None = None

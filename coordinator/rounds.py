@@ -1,35 +1,16 @@
-"""Round policy of the coordinator, free of HTTP: collecting replies and aggregating them.
+"""Collecting the replies of a round's attempt as they arrive, between request threads and the runner.
 
-The coordinator never decrypts. Aggregation multiplies the owners' packed ciphertexts slot-wise
-(ciphertext i of every owner together), which adds their plaintexts: the gradient sum, the row
-count sum and the contributor count, all still encrypted under the model creator's key.
+This is the threading half of a round: what the replies mean is :mod:`coordinator.policy`'s.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from common.crypto.bigint import mpz
-from common.protocol.errors import Conflict, ProtocolViolation
-
-
-def aggregate(nsquare: mpz, replies: Sequence[Sequence[mpz]]) -> list[mpz]:
-    """Slot-wise product of the replies' ciphertexts modulo n²: E(Σ values)."""
-    if not replies:
-        raise ProtocolViolation("no reply to aggregate")
-    width = len(replies[0])
-    if any(len(reply) != width for reply in replies):
-        raise ProtocolViolation("replies of one round differ in length")
-    result = []
-    for index in range(width):
-        product = mpz(1)
-        for reply in replies:
-            product = product * reply[index] % nsquare
-        result.append(product)
-    return result
+from common.protocol.errors import Conflict
 
 
 @dataclass
@@ -72,8 +53,15 @@ class RoundCollector:
                 self.failures[owner] = reason
                 self._changed.notify_all()
 
-    def wait(self, timeout: float) -> None:
-        """Block until every expected owner replied or failed, or ``timeout`` seconds passed; close."""
+    def wait(self, timeout: float) -> tuple[dict[str, list[mpz]], dict[str, str]]:
+        """Block until every expected owner replied or failed, or ``timeout`` seconds passed; close.
+
+        Returns
+        -------
+        tuple
+            The attempt's replies (owner → ciphertexts) and failures (owner → why), as they were
+            when it closed: a failure is data for :mod:`coordinator.policy`, never an exception.
+        """
         deadline = time.monotonic() + timeout
         with self._changed:
             while len(self.expected & (self.replies.keys() | self.failures.keys())) < len(self.expected):
@@ -84,14 +72,29 @@ class RoundCollector:
             self.closed = True
             for owner in self.expected - self.replies.keys() - self.failures.keys():
                 self.failures[owner] = f"no reply within {timeout:g} s"
+            return dict(self.replies), dict(self.failures)
 
 
 class RoundRegistry:
-    """The open collectors of a coordinator, keyed by (job, round)."""
+    """The rounds this process runs, keyed by (job, round), and the collector of each open attempt."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[tuple[str, int], RoundCollector] = {}
+        self._running: set[tuple[str, int]] = set()
+
+    def claim(self, job_id: str, round_number: int) -> bool:
+        """Whether this call may run the round: False while another run of it goes on here."""
+        with self._lock:
+            if (job_id, round_number) in self._running:
+                return False
+            self._running.add((job_id, round_number))
+            return True
+
+    def release(self, job_id: str, round_number: int) -> None:
+        """The run of a round claimed by :meth:`claim` is over."""
+        with self._lock:
+            self._running.discard((job_id, round_number))
 
     def open(self, collector: RoundCollector) -> None:
         with self._lock:

@@ -1,16 +1,29 @@
-"""The coordinator's persistent state: the data-owner registry, jobs and the record of rounds.
+"""The coordinator's persistent state: the data-owner registry, jobs, who takes part, and rounds.
 
-Nothing here is secret: ciphertexts in transit live only in memory for the length of a round.
+The store owns the typed record of each job (:class:`Job`) and each round (:class:`RoundState`);
+everything else reads them from here and hands changed copies back. Nothing here is secret:
+ciphertexts in transit live only in memory for the length of a round, and what is kept of a
+round's aggregate is ciphertexts under the model creator's key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sqlite3
 import time
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, cast
 
+from common.crypto.paillier import PublicKey
 from common.protocol.errors import Conflict, NotFound
+from common.protocol.messages import Aggregate, PublicKeyMessage, RoundSummary
+from common.protocol.spec import JobSpec, RoundKind
 from common.service.storage import SQLiteStore
+
+JobStatus = Literal["running", "finished", "failed"]
+RoundStatus = Literal["running", "aggregated", "failed"]
 
 
 class DataOwnerAddress(NamedTuple):
@@ -18,6 +31,65 @@ class DataOwnerAddress(NamedTuple):
 
     url: str
     token: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the coordinator keeps it: spec and key (fixed at creation), callback, status."""
+
+    job_id: str
+    spec: JobSpec
+    public_key: PublicKey
+    callback_url: str
+    status: JobStatus
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """Everything the coordinator knows of one round of one job.
+
+    Attributes
+    ----------
+    attempt
+        Attempts made at the round so far (0 before the first is sent out).
+    weights
+        The encrypted weights the round evaluates (none in a statistics round), kept so that a
+        restarted coordinator can run the round again.
+    aggregate
+        The message delivered to the model creator, kept until it surely has it.
+    started_at, seconds
+        When the round started (epoch seconds) and how long it took to aggregate or fail.
+    """
+
+    job_id: str
+    round: int
+    kind: RoundKind
+    attempt: int = 0
+    status: RoundStatus = "running"
+    weights: tuple[str, ...] | None = None
+    contributors: tuple[str, ...] = ()
+    failures: Mapping[str, str] = field(default_factory=dict)
+    aggregate: Aggregate | None = None
+    delivered: bool = False
+    started_at: float = 0.0
+    seconds: float | None = None
+
+    def replace(self, **changes: object) -> RoundState:
+        """A copy with ``changes``, to hand back to :meth:`CoordinatorStore.save_round`."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def summary(self) -> RoundSummary:
+        """What the model creator is shown of the round: membership and timing, never a value."""
+        return RoundSummary(
+            round=self.round,
+            kind=self.kind,
+            status=self.status,
+            attempts=self.attempt,
+            contributors=list(self.contributors),
+            failures=dict(self.failures),
+            seconds=self.seconds,
+        )
 
 
 class CoordinatorStore(SQLiteStore):
@@ -37,7 +109,18 @@ class CoordinatorStore(SQLiteStore):
         started_at REAL NOT NULL, seconds REAL, weights TEXT, aggregate TEXT, delivered INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (job_id, round)
     );
+    CREATE TABLE IF NOT EXISTS members (
+        job_id TEXT NOT NULL, data_owner TEXT NOT NULL, refusal TEXT,
+        PRIMARY KEY (job_id, data_owner)
+    );
     """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        # A job's spec and key never change: parsed once, not on every contribution.
+        self._keys: dict[str, tuple[JobSpec, PublicKey]] = {}
+
+    # --- data owners ------------------------------------------------------------------------
 
     def register_data_owner(self, name: str, url: str, credential_digest: str, coordinator_token: str) -> bool:
         """Add or re-enrol a data owner (new credentials replace old ones); True when it is new."""
@@ -61,122 +144,171 @@ class CoordinatorStore(SQLiteStore):
     def data_owner_by_credential(self, credential_digest: str) -> str | None:
         """The name of the data owner holding a credential, if any."""
         with self.connect() as db:
-            row = db.execute(
-                "SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)
-            ).fetchone()
-        return row["name"] if row else None
+            row = db.execute("SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)).fetchone()
+        return cast("str", row["name"]) if row else None
 
-    def create_job(self, job_id: str, spec: dict, public_key: dict, callback_url: str) -> None:
+    # --- jobs -------------------------------------------------------------------------------
+
+    def create_job(self, spec: JobSpec, public_key: PublicKey, callback_url: str) -> Job:
+        """Record a new job, running.
+
+        Raises
+        ------
+        Conflict
+            When a job of that id exists already; it is left as it was.
+        """
         now = time.time()
+        key_json = PublicKeyMessage.of(public_key).model_dump(mode="json")
         with self.connect() as db:
-            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone():
-                raise Conflict(f"job {job_id} already exists")
+            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (spec.job_id,)).fetchone():
+                raise Conflict(f"job {spec.job_id} already exists")
             db.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, 'running', NULL, ?, ?)",
-                (job_id, json.dumps(spec), json.dumps(public_key), callback_url, now, now),
+                (spec.job_id, json.dumps(spec.model_dump(mode="json")), json.dumps(key_json), callback_url, now, now),
             )
+        return Job(spec.job_id, spec, public_key, callback_url, "running", None)
 
-    def job(self, job_id: str) -> dict[str, Any]:
+    def job(self, job_id: str) -> Job:
+        """A job's record.
+
+        Raises
+        ------
+        NotFound
+            When no job of that id was ever opened here.
+        """
         with self.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"job {job_id} is unknown to the coordinator")
-        job = dict(row)
-        job["spec"] = json.loads(job["spec"])
-        job["public_key"] = json.loads(job["public_key"])
-        return job
+        keys = self._keys.get(job_id)
+        if keys is None:
+            public_key = PublicKeyMessage.model_validate(json.loads(row["public_key"])).key()
+            keys = self._keys[job_id] = (JobSpec.model_validate(json.loads(row["spec"])), public_key)
+        return Job(job_id, keys[0], keys[1], row["callback_url"], row["status"], row["error"])
 
-    def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
+    def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
         with self.connect() as db:
             db.execute(
                 "UPDATE jobs SET status = ?, error = ?, updated_at = ? WHERE job_id = ?",
                 (status, error, time.time(), job_id),
             )
 
-    def start_round(self, job_id: str, round_number: int, kind: str, weights: list[str] | None) -> None:
-        """Record a round as started, with the encrypted weights it evaluates (to resume it)."""
+    # --- who takes part in a job ------------------------------------------------------------
+
+    def set_joined(self, job_id: str, name: str) -> None:
+        """``name`` joined the job: rounds are sent to it without joining again."""
+        self._set_member(job_id, name, None)
+
+    def set_refused(self, job_id: str, name: str, reason: str) -> None:
+        """``name`` refused the job: it is not asked for its rounds."""
+        self._set_member(job_id, name, reason)
+
+    def joined(self, job_id: str) -> set[str]:
+        """The owners that joined the job."""
+        with self.connect() as db:
+            rows = db.execute("SELECT data_owner FROM members WHERE job_id = ? AND refusal IS NULL", (job_id,))
+            return {row["data_owner"] for row in rows}
+
+    def refused(self, job_id: str) -> dict[str, str]:
+        """The owners that refused the job: name → why."""
+        with self.connect() as db:
+            rows = db.execute("SELECT data_owner, refusal FROM members WHERE job_id = ? AND refusal IS NOT NULL", (job_id,))
+            return {row["data_owner"]: row["refusal"] for row in rows}
+
+    def forget_members(self, job_id: str) -> None:
+        """Forget who took part in a job that is over, and its parsed keys."""
+        self._keys.pop(job_id, None)
+        with self.connect() as db:
+            db.execute("DELETE FROM members WHERE job_id = ?", (job_id,))
+
+    def _set_member(self, job_id: str, name: str, refusal: str | None) -> None:
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO members VALUES (?, ?, ?) ON CONFLICT(job_id, data_owner) DO UPDATE"
+                " SET refusal = excluded.refusal",
+                (job_id, name, refusal),
+            )
+
+    # --- rounds -----------------------------------------------------------------------------
+
+    def start_round(self, job_id: str, round_number: int, kind: RoundKind, weights: Sequence[str] | None) -> RoundState:
+        """Record a round as started, with the encrypted weights it evaluates (to resume it).
+
+        Raises
+        ------
+        Conflict
+            When the round was started before.
+        """
+        state = RoundState(
+            job_id, round_number, kind, weights=None if weights is None else tuple(weights), started_at=time.time()
+        )
         with self.connect() as db:
             if db.execute("SELECT 1 FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone():
                 raise Conflict(f"round {round_number} of job {job_id} was already started")
             db.execute(
                 "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL, ?, NULL, 0)",
-                (job_id, round_number, kind, time.time(), json.dumps(weights)),
+                (job_id, round_number, kind, state.started_at, json.dumps(weights)),
+            )
+        return state
+
+    def save_round(self, state: RoundState) -> None:
+        """Write a round's record back, as the runner changed it."""
+        with self.connect() as db:
+            db.execute(
+                "UPDATE rounds SET attempts = ?, status = ?, contributors = ?, failures = ?, seconds = ?,"
+                " aggregate = ?, delivered = ? WHERE job_id = ? AND round = ?",
+                (
+                    state.attempt,
+                    state.status,
+                    json.dumps(list(state.contributors)),
+                    json.dumps(dict(state.failures)),
+                    state.seconds,
+                    state.aggregate.model_dump_json() if state.aggregate else None,
+                    int(state.delivered),
+                    state.job_id,
+                    state.round,
+                ),
             )
 
-    def round(self, job_id: str, round_number: int) -> dict[str, Any] | None:
-        """A round's full record (weights and aggregate included), or None."""
+    def round(self, job_id: str, round_number: int) -> RoundState | None:
+        """A round's record, or None if it was never started."""
         with self.connect() as db:
             row = db.execute("SELECT * FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone()
-        if row is None:
-            return None
-        record = dict(row)
-        record["weights"] = json.loads(record["weights"]) if record["weights"] else None
-        record["aggregate"] = json.loads(record["aggregate"]) if record["aggregate"] else None
-        return record
+        return _round_state(row) if row else None
 
-    def unfinished_rounds(self) -> list[tuple[str, int, str]]:
-        """(job, round, status) of the rounds of running jobs that a restart must pick up.
+    def rounds(self, job_id: str) -> list[RoundState]:
+        """Every round of a job, in order."""
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)).fetchall()
+        return [_round_state(row) for row in rows]
+
+    def unfinished_rounds(self) -> list[RoundState]:
+        """The rounds of running jobs that a restart must pick up, oldest first.
 
         Those still running, and those whose aggregate was not delivered yet.
         """
         with self.connect() as db:
             rows = db.execute(
-                "SELECT r.job_id, r.round, r.status FROM rounds r JOIN jobs j ON j.job_id = r.job_id"
+                "SELECT r.* FROM rounds r JOIN jobs j ON j.job_id = r.job_id"
                 " WHERE j.status = 'running' AND (r.status = 'running' OR (r.status = 'aggregated'"
                 " AND r.delivered = 0)) ORDER BY r.started_at"
             ).fetchall()
-        return [(row["job_id"], row["round"], row["status"]) for row in rows]
+        return [_round_state(row) for row in rows]
 
-    def set_delivered(self, job_id: str, round_number: int) -> None:
-        with self.connect() as db:
-            db.execute("UPDATE rounds SET delivered = 1 WHERE job_id = ? AND round = ?", (job_id, round_number))
 
-    def set_attempts(self, job_id: str, round_number: int, attempts: int) -> None:
-        with self.connect() as db:
-            db.execute(
-                "UPDATE rounds SET attempts = ? WHERE job_id = ? AND round = ?", (attempts, job_id, round_number)
-            )
-
-    def finish_round(
-        self,
-        job_id: str,
-        round_number: int,
-        status: str,
-        attempts: int,
-        contributors: list[str],
-        failures: dict[str, str],
-        seconds: float,
-        aggregate: dict[str, Any] | None = None,
-    ) -> None:
-        """Close a round, keeping its aggregate message until the model creator has it for sure."""
-        with self.connect() as db:
-            db.execute(
-                "UPDATE rounds SET status = ?, attempts = ?, contributors = ?, failures = ?, seconds = ?,"
-                " aggregate = ? WHERE job_id = ? AND round = ?",
-                (
-                    status,
-                    attempts,
-                    json.dumps(contributors),
-                    json.dumps(failures),
-                    seconds,
-                    json.dumps(aggregate) if aggregate else None,
-                    job_id,
-                    round_number,
-                ),
-            )
-
-    def rounds(self, job_id: str) -> list[dict[str, Any]]:
-        with self.connect() as db:
-            rows = db.execute("SELECT * FROM rounds WHERE job_id = ? ORDER BY round", (job_id,)).fetchall()
-        return [
-            {
-                "round": r["round"],
-                "kind": r["kind"],
-                "status": r["status"],
-                "attempts": r["attempts"],
-                "contributors": json.loads(r["contributors"]),
-                "failures": json.loads(r["failures"]),
-                "seconds": r["seconds"],
-            }
-            for r in rows
-        ]
+def _round_state(row: sqlite3.Row) -> RoundState:
+    weights = json.loads(row["weights"]) if row["weights"] else None
+    return RoundState(
+        job_id=row["job_id"],
+        round=row["round"],
+        kind=row["kind"],
+        attempt=row["attempts"],
+        status=row["status"],
+        weights=None if weights is None else tuple(weights),
+        contributors=tuple(json.loads(row["contributors"])),
+        failures=json.loads(row["failures"]),
+        aggregate=Aggregate.model_validate_json(row["aggregate"]) if row["aggregate"] else None,
+        delivered=bool(row["delivered"]),
+        started_at=row["started_at"],
+        seconds=row["seconds"],
+    )

@@ -11,40 +11,47 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask_openapi3 import OpenAPI
 
-from common.service.auth import COORDINATOR, Authenticator, Caller, resolve_secrets, same_token
-from common.protocol.errors import UpstreamError
-from common.service.openapi import openapi_blueprint
-from data_owner.processes import ProcessPool
-from common.service.app import Worker, create_base_app, peer_client
-from data_owner.config import DEFAULTS, ENV_PREFIX
+from common.protocol.errors import FederatedError
+from common.protocol.messages import Enrolment as EnrolmentMessage
+from common.service.app import create_base_app, peer_client, settings_of
+from common.service.auth import COORDINATOR, Authenticator, Caller, same_token
+from common.service.clients import CoordinatorClient
+from common.service.settings import load_settings, with_secrets
+from data_owner.config import DataOwnerSettings
 from data_owner.jobs import JobBook
-from data_owner.openapi import document as openapi_document
+from data_owner.processes import ProcessPool
 from data_owner.responder import RoundResponder
 from data_owner.views import jobs
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the data-owner app; it registers with the coordinator only when told to."""
-    app = create_base_app("data_owner", DEFAULTS, ENV_PREFIX, config)
-    resolve_secrets(app.config, ["enrolment_secret"])
+    if not isinstance(settings, DataOwnerSettings):
+        settings = load_settings(DataOwnerSettings, settings)
+    settings = with_secrets(settings, ["enrolment_secret"])
+    app = create_base_app(
+        "data_owner",
+        "Data Owner",
+        "Keeps its rows and answers encrypted rounds with encrypted gradients. It never decrypts anything"
+        " and never learns the weights; what leaves it is ciphertexts under the model creator's key.",
+        settings,
+    )
     enrolment = Enrolment()
-    client = peer_client(app)
-    processes = ProcessPool(app.config["WORKER_PROCESSES"])
+    coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, enrolment.current_credential)
+    processes = ProcessPool(settings.worker_processes)
     app.extensions.update(
         enrolment=enrolment,
         auth=Authenticator({}, enrolment.identify),
-        job_book=JobBook(app.config["DATA"]),
-        client=client,
-        responder=RoundResponder(app.config, client, processes, enrolment),
-        worker=Worker("data-owner-rounds"),
+        job_book=JobBook(str(settings.data)),
+        coordinator=coordinator,
+        responder=RoundResponder(settings.name, coordinator, processes),
         processes=processes,
     )
-    app.register_blueprint(jobs)
-    app.register_blueprint(openapi_blueprint(openapi_document()))
+    app.register_api(jobs)
     return app
 
 
@@ -60,6 +67,10 @@ class Enrolment:
         with self._lock:
             self.credential, self.coordinator_token = credential, coordinator_token
 
+    def current_credential(self) -> str | None:
+        with self._lock:
+            return self.credential
+
     def identify(self, token: str) -> Caller | None:
         """The coordinator, if ``token`` is the one it was given for this owner."""
         with self._lock:
@@ -67,18 +78,18 @@ class Enrolment:
         return Caller(COORDINATOR) if same_token(token, expected) else None
 
 
-def register_until_accepted(app: Flask, stop: threading.Event) -> None:
+def register_until_accepted(app: OpenAPI, stop: threading.Event) -> None:
     """Enrol with the coordinator using the enrolment secret, retrying until it answers."""
-    config = app.config
-    payload = {"name": config["NAME"], "url": config["PUBLIC_URL"]}
-    url = f"{config['COORDINATOR_URL'].rstrip('/')}/data_owners"
+    settings = settings_of(app, DataOwnerSettings)
+    message = EnrolmentMessage(name=settings.name, url=settings.public_url)
+    enrolling = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, settings.enrolment_secret)
     while not stop.is_set():
         try:
-            answer = app.extensions["client"].post(url, payload, token=config["ENROLMENT_SECRET"])
-            app.extensions["enrolment"].set(answer["credential"], answer["coordinator_token"])
-        except (UpstreamError, KeyError, TypeError) as exc:
-            logger.warning("enrolment with the coordinator failed, retrying: %s", getattr(exc, "message", exc))
-            stop.wait(float(config["REGISTER_INTERVAL"]))
+            enrolled = enrolling.enrol(message)
+        except FederatedError as exc:
+            logger.info("enrolment with the coordinator not accepted yet, retrying: %s", exc.message)
+            stop.wait(settings.register_interval)
         else:
-            logger.info("enrolled with the coordinator at %s as %r", config["COORDINATOR_URL"], config["NAME"])
+            app.extensions["enrolment"].set(enrolled.credential, enrolled.coordinator_token)
+            logger.info("enrolled with the coordinator at %s as %r", settings.coordinator_url, settings.name)
             return

@@ -12,16 +12,17 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from common.crypto.bigint import mpz
 from common.crypto.encoding import encode_array
-from common.protocol.errors import EncodingOverflow, ProtocolViolation
-from common.protocol.models import MODELS
-from data_owner.multiexp import MatrixPowerPlan
 from common.crypto.packing import check_values, pack_encrypted
 from common.crypto.paillier import PublicKey
-from common.protocol.spec import JobSpec
 from common.crypto.randomness import ObfuscatorPool
+from common.protocol.errors import EncodingOverflow, ProtocolViolation
+from common.protocol.models import MODELS
+from common.protocol.spec import JobSpec
+from data_owner.multiexp import MatrixPowerPlan
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class EncryptedAffineMap:
     plan: MatrixPowerPlan
 
     @classmethod
-    def prepare(cls, spec: JobSpec, features: np.ndarray, labels: np.ndarray, source: str) -> EncryptedAffineMap:
+    def prepare(
+        cls, spec: JobSpec, features: npt.NDArray[np.float64], labels: npt.NDArray[np.float64], source: str
+    ) -> EncryptedAffineMap:
         """Precompute and encode the statistics, refusing any that could overflow a slot.
 
         The check uses the largest weight the job allows, so a round can never overflow later,

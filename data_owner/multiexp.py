@@ -70,7 +70,8 @@ class MatrixPowerPlan:
         max_bits = max((abs(int(a)).bit_length() for row in matrix for a in row), default=0)
         width = window_width(max_bits, len(matrix))
         schedules, row_bits = [], []
-        negative, positive = set(), set()
+        negative: set[int] = set()
+        positive: set[int] = set()
         for row in matrix:
             windows: list[Window] = []
             for column, coefficient in enumerate(row):

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from common.service.auth import load_or_create_secrets
+from common.service.settings import load_or_create_secrets
 from common.service.cli import CHECKOUT
 
 logger = logging.getLogger(__name__)

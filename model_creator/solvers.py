@@ -22,6 +22,7 @@ from functools import reduce
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from common.crypto.bigint import gcd, lcm, rational
 from common.crypto.encoding import encode
@@ -44,10 +45,11 @@ class Optimizer(ABC):
     def done(self) -> bool:
         return self.stop_reason is not None
 
-    def observe(self, gradient_sum: Sequence[Fraction], row_count: int) -> None:
+    def observe(self, gradient_sum: Sequence[Fraction | rational], row_count: int) -> None:
         """Take the gradient sum at :attr:`query` and choose the next query, or stop."""
         self.rounds += 1
-        self._step([rational(g) for g in gradient_sum], row_count)
+        # gmpy2-stubs 2.2.1.5 omit mpq(Fraction), which gmpy2 accepts.
+        self._step([rational(g) for g in gradient_sum], row_count)  # type: ignore[arg-type]
         if self.stop_reason is None and self.rounds >= self.max_rounds:
             self.stop_reason = "max_rounds"
 
@@ -73,10 +75,10 @@ class Optimizer(ABC):
         """The current estimate of the minimiser."""
 
     @abstractmethod
-    def _step(self, gradient_sum: list, row_count: int) -> None:
+    def _step(self, gradient_sum: list[rational], row_count: int) -> None:
         """Update the estimate and :attr:`query`, or set :attr:`stop_reason`."""
 
-    def _encode_query(self, point: Sequence) -> list[int]:
+    def _encode_query(self, point: Sequence[Fraction | rational]) -> list[int]:
         try:
             return [
                 encode(
@@ -93,7 +95,7 @@ class Optimizer(ABC):
                 " raise max_abs_weight or rescale the data"
             ) from exc
 
-    def _as_point(self, query: Sequence[int]) -> list:
+    def _as_point(self, query: Sequence[int]) -> list[rational]:
         return [rational(q, 1 << self.weight_frac_bits) for q in query]
 
 
@@ -103,12 +105,12 @@ class ConjugateDirections(Optimizer):
     def __init__(self, dimension: int, weight_frac_bits: int, weight_bits: int, max_rounds: int | None = None) -> None:
         super().__init__(dimension, weight_frac_bits, weight_bits, max_rounds or dimension + 1)
         self._estimate = [rational(0)] * dimension
-        self._gradient: list | None = None
-        self._directions: list[tuple[list, list, object]] = []
-        self._last_observed: tuple[list, list] | None = None
+        self._gradient: list[rational] | None = None
+        self._directions: list[tuple[list[rational], list[rational], rational]] = []
+        self._last_observed: tuple[list[rational], list[rational]] | None = None
         # Every observation, with whether a restart preceded it: the exact state is a function of
         # these, so they are what is saved (a few kB), not the conjugate directions (megabytes).
-        self._log: list[tuple[bool, list, int]] = []
+        self._log: list[tuple[bool, list[rational], int]] = []
         self._restarted = False
 
     @property
@@ -136,7 +138,7 @@ class ConjugateDirections(Optimizer):
         if (self.rounds, self.stop_reason, self.query) != saved:
             raise TrainingError("the saved solver state does not replay to the saved position")
 
-    def _step(self, gradient_sum: list, row_count: int) -> None:
+    def _step(self, gradient_sum: list[rational], row_count: int) -> None:
         self._log.append((self._restarted, gradient_sum, row_count))
         self._restarted = False
         point = self._as_point(self.query)
@@ -156,15 +158,16 @@ class ConjugateDirections(Optimizer):
         if not any(direction):
             direction = self._unexplored_direction()
         bound = 1 << self.weight_bits
-        room = (bound - max(abs(x) for x in self._estimate)) / 2
+        # gmpy2-stubs 2.2.1.5 types int − mpq as mpc (an int matches its complex overload first).
+        room: rational = (bound - max(abs(x) for x in self._estimate)) / 2  # type: ignore[assignment]
         if room <= 0:
             self._check_range(self._estimate)
         length = min(rational(1), room) / max(abs(v) for v in direction)
         self.query = self._encode_query([x + length * v for x, v in zip(self._estimate, direction, strict=True)])
 
-    def _unexplored_direction(self) -> list:
+    def _unexplored_direction(self) -> list[rational]:
         """The unit vector with the largest part outside the span of the explored directions."""
-        basis: list[list] = []
+        basis: list[list[rational]] = []
         for earlier, _, _ in self._directions:
             orthogonal = _reject(earlier, basis)
             if any(orthogonal):
@@ -175,13 +178,14 @@ class ConjugateDirections(Optimizer):
             norm = _dot(candidate, candidate)
             if norm > best_norm:
                 best, best_norm = candidate, norm
+        assert best is not None  # the dimension is at least one
         return best
 
-    def _check_range(self, point: Sequence) -> None:
+    def _check_range(self, point: Sequence[rational]) -> None:
         """The final estimate, too, must respect the declared weight bound."""
         self._encode_query(point)
 
-    def _absorb_direction(self, point: list, gradient_at_point: list) -> None:
+    def _absorb_direction(self, point: list[rational], gradient_at_point: list[rational]) -> None:
         """Make the step to ``point`` A-conjugate to the earlier ones and minimise along it.
 
         The new direction is taken between the last two observed points, whose difference and
@@ -189,6 +193,7 @@ class ConjugateDirections(Optimizer):
         primitive integer vector. Both keep the rationals (and the saved state) from growing
         round after round, without changing any result: any vector of the new span will do.
         """
+        assert self._gradient is not None and self._last_observed is not None  # not the first observation
         last_point, last_gradient = self._last_observed
         direction = [p - q for p, q in zip(point, last_point, strict=True)]
         image = [g - h for g, h in zip(gradient_at_point, last_gradient, strict=True)]
@@ -222,16 +227,16 @@ class Scaling:
     means: tuple[float, ...]
     stds: tuple[float, ...]
 
-    def to_original(self, standardised: np.ndarray) -> np.ndarray:
+    def to_original(self, standardised: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         mu, sigma = np.asarray(self.means), np.asarray(self.stds)
         slopes = standardised[1:] / sigma
         return np.concatenate([[standardised[0] - slopes @ mu], slopes])
 
-    def to_standardised(self, original: np.ndarray) -> np.ndarray:
+    def to_standardised(self, original: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         mu, sigma = np.asarray(self.means), np.asarray(self.stds)
         return np.concatenate([[original[0] + original[1:] @ mu], original[1:] * sigma])
 
-    def gradient_to_standardised(self, gradient: np.ndarray) -> np.ndarray:
+    def gradient_to_standardised(self, gradient: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         mu, sigma = np.asarray(self.means), np.asarray(self.stds)
         return np.concatenate([[gradient[0]], gradient[1:] / sigma - mu / sigma * gradient[0]])
 
@@ -302,10 +307,10 @@ class FirstOrder(Optimizer):
     def coefficients(self) -> list[Fraction]:
         return [Fraction(float(v)) for v in self._original()]
 
-    def _original(self) -> np.ndarray:
+    def _original(self) -> npt.NDArray[np.float64]:
         return self._point if self.scaling is None else self.scaling.to_original(self._point)
 
-    def _step(self, gradient_sum: list, row_count: int) -> None:
+    def _step(self, gradient_sum: list[rational], row_count: int) -> None:
         gradient = np.array([float(g) for g in gradient_sum]) / row_count
         if self.scaling is not None:
             gradient = self.scaling.gradient_to_standardised(gradient)
@@ -331,7 +336,7 @@ class FirstOrder(Optimizer):
         self.query = self._encode_query([Fraction(float(v)) for v in self._original()])
 
 
-def _primitive(vector: list, companion: list) -> tuple[list, list]:
+def _primitive(vector: list[rational], companion: list[rational]) -> tuple[list[rational], list[rational]]:
     """``vector`` scaled to coprime integers, and ``companion`` by the same factor."""
     if not any(vector):
         return vector, companion
@@ -341,16 +346,16 @@ def _primitive(vector: list, companion: list) -> tuple[list, list]:
     return [v * factor for v in vector], [c * factor for c in companion]
 
 
-def _texts(values: Sequence) -> list[str]:
+def _texts(values: Sequence[rational]) -> list[str]:
     """Exact rationals as 'numerator/denominator' strings."""
     return [str(v) for v in values]
 
 
-def _rationals(texts: Sequence[str]) -> list:
+def _rationals(texts: Sequence[str]) -> list[rational]:
     return [rational(t) for t in texts]
 
 
-def _reject(vector: list, orthogonal_basis: list[list]) -> list:
+def _reject(vector: list[rational], orthogonal_basis: list[list[rational]]) -> list[rational]:
     """``vector`` minus its projections on mutually orthogonal basis vectors."""
     for base in orthogonal_basis:
         coefficient = _dot(base, vector) / _dot(base, base)
@@ -358,7 +363,7 @@ def _reject(vector: list, orthogonal_basis: list[list]) -> list:
     return vector
 
 
-def _dot(a: Sequence, b: Sequence):
+def _dot(a: Sequence[rational], b: Sequence[rational]) -> rational:
     total = rational(0)
     for x, y in zip(a, b, strict=True):
         total += x * y

@@ -19,6 +19,11 @@ TOKENS = {"ENROLMENT_SECRET": "test-enrolment-secret", "MODEL_CREATOR_TOKEN": "t
           "COORDINATOR_TOKEN": "test-coordinator-token", "SECRETS_FILE": None}
 
 
+def secrets_for(*names: str) -> dict[str, str | None]:
+    """The test secrets one party is configured with (each party takes only its own)."""
+    return {"SECRETS_FILE": None, **{name: TOKENS[name] for name in names}}
+
+
 def bearer(token: str) -> dict[str, str]:
     """An Authorization header carrying ``token``."""
     return {"Authorization": f"Bearer {token}"}
@@ -41,7 +46,8 @@ def coordinator_app(tmp_path: Path):
     from coordinator import create_app
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "coordinator"), "ROUND_TIMEOUT": 5,
-                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5, **TOKENS})
+                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5,
+                       **secrets_for("ENROLMENT_SECRET", "MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN")})
 
 
 @pytest.fixture
@@ -50,7 +56,7 @@ def data_owner_app(tmp_path: Path):
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "data_owner"), "NAME": "owner-under-test",
                        "DATA": str(SHIPPED / "owner_a.csv"), "COORDINATOR_URL": "http://127.0.0.1:9",
-                       "REQUEST_TIMEOUT": 5, **TOKENS})
+                       "REQUEST_TIMEOUT": 5, **secrets_for("ENROLMENT_SECRET")})
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def model_creator_app(tmp_path: Path):
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "model_creator"), "KEY_BITS": 1024,
                        "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
-                       "REQUEST_TIMEOUT": 5, **TOKENS})
+                       "REQUEST_TIMEOUT": 5, **secrets_for("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN")})
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ invert = gmpy2.invert
 powmod = gmpy2.powmod
 
 
-def random_unit(n: int) -> gmpy2.mpz:
+def random_unit(n: int | gmpy2.mpz) -> gmpy2.mpz:
     """A uniformly random element of Z_n* from the operating system's CSPRNG."""
     while True:
         r = mpz(secrets.randbelow(int(n) - 1) + 1)
@@ -26,7 +26,7 @@ def random_unit(n: int) -> gmpy2.mpz:
             return r
 
 
-def to_fixed_bytes(value: int, width: int) -> bytes:
+def to_fixed_bytes(value: int | gmpy2.mpz, width: int) -> bytes:
     """Big-endian bytes of a non-negative integer, left-padded to ``width`` bytes."""
     return int(value).to_bytes(width, "big")
 

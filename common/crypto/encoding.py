@@ -13,6 +13,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
 from common.protocol.errors import EncodingOverflow
 
@@ -38,7 +39,7 @@ def encode(value: float | Fraction, frac_bits: int, bound_bits: int, what: str) 
     return scaled
 
 
-def encode_array(values: np.ndarray, frac_bits: int, bound_bits: int, what: str) -> list[int]:
+def encode_array(values: npt.NDArray[np.float64], frac_bits: int, bound_bits: int, what: str) -> list[int]:
     """:func:`encode` applied to every element of a float array (exactly, element by element)."""
     flat = np.asarray(values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(flat)):

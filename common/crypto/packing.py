@@ -14,25 +14,25 @@ Slot k of a ciphertext occupies bits ``[k·slot_bits, (k+1)·slot_bits)`` of the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.crypto.bigint import mpz, powmod
-from common.protocol.errors import EncodingOverflow, ProtocolViolation, SchemaError
 from common.crypto.paillier import PublicKey
+from common.protocol.errors import EncodingOverflow, ProtocolViolation
+
+SlotCount = Annotated[int, Field(strict=True, ge=1, le=4096)]
 
 
-@dataclass(frozen=True)
-class SlotLayout:
+class SlotLayout(BaseModel):
     """How values are laid out in plaintexts: the same for every party of a job."""
 
-    value_bits: int
-    count_bits: int
-    slots_per_ciphertext: int
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.value_bits < 1 or self.count_bits < 1 or self.slots_per_ciphertext < 1:
-            raise SchemaError("layout: value_bits, count_bits and slots_per_ciphertext must be ≥ 1")
+    value_bits: SlotCount
+    count_bits: SlotCount
+    slots_per_ciphertext: SlotCount
 
     @classmethod
     def for_key(cls, key_bits: int, value_bits: int, max_contributors: int) -> SlotLayout:
@@ -43,7 +43,7 @@ class SlotLayout:
         slots = (key_bits - 2) // slot_bits
         if slots < 2:
             raise EncodingOverflow(f"a slot of {slot_bits} bits does not fit twice in a {key_bits}-bit plaintext")
-        return cls(value_bits, count_bits, slots)
+        return cls(value_bits=value_bits, count_bits=count_bits, slots_per_ciphertext=slots)
 
     @property
     def slot_bits(self) -> int:
@@ -67,25 +67,6 @@ class SlotLayout:
     def fits(self, key_bits: int) -> bool:
         """Whether a full plaintext of this layout stays below n / 2 for a key of ``key_bits``."""
         return self.slots_per_ciphertext * self.slot_bits <= key_bits - 2
-
-    def to_json(self) -> dict[str, int]:
-        return {
-            "value_bits": self.value_bits,
-            "count_bits": self.count_bits,
-            "slots_per_ciphertext": self.slots_per_ciphertext,
-        }
-
-    @classmethod
-    def from_json(cls, payload: Any, where: str = "layout") -> SlotLayout:
-        if not isinstance(payload, dict):
-            raise SchemaError(f"{where}: expected an object")
-        fields = {}
-        for name in ("value_bits", "count_bits", "slots_per_ciphertext"):
-            value = payload.get(name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 4096:
-                raise SchemaError(f"{where}.{name}: expected an integer from 1 to 4096")
-            fields[name] = value
-        return cls(**fields)
 
 
 def _slot_groups(layout: SlotLayout, value_count: int) -> list[list[int]]:
@@ -138,11 +119,14 @@ def pack_encrypted(public_key: PublicKey, ciphertexts: Sequence[mpz], layout: Sl
             else:
                 accumulator = powmod(accumulator, shift, nsquare) * term % nsquare
             constant |= (1 if index < 0 else layout.bias) << (slot * layout.slot_bits)
+        assert accumulator is not None  # every group has at least one slot
         packed.append(public_key.raw_add_constant(accumulator, constant))
     return packed
 
 
-def unpack_sum(plaintexts: Sequence[int], layout: SlotLayout, value_count: int, what: str) -> tuple[int, list[int]]:
+def unpack_sum(
+    plaintexts: Sequence[int | mpz], layout: SlotLayout, value_count: int, what: str
+) -> tuple[int, list[int]]:
     """Split decrypted packed sums into (contributor count K, the K-party sum of each value).
 
     Raises when a plaintext has bits above its slots or K exceeds what the slots can carry:

@@ -55,7 +55,8 @@ class PublicKey:
         Only ever multiplied into a ciphertext that carries randomness of its own; sent alone
         it would reveal ``plaintext`` to anyone holding the public key.
         """
-        return (1 + (mpz(plaintext) % self.n) * self.n) % self.nsquare
+        # gmpy2-stubs 2.2.1.5 types mpz ± int as mpc (an int matches its complex overload first).
+        return (1 + (mpz(plaintext) % self.n) * self.n) % self.nsquare  # type: ignore[operator]
 
     def raw_obfuscator(self) -> mpz:
         """A fresh encryption of zero, ``r ** n mod n²`` for a random unit r."""
@@ -86,7 +87,7 @@ class PublicKey:
             obfuscator = self.raw_obfuscator()
         return ciphertext * obfuscator % self.nsquare
 
-    def check_ciphertext(self, value: int, where: str) -> mpz:
+    def check_ciphertext(self, value: int | mpz, where: str) -> mpz:
         """Return ``value`` as a ciphertext if it can be one under this key, else raise.
 
         python-paillier validates nothing it is given; a value outside Z*_{n²} would decrypt
@@ -132,7 +133,7 @@ class PrivateKey:
     public_key: PublicKey
     p: mpz
     q: mpz
-    _crt: tuple = field(init=False, repr=False, compare=False)
+    _crt: tuple[mpz, mpz, mpz, mpz, mpz] = field(init=False, repr=False, compare=False)
     _p_square_inverse: mpz = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,9 +142,10 @@ class PrivateKey:
             raise ValueError("p and q are not the distinct factors of the public key's n")
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "q", q)
-        g = self.public_key.n + 1
-        hp = invert((powmod(g, p - 1, p * p) - 1) // p, p)
-        hq = invert((powmod(g, q - 1, q * q) - 1) // q, q)
+        # gmpy2-stubs 2.2.1.5 types mpz ± int as mpc (an int matches its complex overload first).
+        g: mpz = self.public_key.n + 1  # type: ignore[assignment]
+        hp = invert((powmod(g, p - 1, p * p) - 1) // p, p)  # type: ignore[arg-type, operator]
+        hq = invert((powmod(g, q - 1, q * q) - 1) // q, q)  # type: ignore[arg-type, operator]
         object.__setattr__(self, "_crt", (p * p, q * q, hp, hq, invert(p, q)))
         object.__setattr__(self, "_p_square_inverse", invert(p * p, q * q))
 
@@ -164,16 +166,18 @@ class PrivateKey:
         psquare, qsquare, _, _, _ = self._crt
         r = random_unit(self.public_key.n)
         n = self.public_key.n
-        modulo_p = powmod(r, n % (self.p * (self.p - 1)), psquare)
-        modulo_q = powmod(r, n % (self.q * (self.q - 1)), qsquare)
+        # gmpy2-stubs 2.2.1.5 types mpz ± int as mpc (an int matches its complex overload first).
+        modulo_p = powmod(r, n % (self.p * (self.p - 1)), psquare)  # type: ignore[operator]
+        modulo_q = powmod(r, n % (self.q * (self.q - 1)), qsquare)  # type: ignore[operator]
         return modulo_p + (modulo_q - modulo_p) * self._p_square_inverse % qsquare * psquare
 
     def raw_decrypt(self, ciphertext: mpz) -> mpz:
         """The plaintext in [0, n) of a ciphertext, by the Chinese remainder theorem."""
         psquare, qsquare, hp, hq, p_inverse = self._crt
         p, q = self.p, self.q
-        mp = (powmod(ciphertext, p - 1, psquare) - 1) // p * hp % p
-        mq = (powmod(ciphertext, q - 1, qsquare) - 1) // q * hq % q
+        # gmpy2-stubs 2.2.1.5 types mpz ± int as mpc (an int matches its complex overload first).
+        mp = (powmod(ciphertext, p - 1, psquare) - 1) // p * hp % p  # type: ignore[arg-type, operator]
+        mq = (powmod(ciphertext, q - 1, qsquare) - 1) // q * hq % q  # type: ignore[arg-type, operator]
         return mp + (mq - mp) * p_inverse % q * p
 
     def to_json(self) -> dict[str, str]:

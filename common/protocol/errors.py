@@ -1,37 +1,50 @@
-"""Errors shared by every party, each knowing the HTTP status it maps to.
+"""Errors shared by every party; none of them knows anything of HTTP.
 
 Hierarchy::
 
-    FederatedError (500)                 anything this project raises on purpose
-    ├── BadRequest (400)                 the caller sent something unusable
+    FederatedError                       anything this project raises on purpose
+    ├── BadRequest                       the caller sent something unusable
     │   ├── SchemaError                  malformed JSON, missing or mistyped field
     │   ├── InvalidCiphertext            not an integer c with 0 < c < n², gcd(c, n) = 1
     │   └── KeyMismatch                  message names another public key than the job's
-    ├── Unauthorized (401)               no credentials, or credentials nobody issued
-    ├── Forbidden (403)                  valid credentials of a party whose role may not call this
-    ├── NotFound (404)                   unknown job, model, round
-    ├── Conflict (409)                   a message for a round or job in another state
-    ├── DataError (422)                  a data owner's data cannot serve the job
-    ├── EncodingOverflow (422)           a value does not fit the fixed-point range or slot
-    ├── ProtocolViolation (422)          a well-formed message that breaks the job's rules
-    ├── TrainingError (422)              the maths cannot go on (e.g. a singular design)
-    └── UpstreamError (502)              another party failed, timed out or answered an error
+    ├── Unauthorized                     no credentials, or credentials nobody issued
+    ├── Forbidden                        valid credentials of a party whose role may not call this
+    ├── NotFound                         unknown job, model, round
+    ├── Conflict                         a message for a round or job in another state
+    ├── DataError                        a data owner's data cannot serve the job
+    ├── EncodingOverflow                 a value does not fit the fixed-point range or slot
+    ├── ProtocolViolation                a well-formed message that breaks the job's rules
+    ├── TrainingError                    the maths cannot go on (e.g. a singular design)
+    └── UpstreamError                    another party failed, timed out or answered an error
+        └── PeerUnreachable              it could not be reached or did not answer in time
 
-Every error renders as ``{"error": message, "type": class name}`` through
-:func:`common.service.app.register_error_handlers`; no traceback ever reaches a client.
+An error that a peer answered with is re-raised on the caller's side as the class its ``type``
+names, with ``peer`` set to who said it (:func:`from_peer`), so callers branch on what went wrong
+(``except NotFound``), never on numeric statuses. The one table that maps errors to HTTP statuses
+is :data:`common.service.app.STATUS_OF`; every error renders as ``{"error": message, "type": class
+name}`` there, and no traceback ever reaches a client.
 """
 
 from __future__ import annotations
 
 
 class FederatedError(Exception):
-    """Base class; ``status`` is the HTTP status a service answers with."""
+    """Base class.
 
-    status = 500
+    Parameters
+    ----------
+    message
+        What went wrong, naming the field, job, round or quantity concerned (and, for an error
+        from a peer, the call that got it).
+    peer
+        The URL of the party that answered with this error, or could not be reached; ``None``
+        when this process raised it.
+    """
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, peer: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.peer = peer
 
     def to_json(self) -> dict[str, str]:
         """The body of the error response."""
@@ -39,7 +52,7 @@ class FederatedError(Exception):
 
 
 class BadRequest(FederatedError):
-    status = 400
+    """The caller sent something this party cannot use."""
 
 
 class SchemaError(BadRequest):
@@ -55,25 +68,23 @@ class KeyMismatch(BadRequest):
 
 
 class Unauthorized(FederatedError):
-    status = 401
+    """No credentials, or credentials that nobody issued."""
 
 
 class Forbidden(FederatedError):
-    status = 403
+    """Valid credentials of a party whose role may not make this call."""
 
 
 class NotFound(FederatedError):
-    status = 404
+    """An unknown job, model or round."""
 
 
 class Conflict(FederatedError):
-    status = 409
+    """A message for a job or round that is in another state (late, repeated, closed)."""
 
 
 class DataError(FederatedError):
     """A data owner's CSV cannot serve the job (missing column, NaN, empty file, ...)."""
-
-    status = 422
 
 
 class EncodingOverflow(FederatedError):
@@ -83,29 +94,45 @@ class EncodingOverflow(FederatedError):
     never a wrong model.
     """
 
-    status = 422
-
 
 class ProtocolViolation(FederatedError):
     """A well-formed message that breaks the job's rules (e.g. too few contributors)."""
-
-    status = 422
 
 
 class TrainingError(FederatedError):
     """The optimisation cannot proceed, e.g. the pooled design matrix is singular."""
 
-    status = 422
-
 
 class UpstreamError(FederatedError):
-    """Another party could not be reached, timed out, or answered with an error.
+    """Another party answered with an error this project does not know by name."""
 
-    ``peer_status`` is the HTTP status the peer answered with, ``None`` when it did not answer.
-    """
 
-    status = 502
+class PeerUnreachable(UpstreamError):
+    """Another party could not be reached, or did not answer within the call's timeout."""
 
-    def __init__(self, message: str, peer_status: int | None = None) -> None:
-        super().__init__(message)
-        self.peer_status = peer_status
+
+_BY_NAME: dict[str, type[FederatedError]] = {
+    cls.__name__: cls
+    for cls in (
+        BadRequest,
+        SchemaError,
+        InvalidCiphertext,
+        KeyMismatch,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        DataError,
+        EncodingOverflow,
+        ProtocolViolation,
+        TrainingError,
+        UpstreamError,
+        PeerUnreachable,
+    )
+}
+
+
+def from_peer(type_name: object, message: str, peer: str) -> FederatedError:
+    """The error a peer answered with, as the class its ``type`` names (else :class:`UpstreamError`)."""
+    cls = _BY_NAME.get(type_name, UpstreamError) if isinstance(type_name, str) else UpstreamError
+    return cls(message, peer=peer)

@@ -25,30 +25,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from common.protocol.errors import DataError
 
-Statistics = tuple[np.ndarray, np.ndarray]
+FloatArray = npt.NDArray[np.float64]
+Statistics = tuple[FloatArray, FloatArray]
 
 
-def with_intercept(features: np.ndarray) -> np.ndarray:
+def with_intercept(features: FloatArray) -> FloatArray:
     """The design matrix: a column of ones, then the features."""
     return np.hstack([np.ones((features.shape[0], 1)), features])
 
 
-def symmetric_gram(design: np.ndarray) -> np.ndarray:
+def symmetric_gram(design: FloatArray) -> FloatArray:
     """XᵀX made exactly symmetric (BLAS may round the two triangles differently)."""
     gram = design.T @ design
     return np.triu(gram) + np.triu(gram, 1).T
 
 
-def least_squares_statistics(features: np.ndarray, labels: np.ndarray) -> Statistics:
+def least_squares_statistics(features: FloatArray, labels: FloatArray) -> Statistics:
     """A_i = XᵀX and b_i = Xᵀy: the gradient of ½‖Xw − y‖² is A_i w − b_i."""
     design = with_intercept(features)
     return symmetric_gram(design), design.T @ labels
 
 
-def logistic_taylor_statistics(features: np.ndarray, labels: np.ndarray) -> Statistics:
+def logistic_taylor_statistics(features: FloatArray, labels: FloatArray) -> Statistics:
     """A_i = ¼XᵀX and b_i = Xᵀ(y − ½): the gradient of the Taylor-approximated logistic loss.
 
     log(1 + e^(−s)) ≈ log 2 − s/2 + s²/8 for the signed score s = (2y − 1)·xᵀw, whose
@@ -58,28 +60,29 @@ def logistic_taylor_statistics(features: np.ndarray, labels: np.ndarray) -> Stat
     return symmetric_gram(design) / 4, design.T @ (labels - 0.5)
 
 
-def check_binary_labels(labels: np.ndarray, source: str, label: str) -> None:
+def check_binary_labels(labels: FloatArray, source: str, label: str) -> None:
     """Raise :class:`DataError` naming the first row whose label is not 0 or 1."""
     bad = np.flatnonzero((labels != 0) & (labels != 1))
     if bad.size:
         raise DataError(f"{source}: row {bad[0] + 1}, column {label!r}: value is not a binary label (0 or 1)")
 
 
-def sigmoid(scores: np.ndarray) -> np.ndarray:
+def sigmoid(scores: FloatArray) -> FloatArray:
     return 1.0 / (1.0 + np.exp(-np.clip(scores, -700, 700)))
 
 
-def linear_scores(coefficients: Sequence[float], features: np.ndarray) -> np.ndarray:
+def linear_scores(coefficients: Sequence[float], features: FloatArray) -> FloatArray:
     """``intercept + X·w`` for coefficients whose first entry is the intercept."""
     weights = np.asarray(coefficients, dtype=np.float64)
-    return weights[0] + features @ weights[1:]
+    scores: FloatArray = weights[0] + features @ weights[1:]
+    return scores
 
 
-def regression_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def regression_metrics(scores: FloatArray, labels: FloatArray) -> dict[str, float | None]:
     return {"mse": float(np.mean((scores - labels) ** 2))}
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def classification_metrics(scores: FloatArray, labels: FloatArray) -> dict[str, float | None]:
     """Accuracy, log-loss and ROC AUC of probabilities ``sigmoid(scores)`` against 0/1 labels."""
     probabilities = np.clip(sigmoid(scores), 1e-15, 1 - 1e-15)
     accuracy = float(np.mean((probabilities >= 0.5) == (labels == 1)))
@@ -87,7 +90,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, 
     return {"accuracy": accuracy, "log_loss": log_loss, "auc": roc_auc(scores, labels)}
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+def roc_auc(scores: FloatArray, labels: FloatArray) -> float | None:
     """Area under the ROC curve by the rank-sum statistic (ties count one half); None if one class."""
     positives, negatives = int(np.sum(labels == 1)), int(np.sum(labels == 0))
     if positives == 0 or negatives == 0:
@@ -125,13 +128,13 @@ class ModelKind:
     """
 
     name: str
-    statistics: Callable[[np.ndarray, np.ndarray], Statistics]
+    statistics: Callable[[FloatArray, FloatArray], Statistics]
     binary_labels: bool
     penalised: bool
     standardize_by_default: bool
-    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+    metrics: Callable[[FloatArray, FloatArray], dict[str, float | None]]
 
-    def predictions(self, coefficients: Sequence[float], features: np.ndarray) -> dict[str, list]:
+    def predictions(self, coefficients: Sequence[float], features: FloatArray) -> dict[str, list[float] | list[int]]:
         """What a user gets for rows: values, or probabilities and classes."""
         scores = linear_scores(coefficients, features)
         if not self.binary_labels:
@@ -142,7 +145,7 @@ class ModelKind:
             "predictions": [int(p >= 0.5) for p in probabilities],
         }
 
-    def score(self, coefficients: Sequence[float], features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def score(self, coefficients: Sequence[float], features: FloatArray, labels: FloatArray) -> dict[str, float | None]:
         return self.metrics(linear_scores(coefficients, features), labels)
 
 

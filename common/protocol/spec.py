@@ -3,40 +3,75 @@
 The model creator fixes it at job start; the coordinator and every data owner receive it with the
 public key and check each message of the job against it (key fingerprint, vector lengths, slot
 layout). It carries nothing a data owner must not learn: no hyperparameters of the optimiser,
-no weights.
+no weights. Its limits are written once, here, in the field types: validation and the API
+documents both come from them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Literal, TypeVar
 
-from common.protocol.errors import SchemaError
-from common.protocol.models import MODELS
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
 from common.crypto.packing import SlotLayout
 from common.crypto.paillier import PublicKey
-from common.protocol.wire import require_int, require_object, require_str, require_str_list
+from common.protocol.errors import SchemaError
+from common.protocol.models import MODELS
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FEATURES = 500
+MAX_DATA_OWNERS = 100_000
 
 GRADIENT = "gradient"
 STATISTICS = "statistics"
-ROUND_KINDS = (GRADIENT, STATISTICS)
+RoundKind = Literal["gradient", "statistics"]
+
+JobId = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    Field(description="Letters, digits, '-' and '_', at most 64."),
+]
+Fingerprint = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$"),
+    Field(description="SHA-256 of the public key's modulus n (big-endian bytes), in hexadecimal."),
+]
+ColumnName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
 
 
-def require_round_kind(body: dict[str, Any], default: str | None = GRADIENT, where: str = "body") -> str:
-    """The round kind a message names (``default`` when absent, required when ``None``)."""
-    kind = body.get("kind", default)
-    if kind not in ROUND_KINDS:
-        raise SchemaError(f"{where}.kind: expected one of {', '.join(ROUND_KINDS)}")
-    return kind
+def _known_model(name: str) -> str:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return name
 
 
-@dataclass(frozen=True)
-class JobSpec:
+ModelName = Annotated[str, Field(strict=True), AfterValidator(_known_model), WithJsonSchema({"type": "string", "enum": list(MODELS)})]
+
+
+Names = TypeVar("Names", list[str], tuple[str, ...])
+
+
+def _distinct(names: Names) -> Names:
+    if len(set(names)) != len(names):
+        raise ValueError("names must not repeat")
+    return names
+
+
+FeatureList = Annotated[list[ColumnName], Field(min_length=1, max_length=MAX_FEATURES), AfterValidator(_distinct)]
+FeatureTuple = Annotated[tuple[ColumnName, ...], Field(min_length=1, max_length=MAX_FEATURES), AfterValidator(_distinct)]
+Bits = Annotated[int, Field(strict=True, ge=0, le=256)]
+
+
+class JobSpec(BaseModel):
     """What a job computes and how its numbers are encoded.
 
     Attributes
@@ -52,16 +87,42 @@ class JobSpec:
         The slot layout of the data owners' packed replies.
     """
 
-    job_id: str
-    model: str
-    features: tuple[str, ...]
-    label: str
-    data_frac_bits: int
-    weight_frac_bits: int
-    weight_bits: int
+    # Lax only so that JSON arrays become the tuple of features; every scalar field is strict.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: JobId
+    model: ModelName
+    features: FeatureTuple
+    label: ColumnName
+    data_frac_bits: Bits
+    weight_frac_bits: Bits
+    weight_bits: Annotated[Bits, Field(ge=1)]
     layout: SlotLayout
-    min_data_owners: int
-    key_fingerprint: str
+    min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS)]
+    key_fingerprint: Fingerprint
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_no_feature(cls, label: str, info: ValidationInfo) -> str:
+        if label in info.data.get("features", ()):
+            raise ValueError(f"{label!r} is also listed as a feature")
+        return label
+
+    @field_validator("layout")
+    @classmethod
+    def _layout_holds_weights(cls, layout: SlotLayout, info: ValidationInfo) -> SlotLayout:
+        weight_bits = info.data.get("weight_bits", 0) + info.data.get("weight_frac_bits", 0)
+        if weight_bits >= layout.value_bits:
+            raise ValueError(f"slots of {layout.value_bits} value bits cannot hold weights of {weight_bits} bits")
+        return layout
+
+    @field_validator("min_data_owners")
+    @classmethod
+    def _countable(cls, min_data_owners: int, info: ValidationInfo) -> int:
+        layout = info.data.get("layout")
+        if layout is not None and min_data_owners > layout.max_contributors:
+            raise ValueError("more than the layout can count")
+        return min_data_owners
 
     @classmethod
     def for_bounds(
@@ -129,52 +190,3 @@ class JobSpec:
     def reply_ciphertexts(self, kind: str = GRADIENT) -> int:
         """Packed ciphertexts in a data owner's reply to a round of ``kind``."""
         return self.layout.ciphertext_count(self.reply_values(kind))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "model": self.model,
-            "features": list(self.features),
-            "label": self.label,
-            "data_frac_bits": self.data_frac_bits,
-            "weight_frac_bits": self.weight_frac_bits,
-            "weight_bits": self.weight_bits,
-            "layout": self.layout.to_json(),
-            "min_data_owners": self.min_data_owners,
-            "key_fingerprint": self.key_fingerprint,
-        }
-
-    @classmethod
-    def from_json(cls, payload: Any, where: str = "spec") -> JobSpec:
-        """Parse and check a spec; every error names the offending field."""
-        body = require_object(payload, where)
-        job_id = require_str(body, "job_id", where, 64)
-        if not JOB_ID_PATTERN.fullmatch(job_id):
-            raise SchemaError(f"{where}.job_id: letters, digits, '-' and '_' only")
-        model = require_str(body, "model", where)
-        if model not in MODELS:
-            raise SchemaError(f"{where}.model: unknown model {model!r}; known: {', '.join(MODELS)}")
-        features = require_str_list(body, "features", where, MAX_FEATURES)
-        label = require_str(body, "label", where)
-        if label in features:
-            raise SchemaError(f"{where}.label: {label!r} is also listed as a feature")
-        spec = cls(
-            job_id=job_id,
-            model=model,
-            features=tuple(features),
-            label=label,
-            data_frac_bits=require_int(body, "data_frac_bits", where, 0, 256),
-            weight_frac_bits=require_int(body, "weight_frac_bits", where, 0, 256),
-            weight_bits=require_int(body, "weight_bits", where, 1, 256),
-            layout=SlotLayout.from_json(body.get("layout"), f"{where}.layout"),
-            min_data_owners=require_int(body, "min_data_owners", where, 1, 100_000),
-            key_fingerprint=require_str(body, "key_fingerprint", where, 64),
-        )
-        if spec.min_data_owners > spec.layout.max_contributors:
-            raise SchemaError(f"{where}.min_data_owners: more than the layout can count")
-        if spec.weight_bits + spec.weight_frac_bits >= spec.layout.value_bits:
-            raise SchemaError(
-                f"{where}.layout.value_bits: slots of {spec.layout.value_bits} bits cannot hold"
-                f" weights of {spec.weight_bits + spec.weight_frac_bits} bits"
-            )
-        return spec

@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import numpy.typing as npt
 
+from common.crypto.bigint import mpz
 from common.crypto.encoding import decode, encode_array
-from common.protocol.errors import ProtocolViolation, TrainingError
 from common.crypto.packing import check_values, pack_plain
 from common.crypto.paillier import PublicKey
-from common.protocol.spec import JobSpec
 from common.crypto.randomness import ObfuscatorPool
+from common.protocol.errors import ProtocolViolation, TrainingError
+from common.protocol.spec import JobSpec
 
 CONSTANT_TOLERANCE = Fraction(1, 10**10)
 
 
-def feature_sums(features: np.ndarray, spec: JobSpec, source: str) -> list[int]:
+def feature_sums(features: npt.NDArray[np.float64], spec: JobSpec, source: str) -> list[int]:
     """``[row count, Σx_k for each feature, Σx_k² for each feature]``, sums at ``2**data_frac_bits``."""
     bound = spec.layout.value_bits
     sums = encode_array(features.sum(axis=0), spec.data_frac_bits, bound, f"{source}: feature sums")
@@ -36,7 +38,7 @@ def feature_sums(features: np.ndarray, spec: JobSpec, source: str) -> list[int]:
 
 def encrypt_statistics(
     public_key: PublicKey, values: Sequence[int], spec: JobSpec, pool: ObfuscatorPool | None = None
-) -> list:
+) -> list[mpz]:
     """Pack in the clear, then encrypt each packed plaintext with fresh randomness."""
     return [public_key.raw_encrypt(p, pool.take() if pool else None) for p in pack_plain(values, spec.layout)]
 

@@ -1,101 +1,217 @@
-"""What the three Flask services share.
+"""What the three Flask services share: the app base, the error table, health, serving.
 
-Configuration, JSON errors, health, background work, and serving with cheroot (over TLS when
-given a certificate).
+Each service's ``create_app(settings=None)`` calls :func:`create_base_app`, a flask-openapi3 app
+whose routes are declared with the typed messages of :mod:`common.protocol.messages`: the request
+bodies, path parameters and answers are validated against those types, and the service's API
+document (``GET /openapi.json``, with an interactive page at ``GET /docs``) is generated from them.
 
-Each service's ``create_app(config=None)`` calls :func:`create_base_app`, which applies, in
-order, the service's defaults, environment variables with the service's prefix (for example
-``FT_COORDINATOR_ROUND_TIMEOUT=30``, values parsed as JSON where they parse), and the mapping
-given by the caller (tests, the command line).
+Errors know nothing of HTTP; :data:`STATUS_OF` is the one table that maps them to statuses, and
+every error answer has the shape ``{"error": message, "type": class name}``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Response, jsonify, request
+from flask_openapi3 import Info, OpenAPI, Tag
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.exceptions import HTTPException
 
+from common.protocol.errors import (
+    BadRequest,
+    Conflict,
+    DataError,
+    EncodingOverflow,
+    FederatedError,
+    Forbidden,
+    NotFound,
+    ProtocolViolation,
+    SchemaError,
+    TrainingError,
+    Unauthorized,
+    UpstreamError,
+)
+from common.protocol.messages import ErrorBody, Health, schema_error
 from common.service.audit import RecordingMiddleware, TrafficLog
-from common.protocol.errors import FederatedError, SchemaError
+from common.service.auth import check_caller
 from common.service.http import PeerClient, is_loopback
+from common.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-health = Blueprint("health", __name__)
+API_VERSION = "0.2.0"
+
+#: The HTTP status of each error class (the first class of an error's MRO found here). An error
+#: that a peer answered with (``error.peer`` set) is this service's upstream failure: 502.
+STATUS_OF: dict[type[FederatedError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    DataError: 422,
+    EncodingOverflow: 422,
+    ProtocolViolation: 422,
+    TrainingError: 422,
+    UpstreamError: 502,
+    FederatedError: 500,
+}
+
+#: The statuses an operation may answer besides its success, for the API documents.
+ERROR_RESPONSES: dict[int, type[BaseModel]] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
+
+BEARER = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"}}
+HEALTH = Tag(name="health", description="Liveness of the service.")
+
+S = TypeVar("S", bound=ServiceSettings)
 
 
-@health.get("/health")
-def health_check() -> tuple[Any, int]:
-    """200 once the service is serving; the app factory does everything readiness needs."""
-    return jsonify(status="ok"), 200
+def status_of(error: FederatedError) -> int:
+    """The HTTP status ``error`` answers with."""
+    if error.peer is not None:
+        return 502
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 500
 
 
-def create_base_app(name: str, defaults: Mapping[str, Any], env_prefix: str, config: Mapping[str, Any] | None) -> Flask:
-    """A Flask app with layered configuration, JSON error handlers and ``GET /health``."""
-    app = Flask(name)
-    app.config.update(defaults)
-    app.config.from_prefixed_env(env_prefix)
-    app.config.update(config or {})
-    app.json.sort_keys = False
+def responses(ok: int, answer: type[BaseModel] | None, *errors: int) -> dict[int, type[BaseModel] | None]:
+    """An operation's documented answers: ``ok`` with ``answer``, then each error status."""
+    documented: dict[int, type[BaseModel] | None] = {ok: answer}
+    documented.update({status: ErrorBody for status in errors})
+    return documented
+
+
+def secured(*roles: str) -> list[dict[str, list[str]]]:
+    """The OpenAPI security requirement of an operation callable by ``roles``."""
+    return [{"bearer": []}] if roles else []
+
+
+def answer(message: BaseModel, status: int = 200) -> tuple[Response, int]:
+    """A typed answer as JSON (fields never set are left out)."""
+    return jsonify(message.model_dump(mode="json", exclude_unset=True)), status
+
+
+def create_base_app(name: str, title: str, description: str, settings: ServiceSettings) -> OpenAPI:
+    """A flask-openapi3 app with JSON error handlers, ``GET /health``, ``/openapi.json`` and ``/docs``."""
+    app = OpenAPI(
+        name,
+        info=Info(title=title, version=API_VERSION, description=description),
+        security_schemes=BEARER,  # type: ignore[arg-type]
+        doc_prefix="/docs",
+        doc_url="/openapi.json",
+        validation_error_status=400,
+        validation_error_model=ErrorBody,
+        validation_error_callback=_validation_error,
+    )
+    app.config.update(TESTING=settings.testing, MAX_CONTENT_LENGTH=settings.max_content_length)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["settings"] = settings
     register_error_handlers(app)
-    app.register_blueprint(health)
-    if app.config.get("TRAFFIC_LOG"):
-        log = TrafficLog(app.config["TRAFFIC_LOG"])
+    app.before_request(check_caller)
+    app.before_request(_parse_json_body)
+    app.add_url_rule("/openapi.json", "openapi_document", lambda: jsonify(app.api_doc))
+
+    @app.get("/health", tags=[HEALTH], responses={200: Health})
+    def health_check() -> tuple[Response, int]:
+        """200 once the service is serving; the app factory does everything readiness needs."""
+        return answer(Health(status="ok"))
+
+    if settings.traffic_log:
+        log = TrafficLog(settings.traffic_log)
         app.extensions["traffic_log"] = log
-        app.wsgi_app = RecordingMiddleware(app.wsgi_app, log)
+        app.wsgi_app = RecordingMiddleware(app.wsgi_app, log)  # type: ignore[method-assign]
     return app
 
 
-def peer_client(app: Flask, token: str | None = None) -> PeerClient:
-    """The app's client for calls to other parties, configured from the app's settings."""
+def settings_of(app: Any, kind: type[S]) -> S:
+    """The app's typed settings."""
+    settings = app.extensions["settings"]
+    assert isinstance(settings, kind)
+    return settings
+
+
+def peer_client(app: Any, settings: ServiceSettings) -> PeerClient:
+    """The app's HTTP client for calls to other parties, configured from its settings."""
     traffic_log = app.extensions.get("traffic_log")
     return PeerClient(
-        float(app.config["REQUEST_TIMEOUT"]),
-        connect_retries=int(app.config["CONNECT_RETRIES"]),
+        settings.request_timeout,
+        connect_retries=settings.connect_retries,
         recorder=traffic_log.recorder() if traffic_log else None,
-        token=token,
-        verify=app.config.get("CA_BUNDLE") or True,
-        allow_insecure_http=bool(app.config.get("ALLOW_INSECURE_HTTP")),
+        verify=str(settings.ca_bundle) if settings.ca_bundle else True,
+        allow_insecure_http=settings.allow_insecure_http,
     )
 
 
-def register_error_handlers(app: Flask) -> None:
+def register_error_handlers(app: Any) -> None:
     """Render every error as JSON ``{"error": ..., "type": ...}``; never a traceback."""
 
     @app.errorhandler(FederatedError)
-    def federated_error(error: FederatedError) -> tuple[Any, int]:
-        return jsonify(error.to_json()), error.status
+    def federated_error(error: FederatedError) -> tuple[Response, int]:
+        status = status_of(error)
+        if error.peer is not None:
+            return jsonify(error=error.message, type="UpstreamError"), status
+        return jsonify(error.to_json()), status
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Any, int]:
-        return jsonify(error=error.description, type=error.name), error.code or 500
+    def http_error(error: HTTPException) -> Response:
+        response = jsonify(error=error.description, type=error.name.replace(" ", ""))
+        response.status_code = error.code or 500
+        for header, value in error.get_headers():
+            if header.lower() != "content-type":
+                response.headers[header] = value
+        return response
 
     @app.errorhandler(Exception)
-    def unexpected_error(error: Exception) -> tuple[Any, int]:
+    def unexpected_error(error: Exception) -> tuple[Response, int]:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return jsonify(error="internal error; see the service's log", type="InternalError"), 500
 
 
-def json_body() -> dict[str, Any]:
-    """The request's JSON object body; a clear :class:`SchemaError` for anything else."""
+
+def _validation_error(error: ValidationError) -> Response:
+    title = error.title
+    where = "path" if title.endswith("Path") else "query" if title.endswith("Query") else "body"
+    response = jsonify(schema_error(error, where).to_json())
+    response.status_code = 400
+    return response
+
+
+def _parse_json_body() -> None:
+    """Parse a JSON body strictly before the route validates it: malformed JSON is a clear 400.
+
+    Bodies are read as JSON whatever their content type (``curl -d`` sends form encoding), except
+    the CSV and multipart uploads of predictions.
+    """
+    if request.method not in ("POST", "PUT", "PATCH") or request.mimetype in ("text/csv", "multipart/form-data"):
+        return
     raw = request.get_data(cache=True)
     if not raw.strip():
-        return {}
+        return
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"body: malformed JSON ({exc})") from exc
+        payload = request.get_json(force=True)
+    except WerkzeugBadRequest:
+        try:
+            json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SchemaError(f"body: malformed JSON ({exc})") from None
+        except RecursionError:
+            raise SchemaError("body: malformed JSON (nested too deeply)") from None
+        raise SchemaError("body: malformed JSON") from None
     except RecursionError:
         raise SchemaError("body: malformed JSON (nested too deeply)") from None
     if not isinstance(payload, dict):
         raise SchemaError("body: expected a JSON object")
-    return payload
 
 
 class Worker:
@@ -111,12 +227,15 @@ class Worker:
 
     def submit(
         self, task: Callable[..., None], *args: Any, on_error: Callable[[Exception], None] | None = None
-    ) -> Future:
+    ) -> Future[None]:
         def run() -> None:
             try:
                 task(*args)
             except Exception as exc:  # noqa: BLE001 - the worker's last line of defence
-                logger.exception("background task %s failed", getattr(task, "__name__", task))
+                if isinstance(exc, FederatedError):
+                    logger.warning("%s: %s", getattr(task, "__name__", task), exc.message)
+                else:
+                    logger.exception("background task %s failed", getattr(task, "__name__", task))
                 if on_error is not None:
                     try:
                         on_error(exc)
@@ -136,8 +255,21 @@ def run_forever(target: Callable[[threading.Event], None], name: str) -> threadi
     return stop
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Stop at start-up, naming the port, when another process already listens on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SystemExit(f"port {port} on {host} is already in use; choose another with --port") from None
+            raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def serve(
-    app: Flask,
+    app: Any,
     host: str,
     port: int,
     certificate: str | None = None,
@@ -156,6 +288,7 @@ def serve(
         raise SystemExit("give both --tls-cert and --tls-key, or neither")
     if not certificate and not is_loopback(host) and not allow_insecure_http:
         raise SystemExit(f"refusing plain HTTP on {host}: give --tls-cert and --tls-key, or --allow-insecure-http")
+    check_port_free(host, port)
     server = wsgi.Server((host, port), app, numthreads=threads, server_name=app.name)
     scheme = "http"
     if certificate:

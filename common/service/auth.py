@@ -19,17 +19,12 @@ in either case. Tokens are compared in constant time.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
-import json
-import os
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import wraps
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import g, request
 
@@ -41,7 +36,7 @@ DATA_OWNER = "data_owner"
 ENROLMENT = "enrolment"
 USER = "user"
 
-SECRET_NAMES = ("enrolment_secret", "model_creator_token", "coordinator_token")
+V = TypeVar("V", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -67,11 +62,21 @@ def same_token(given: str | None, expected: str | None) -> bool:
 
 
 class Authenticator:
-    """Maps bearer tokens to callers: fixed tokens per role, plus a lookup for issued ones."""
+    """Maps bearer tokens to callers: fixed tokens per role, plus a lookup for issued ones.
 
-    def __init__(self, fixed: dict[str, str | None], lookup: Callable[[str], Caller | None] | None = None) -> None:
+    ``open_roles`` are roles whose endpoints need no credential (the model creator's user API
+    when no API token is configured).
+    """
+
+    def __init__(
+        self,
+        fixed: dict[str, str | None],
+        lookup: Callable[[str], Caller | None] | None = None,
+        open_roles: frozenset[str] = frozenset(),
+    ) -> None:
         self._fixed = [(token, role) for role, token in fixed.items() if token]
         self._lookup = lookup
+        self.open_roles = open_roles
 
     def identify(self, token: str | None) -> Caller | None:
         if not token:
@@ -99,57 +104,27 @@ def authenticate(authenticator: Authenticator, roles: Iterable[str]) -> Caller:
     return caller
 
 
-def requires(*roles: str) -> Callable:
-    """View decorator: authenticate with the app's authenticator (``app.extensions['auth']``)."""
+def requires(*roles: str) -> Callable[[V], V]:
+    """Mark a view as callable by ``roles`` only.
 
-    def decorate(view: Callable) -> Callable:
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from flask import current_app
-
-            authenticate(current_app.extensions["auth"], roles)
-            return view(*args, **kwargs)
-
-        wrapper.required_roles = roles
-        return wrapper
-
-    return decorate
-
-
-def load_or_create_secrets(path: str | Path) -> dict[str, str]:
-    """The federation's shared secrets from a JSON file (mode 0600), created if missing.
-
-    This is what lets every party started from one checkout find the same secrets with no set-up;
-    parties on different hosts are given the values they need through their configuration.
+    The check runs before anything of the request is parsed (:func:`check_caller`), so a caller
+    without credentials learns nothing from validation errors.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            values = json.loads(path.read_text())
-            if all(isinstance(values.get(name), str) and values[name] for name in SECRET_NAMES):
-                return values
-        values = {name: new_token() for name in SECRET_NAMES}
-        temporary = path.with_suffix(".tmp")
-        temporary.unlink(missing_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(values, handle)
-        os.replace(temporary, path)
-        return values
+
+    def mark(view: V) -> V:
+        view.required_roles = roles  # type: ignore[attr-defined]
+        return view
+
+    return mark
 
 
-def resolve_secrets(config: dict[str, Any], names: Iterable[str]) -> None:
-    """Fill each ``config[NAME]`` (e.g. ``ENROLMENT_SECRET``) left empty from the secrets file.
+def check_caller() -> None:
+    """Before each request: authenticate the caller when its view is marked by :func:`requires`."""
+    from flask import current_app
 
-    Raises ``ValueError`` naming the setting when a secret is neither configured nor in a file.
-    """
-    missing = [name for name in names if not config.get(name.upper())]
-    if not missing:
-        return
-    if not config.get("SECRETS_FILE"):
-        raise ValueError(f"{missing[0].upper()} is not configured and no SECRETS_FILE is given")
-    values = load_or_create_secrets(config["SECRETS_FILE"])
-    for name in missing:
-        config[name.upper()] = values[name]
+    view = current_app.view_functions.get(request.endpoint or "")
+    roles = getattr(view, "required_roles", None)
+    if roles:
+        authenticator: Authenticator = current_app.extensions["auth"]
+        if not set(roles) <= authenticator.open_roles:
+            authenticate(authenticator, roles)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+F = TypeVar("F")
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +49,7 @@ def base_parser(description: str, default_port: int, party: str) -> argparse.Arg
     return parser
 
 
-def serve_options(args: argparse.Namespace) -> dict:
+def serve_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`common.service.app.serve` the options stand for."""
     return {
         "certificate": str(args.tls_cert) if args.tls_cert else None,
@@ -54,10 +58,10 @@ def serve_options(args: argparse.Namespace) -> dict:
     }
 
 
-def base_config(args: argparse.Namespace) -> dict:
+def base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The app configuration the common options stand for."""
     scheme = "https" if args.tls_cert else "http"
-    config = {
+    config: dict[str, Any] = {
         "STATE_DIR": str(args.state_dir),
         "PUBLIC_URL": f"{scheme}://{_url_host(args.host)}:{args.port}",
         "SECRETS_FILE": str(args.secrets_file),
@@ -74,3 +78,13 @@ def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def start_or_exit(factory: Callable[[dict[str, Any]], F], config: dict[str, Any]) -> F:
+    """``factory(config)``, or exit at once with a message naming the setting that is wrong."""
+    from common.service.settings import SettingsError
+
+    try:
+        return factory(config)
+    except SettingsError as exc:
+        raise SystemExit(f"bad setting: {exc}") from None

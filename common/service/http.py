@@ -2,8 +2,10 @@
 
 Connection failures and connections dropped before an answer are retried by urllib3's ``Retry``,
 for every method: each call between parties is idempotent by design (a repeated round request
-picks up the same round, a repeated reply is a 409 that changes nothing). Everything else becomes
-an :class:`~common.protocol.errors.UpstreamError` naming the peer and what it said.
+picks up the same round, a repeated reply is a 409 that changes nothing). A peer that cannot be
+reached is a :class:`~common.protocol.errors.PeerUnreachable`; an error a peer answers with is
+re-raised as the class its ``type`` names (:func:`~common.protocol.errors.from_peer`), with
+``peer`` set, so callers branch on what went wrong, never on statuses.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from common.protocol.errors import UpstreamError
+from common.protocol.errors import PeerUnreachable, UpstreamError, from_peer
 
 TrafficRecorder = Callable[[str, str, bytes], None]
 
@@ -66,7 +68,7 @@ class PeerClient:
         """
         target = urlsplit(url)
         if target.scheme == "http" and not self.allow_insecure_http and not is_loopback(target.hostname or ""):
-            raise UpstreamError(f"{method} {url}: refusing plain HTTP to a non-loopback peer (use https)")
+            raise PeerUnreachable(f"{method} {url}: refusing plain HTTP to a non-loopback peer (use https)", peer=url)
         body = None if payload is None else json.dumps(payload).encode()
         if self.recorder is not None and body is not None:
             self.recorder("sent", url, body)
@@ -84,19 +86,18 @@ class PeerClient:
                 verify=self.verify,
             )
         except requests.RequestException as exc:
-            raise UpstreamError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            raise PeerUnreachable(f"{method} {url}: {type(exc).__name__}: {exc}", peer=url) from exc
         if self.recorder is not None:
             self.recorder("received", url, response.content)
         if response.status_code >= 300:
-            raise UpstreamError(
-                f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}", response.status_code
-            )
+            type_name, text = _error_of(response)
+            raise from_peer(type_name, f"{method} {url}: HTTP {response.status_code}: {text}", url)
         if not response.content:
             return None
         try:
             return response.json()
         except ValueError as exc:
-            raise UpstreamError(f"{method} {url}: answer is not JSON") from exc
+            raise UpstreamError(f"{method} {url}: answer is not JSON", peer=url) from exc
 
     def post(self, url: str, payload: Any, timeout: float | None = None, token: str | None = None) -> Any:
         return self.request("POST", url, payload, timeout, token)
@@ -121,11 +122,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _error_text(response: requests.Response) -> str:
+def _error_of(response: requests.Response) -> tuple[str | None, str]:
+    """The ``type`` and text of an error answer (``None`` and the raw text when it is not ours)."""
     try:
         payload = response.json()
     except ValueError:
-        return response.text[:300] or response.reason
+        return None, response.text[:300] or response.reason
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return payload["error"]
-    return str(payload)[:300]
+        type_name = payload.get("type")
+        return (type_name if isinstance(type_name, str) else None), payload["error"]
+    return None, str(payload)[:300]

@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from common.service.settings import SettingsError
+from tests.conftest import secrets_for
 from api_support import (
     FEATURES,
     LABEL,
@@ -46,7 +48,7 @@ def owner_app(tmp_path: Path, data: Path, coordinator: str = UNREACHABLE, name: 
     """A data owner over ``data``; its work stays in one process, so a round is cheap."""
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "owner-state"), "NAME": name, "DATA": str(data),
                        "COORDINATOR_URL": coordinator, "REQUEST_TIMEOUT": 5, "WORKER_PROCESSES": 1,
-                       "CONNECT_RETRIES": 0, **TOKENS})
+                       "CONNECT_RETRIES": 0, **secrets_for("ENROLMENT_SECRET")})
 
 
 def join(client, key, spec=None):
@@ -120,7 +122,9 @@ def test_slots_narrower_than_one_weight_are_a_4xx_not_a_500(data_owner_app, smal
     The spec parses, the key fits; the owner must refuse it with a 4xx naming the problem, not
     crash on a negative shift count (``1 << -10``) and answer 500.
     """
-    spec = make_spec(small_key, value_bits=30)
+    spec = make_spec(small_key).model_copy(
+        update={"layout": SlotLayout.for_key(small_key.public_key.bits, 30, 1000)}
+    )
     response = join(enrolled(data_owner_app), small_key, spec)
     text = response.get_data(as_text=True)
     assert 400 <= response.status_code < 500, f"{response.status_code}: {text}"
@@ -146,7 +150,7 @@ def test_wide_slots_at_the_real_key_size_are_not_a_500(data_owner_app, real_key)
     The owner's bound check turns ``2**bound_bits`` into a float, which overflows above 2**1023;
     the join must succeed (the data fit easily) or be refused with a 4xx, never answer 500.
     """
-    spec = dataclasses.replace(make_spec(real_key), layout=SlotLayout(1500, 10, 1))
+    spec = make_spec(real_key).model_copy(update={"layout": SlotLayout(value_bits=1500, count_bits=10, slots_per_ciphertext=1)})
     assert spec.layout.fits(real_key.public_key.bits)
     response = join(enrolled(data_owner_app), real_key, spec)
     text = response.get_data(as_text=True)
@@ -178,9 +182,11 @@ CSV_CASES = [
 
 @pytest.mark.parametrize(("content", "status", "fragments"), CSV_CASES)
 def test_csv_that_cannot_serve_the_job(tmp_path, small_key, content, status, fragments):
+    """The file is read again at each join: one that went bad after start-up is refused at the join."""
     data = tmp_path / "owner.csv"
-    data.write_text(content)
+    data.write_text(f"{HEADER}\n{GOOD_ROW}\n")
     app = owner_app(tmp_path, data)
+    data.write_text(content)
     body = assert_json_error(join(enrolled(app), small_key), status, fragments[0])
     assert str(data) in body["error"]
     for fragment in fragments[1:]:
@@ -188,9 +194,22 @@ def test_csv_that_cannot_serve_the_job(tmp_path, small_key, content, status, fra
 
 
 def test_csv_that_does_not_exist(tmp_path, small_key):
-    data = tmp_path / "nowhere.csv"
-    body = assert_json_error(join(enrolled(owner_app(tmp_path, data)), small_key), 422, "cannot be read")
+    data = tmp_path / "owner.csv"
+    data.write_text(f"{HEADER}\n{GOOD_ROW}\n")
+    app = owner_app(tmp_path, data)
+    data.unlink()
+    body = assert_json_error(join(enrolled(app), small_key), 422, "cannot be read")
     assert str(data) in body["error"]
+
+
+@pytest.mark.parametrize(("content", "fragment"), [(None, "cannot be read"), ("", "file is empty")])
+def test_a_data_file_that_cannot_be_read_stops_the_owner_at_start_up(tmp_path, content, fragment):
+    data = tmp_path / "owner.csv"
+    if content is not None:
+        data.write_text(content)
+    with pytest.raises(SettingsError) as info:
+        owner_app(tmp_path, data)
+    assert str(info.value).startswith("DATA: ") and fragment in str(info.value) and str(data) in str(info.value)
 
 
 def test_non_binary_label_for_logistic_regression(tmp_path, small_key):
@@ -294,7 +313,7 @@ def test_calls_not_from_the_coordinator_change_nothing(joined, small_key, tmp_pa
     app = joined.application
     spec = make_spec(small_key)
     strangers = [app.test_client(), client_with(app, "forged"), client_with(app, OWNER_CREDENTIAL),
-                 client_with(app, app.config["ENROLMENT_SECRET"])]
+                 client_with(app, app.extensions["settings"].enrolment_secret)]
     for stranger in strangers:
         assert_json_error(stranger.put("/jobs/job-2", json=job_body(small_key, make_spec(small_key, "job-2"),
                                                                   callback_url=None)), 401, "credentials")

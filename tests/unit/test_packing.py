@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.protocol.errors import EncodingOverflow, ProtocolViolation, SchemaError
 from common.crypto.packing import SlotLayout, check_values, pack_encrypted, pack_plain, unpack_sum
+from common.protocol.messages import parse
 from coordinator.rounds import aggregate
 
 SLOW = settings(max_examples=30, deadline=None)
@@ -33,7 +35,7 @@ def test_for_key_densest_layout():
     assert layout.bias == 2**100
     assert layout.max_contributors == 7
     assert layout.fits(1024)
-    assert not SlotLayout(100, 3, 10).fits(1024)
+    assert not SlotLayout(value_bits=100, count_bits=3, slots_per_ciphertext=10).fits(1024)
 
 
 @pytest.mark.parametrize(("requested", "count_bits", "maximum"), [(1, 1, 1), (2, 2, 3), (3, 2, 3), (4, 3, 7),
@@ -57,7 +59,7 @@ def test_for_key_always_fits_and_is_densest(key_bits, value_bits, max_contributo
     assert layout.max_contributors >= max_contributors
     assert layout.slots_per_ciphertext >= 2
     assert layout.fits(key_bits)
-    denser = SlotLayout(layout.value_bits, layout.count_bits, layout.slots_per_ciphertext + 1)
+    denser = SlotLayout(value_bits=layout.value_bits, count_bits=layout.count_bits, slots_per_ciphertext=layout.slots_per_ciphertext + 1)
     assert not denser.fits(key_bits)
 
 
@@ -70,14 +72,14 @@ def test_for_key_refuses_slots_that_do_not_fit_twice():
 @pytest.mark.parametrize(("values", "slots", "expected"), [(0, 4, 1), (3, 4, 1), (4, 4, 2), (7, 4, 2), (8, 4, 3),
                                                              (1, 2, 1), (2, 2, 2), (11, 1, 12)])
 def test_ciphertext_count(values, slots, expected):
-    assert SlotLayout(8, 2, slots).ciphertext_count(values) == expected
+    assert SlotLayout(value_bits=8, count_bits=2, slots_per_ciphertext=slots).ciphertext_count(values) == expected
 
 
 def test_layout_json_round_trip():
     layout = SlotLayout.for_key(2048, 160, 1000)
-    payload = layout.to_json()
+    payload = layout.model_dump(mode="json")
     assert payload == {"value_bits": 160, "count_bits": 10, "slots_per_ciphertext": 11}
-    assert SlotLayout.from_json(payload) == layout
+    assert parse(SlotLayout, payload, "spec.layout") == layout
 
 
 @pytest.mark.parametrize(
@@ -98,14 +100,14 @@ def test_layout_json_round_trip():
 )
 def test_layout_from_json_rejects(payload, message):
     with pytest.raises(SchemaError) as info:
-        SlotLayout.from_json(payload, "spec.layout")
+        parse(SlotLayout, payload, "spec.layout")
     assert message in info.value.message
 
 
 @pytest.mark.parametrize("fields", [(0, 1, 1), (1, 0, 1), (1, 1, 0), (-3, 2, 2)])
 def test_layout_constructor_rejects_non_positive(fields):
-    with pytest.raises(SchemaError):
-        SlotLayout(*fields)
+    with pytest.raises(ValidationError):
+        SlotLayout(**dict(zip(("value_bits", "count_bits", "slots_per_ciphertext"), fields, strict=True)))
 
 
 # --- pack_plain / check_values ----------------------------------------------------------------
@@ -120,7 +122,7 @@ def test_pack_plain_bit_layout():
 
 
 def test_pack_plain_empty_vector_is_just_the_count():
-    assert pack_plain([], SlotLayout(4, 2, 3)) == [1]
+    assert pack_plain([], SlotLayout(value_bits=4, count_bits=2, slots_per_ciphertext=3)) == [1]
 
 
 @pytest.mark.parametrize("bad", [16, -16, 17, -(2**40)])
@@ -145,7 +147,7 @@ def layouts_and_vector(draw, max_values=12):
     slot_bits = value_bits + 1 + count_bits
     densest = (1022 // slot_bits)
     slots = draw(st.integers(1, max(1, densest)))
-    layout = SlotLayout(value_bits, count_bits, slots)
+    layout = SlotLayout(value_bits=value_bits, count_bits=count_bits, slots_per_ciphertext=slots)
     bound = 2**value_bits - 1
     values = draw(st.lists(st.integers(-bound, bound), max_size=max_values))
     return layout, values

@@ -1,0 +1,547 @@
+"""Every message between the parties, as a typed model: one place for each field and its limits.
+
+The services validate request bodies against these models and generate their API documents
+(``GET /openapi.json``) from them, so a field is added by one edit here and one where it is used.
+Each message names who sends it to whom; the endpoint it travels on is in the peer clients of
+:mod:`common.service.clients` and in the routes of each party.
+
+Ciphertexts travel as :data:`Ciphertexts`: base64 of fixed-width big-endian bytes. Their shape is
+checked with the message; what only the job's key can tell (width n², range 0 < c < n²,
+gcd(c, n) = 1, how many a round carries) is checked by :func:`ciphertexts_under` as soon as the
+receiving party has looked up the job, before anything is computed on them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from common.crypto.bigint import mpz
+from common.crypto.paillier import ALLOWED_KEY_BITS, PublicKey
+from common.protocol.errors import FederatedError, SchemaError
+from common.protocol.spec import (
+    MAX_DATA_OWNERS,
+    ColumnName,
+    FeatureList,
+    Fingerprint,
+    JobId,
+    JobSpec,
+    ModelName,
+    RoundKind,
+)
+from common.protocol.wire import MAX_VECTOR_LENGTH, decode_ciphertexts
+
+MAX_ROUND = 1_000_000
+MAX_ATTEMPT = 1000
+MAX_REASON = 2000
+MAX_PREDICTION_ROWS = 100_000
+MAX_ABS_COEFFICIENT = 2.0**128
+
+_MAX_CIPHERTEXT_CHARS = 4 * -(-(2 * max(ALLOWED_KEY_BITS) // 8) // 3)
+
+OwnerName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$"),
+    Field(description="A data owner's name: letters, digits, '.', '-' and '_', at most 64."),
+]
+Url = Annotated[
+    str,
+    StringConstraints(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=500),
+    Field(description="An http:// or https:// URL."),
+]
+RoundNumber = Annotated[int, Field(ge=0, le=MAX_ROUND, description="Rounds count from 0.")]
+Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT, description="Attempts at a round count from 1.")]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REASON)]
+Ciphertext = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9+/]+={0,2}$", min_length=4, max_length=_MAX_CIPHERTEXT_CHARS),
+    Field(description="Base64 of a ciphertext's big-endian bytes, as wide as n²."),
+]
+Ciphertexts = Annotated[list[Ciphertext], Field(min_length=1, max_length=MAX_VECTOR_LENGTH)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Message(BaseModel):
+    """Base of every message: strict types, no unknown fields, immutable once parsed."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class Answer(BaseModel):
+    """Base of every answer a party gives: documented exactly, open to later additions."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], payload: Any, where: str = "body") -> M:
+    """``payload`` as a ``model``, or a :class:`SchemaError` naming the first offending field."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise schema_error(exc, where) from None
+
+
+_PLAIN_WORDS = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "dict_type": "expected an object",
+    "model_type": "expected an object",
+    "model_attributes_type": "expected an object",
+    "dataclass_type": "expected an object",
+    "dataclass_exact_type": "expected an object",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+}
+
+
+def schema_error(exc: ValidationError, where: str = "body") -> SchemaError:
+    """The first error of a validation, as ``where.field[index]: what was expected``."""
+    error = exc.errors(include_url=False)[0]
+    location = where
+    for part in error["loc"]:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        location += f"[{part}]" if isinstance(part, int) else f".{part}"
+    message = _PLAIN_WORDS.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    return SchemaError(f"{location}: {message}")
+
+
+def ciphertexts_under(texts: Sequence[str], public_key: PublicKey, where: str, length: int | None) -> list[mpz]:
+    """The ciphertexts of a message, each checked against the job's key (width, range, gcd)."""
+    return decode_ciphertexts(list(texts), public_key, where, length)
+
+
+# --- Keys -----------------------------------------------------------------------------------
+
+
+class PublicKeyMessage(Message):
+    """A Paillier public key: n in lower-case hexadecimal and, optionally, its fingerprint."""
+
+    n: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,1024}$")]
+    fingerprint: Fingerprint | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _a_modulus(cls, n: str) -> str:
+        value = int(n, 16)
+        if value.bit_length() not in ALLOWED_KEY_BITS or value % 2 == 0:
+            raise ValueError(f"an odd modulus of {', '.join(map(str, ALLOWED_KEY_BITS))} bits expected")
+        return n
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _of_the_key(cls, fingerprint: str | None, info: ValidationInfo) -> str | None:
+        n = info.data.get("n")
+        if fingerprint is not None and n is not None:
+            actual = PublicKey(mpz(int(n, 16))).fingerprint
+            if fingerprint != actual:
+                raise ValueError(f"key fingerprint {fingerprint!r} is not the key's {actual}")
+        return fingerprint
+
+    def key(self) -> PublicKey:
+        """The key (its modulus and fingerprint were checked by validation)."""
+        return PublicKey(mpz(int(self.n, 16)))
+
+    @classmethod
+    def of(cls, public_key: PublicKey) -> PublicKeyMessage:
+        return cls(n=format(int(public_key.n), "x"), fingerprint=public_key.fingerprint)
+
+
+class JobKeys(Message):
+    """A job's spec and the public key it is computed under, checked against each other."""
+
+    spec: JobSpec
+    public_key: PublicKeyMessage
+
+    @field_validator("public_key")
+    @classmethod
+    def _the_spec_key(cls, public_key: PublicKeyMessage, info: ValidationInfo) -> PublicKeyMessage:
+        spec = info.data.get("spec")
+        if spec is not None:
+            try:
+                spec.check_key(public_key.key())
+            except FederatedError as exc:
+                raise ValueError(exc.message) from None
+        return public_key
+
+
+# --- Data owner ↔ coordinator: enrolment ----------------------------------------------------
+
+
+class Enrolment(Message):
+    """Data owner → coordinator, ``POST /data_owners`` with the enrolment secret."""
+
+    name: OwnerName
+    url: Url
+
+
+class Enrolled(Answer):
+    """The coordinator's answer to an enrolment: the owner's credentials."""
+
+    name: OwnerName
+    credential: str = Field(description="The owner's own bearer token for calling the coordinator.")
+    coordinator_token: str = Field(description="The token the coordinator will present to the owner.")
+
+
+class DataOwnerEntry(Answer):
+    name: OwnerName
+    url: Url
+
+
+class DataOwnerList(Answer):
+    """The coordinator's registry, for the model creator."""
+
+    data_owners: list[DataOwnerEntry]
+
+
+# --- Model creator → coordinator: jobs and rounds -------------------------------------------
+
+
+class OpenJob(JobKeys):
+    """Model creator → coordinator, ``POST /jobs``: a job's spec, key and where aggregates go."""
+
+    callback_url: Url
+
+
+class JobOpened(Answer):
+    job_id: JobId
+    status: Literal["running"]
+
+
+def _weights_in_gradient_rounds(cls: type, weights: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    """A gradient round carries the encrypted weights; a statistics round none."""
+    if (info.data.get("kind") == "gradient") != (weights is not None):
+        raise ValueError("expected a list of ciphertexts in a gradient round, and none in a statistics round")
+    return weights
+
+
+class RoundOrder(Message):
+    """Model creator → coordinator, ``POST /jobs/<id>/rounds``: run a round.
+
+    A gradient round carries the encrypted weights, one ciphertext per coefficient; a statistics
+    round carries none.
+    """
+
+    round: RoundNumber
+    kind: RoundKind = "gradient"
+    key_fingerprint: Fingerprint
+    encrypted_weights: Ciphertexts | None = Field(default=None, validate_default=True)
+
+    _weights_for_gradients = field_validator("encrypted_weights")(_weights_in_gradient_rounds)
+
+
+class RoundStarted(Answer):
+    job_id: JobId
+    round: RoundNumber
+    status: Literal["started", "in progress", "resumed", "delivering again"]
+
+
+class FinishJob(Message):
+    """Model creator → coordinator, ``POST /jobs/<id>/finish``: the job is over."""
+
+    status: Literal["finished", "failed"]
+    error: Reason | None = None
+
+
+class JobFinished(Answer):
+    job_id: JobId
+    status: Literal["finished", "failed"]
+
+
+class RoundSummary(Answer):
+    """What the coordinator keeps of a round: membership and timing, never a value."""
+
+    round: RoundNumber
+    kind: RoundKind
+    status: Literal["running", "aggregated", "failed"]
+    attempts: int = Field(ge=0)
+    contributors: list[OwnerName]
+    failures: dict[str, str] = Field(description="Data owner → why it did not contribute.")
+    seconds: float | None
+
+
+class JobRecord(Answer):
+    """The coordinator's view of a job."""
+
+    job_id: JobId
+    status: Literal["running", "finished", "failed"]
+    error: str | None
+    spec: JobSpec
+    rounds: list[RoundSummary]
+
+
+# --- Coordinator → data owner ---------------------------------------------------------------
+
+
+class JoinJob(JobKeys):
+    """Coordinator → data owner, ``PUT /jobs/<id>``: take part in a job."""
+
+
+class JobJoined(Answer):
+    job_id: JobId
+    status: Literal["joined"]
+
+
+class RoundRequest(Message):
+    """Coordinator → data owner, ``POST /jobs/<id>/rounds``: reply to one attempt at a round."""
+
+    round: RoundNumber
+    attempt: Attempt
+    kind: RoundKind = "gradient"
+    key_fingerprint: Fingerprint
+    encrypted_weights: Ciphertexts | None = Field(default=None, validate_default=True)
+
+    _weights_for_gradients = field_validator("encrypted_weights")(_weights_in_gradient_rounds)
+
+
+class RoundAccepted(Answer):
+    job_id: JobId
+    round: RoundNumber
+    status: Literal["accepted"]
+
+
+class JobLeft(Answer):
+    job_id: JobId
+    status: Literal["left"]
+
+
+# --- Data owner → coordinator: replies ------------------------------------------------------
+
+
+class Contribution(Message):
+    """Data owner → coordinator, ``POST /jobs/<id>/rounds/<r>/contributions``: its packed reply."""
+
+    data_owner: OwnerName
+    attempt: Attempt
+    key_fingerprint: Fingerprint
+    ciphertexts: Ciphertexts
+
+
+class Refusal(Message):
+    """Data owner → coordinator, ``POST /jobs/<id>/rounds/<r>/refusals``: it will not reply."""
+
+    data_owner: OwnerName
+    attempt: Attempt
+    error: Reason
+
+
+class Accepted(Answer):
+    status: Literal["accepted"]
+
+
+# --- Coordinator → model creator ------------------------------------------------------------
+
+
+class Aggregate(Message):
+    """Coordinator → model creator, ``POST /jobs/<id>/aggregates``: a round's encrypted sums."""
+
+    round: RoundNumber
+    kind: RoundKind
+    key_fingerprint: Fingerprint
+    ciphertexts: Ciphertexts
+    contributors: Annotated[list[OwnerName], Field(max_length=MAX_DATA_OWNERS)]
+    failures: dict[OwnerName, Annotated[str, StringConstraints(max_length=4 * MAX_REASON)]] = Field(
+        default_factory=dict
+    )
+
+
+class JobFailure(Message):
+    """Coordinator → model creator, ``POST /jobs/<id>/failure``: the job cannot go on."""
+
+    error: Annotated[str, StringConstraints(min_length=1, max_length=8 * MAX_REASON)]
+
+
+# --- Every service --------------------------------------------------------------------------
+
+
+class ErrorBody(Answer):
+    """Every error a service answers with."""
+
+    error: str = Field(description="What was wrong, naming the field, job or round.")
+    type: str = Field(description="The error's class, e.g. SchemaError, NotFound, Conflict.")
+
+
+class Health(Answer):
+    status: Literal["ok"]
+
+
+# --- The model creator's user API -----------------------------------------------------------
+
+
+class TrainingOptions(Message):
+    """A user's ``POST /model`` body; every field is optional, defaults come from the settings."""
+
+    model: ModelName = "linear_regression"
+    features: FeatureList | None = None
+    label: ColumnName | None = None
+    optimizer: Literal["exact", "gd", "momentum", "adam"] = "exact"
+    learning_rate: Annotated[float, Field(ge=1e-12, le=1e6)] = 0.1
+    max_rounds: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    min_data_owners: Annotated[int, Field(ge=1, le=MAX_DATA_OWNERS)] = 1
+    max_abs_weight: Annotated[float, Field(ge=1.0, le=2.0**128)] | None = None
+    alpha: Annotated[float, Field(ge=0.0, le=1e12)] | None = None
+    standardize: bool | None = None
+    tolerance: Annotated[float, Field(ge=0.0, le=1e6)] = 1e-8
+    relative_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-12
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_body(cls, payload: Any) -> Any:
+        return {} if payload is None else payload
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingOptions:
+        if self.features is not None and "intercept" in self.features:
+            raise ValueError("features: 'intercept' is reserved for the intercept coefficient")
+        if self.label is not None and self.features is not None and self.label in self.features:
+            raise ValueError(f"label {self.label!r} is also listed as a feature")
+        return self
+
+
+class TrainingStarted(Answer):
+    model_id: JobId
+    status: Literal["pending"]
+
+
+class RoundHistory(Answer):
+    """What the model creator's history keeps of a round: nothing about any single owner's values."""
+
+    round: int
+    kind: RoundKind
+    contributors: int
+    data_owners: list[str]
+    failures: dict[str, str]
+    gradient_norm: float | None
+    validation: dict[str, float | None] | None
+    restarted: bool
+    seconds: float
+    stop_reason: str | None = None
+
+
+class Scaling(Answer):
+    means: dict[str, float]
+    stds: dict[str, float]
+
+
+class ModelRecord(Answer):
+    """A model as the model creator stores it; a finished one carries its coefficients."""
+
+    model_id: JobId
+    version: int
+    status: Literal["pending", "running", "finished", "failed"]
+    model: str
+    features: list[str]
+    label: str
+    optimizer: str
+    request: dict[str, Any]
+    round: int
+    created_at: float
+    updated_at: float
+    error: str | None = None
+    coefficients: dict[str, float] | None = None
+    stop_reason: str | None = None
+    data_owners: list[str] | None = None
+    metrics: dict[str, float | None] | None = None
+    imported_from: str | None = None
+    scaling: Scaling | None = None
+    standardized_coefficients: dict[str, float] | None = None
+    history: list[RoundHistory] | None = None
+
+
+class ModelList(Answer):
+    models: list[ModelRecord]
+
+
+def _finite_coefficients(values: dict[str, float]) -> dict[str, float]:
+    for name, value in values.items():
+        if not math.isfinite(value) or abs(value) > MAX_ABS_COEFFICIENT:
+            raise ValueError(f"{name}: expected a number from {-MAX_ABS_COEFFICIENT} to {MAX_ABS_COEFFICIENT}")
+    return values
+
+
+class ImportedTraining(Message):
+    """The ``training`` part of an exported model: provenance, kept as it was."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, allow_inf_nan=False)
+
+    request: dict[str, Any] = Field(default_factory=dict)
+    stop_reason: str | None = None
+    data_owners: list[str] = Field(default_factory=list)
+    metrics: dict[str, Number | None] | None = None
+
+
+class ExportedModel(Message):
+    """A finished model as self-contained JSON (``GET /model/<id>/export``, ``POST /models/import``)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, allow_inf_nan=False)
+
+    format: Literal["federated_trainer.model/1"]
+    model_id: str | None = None
+    model: ModelName
+    features: FeatureList
+    label: ColumnName
+    coefficients: dict[str, Number]
+    training: ImportedTraining = Field(default_factory=ImportedTraining)
+    scaling: dict[str, dict[str, Number]] | None = None
+    standardized_coefficients: dict[str, Number] | None = None
+
+    @field_validator("coefficients")
+    @classmethod
+    def _bounded(cls, values: dict[str, float]) -> dict[str, float]:
+        return _finite_coefficients(values)
+
+    @model_validator(mode="after")
+    def _one_per_feature(self) -> ExportedModel:
+        if "intercept" in self.features:
+            raise ValueError("features: 'intercept' is reserved for the intercept coefficient")
+        names = ["intercept", *self.features]
+        if set(self.coefficients) != set(names):
+            raise ValueError(f"coefficients: expected a number for each of {', '.join(names)}")
+        return self
+
+
+class ModelImported(Answer):
+    model_id: JobId
+    status: Literal["finished"]
+
+
+class PredictionRows(Message):
+    """``POST /prediction`` as JSON: rows of feature → value (other columns are ignored)."""
+
+    model_id: JobId | None = None
+    rows: Annotated[list[dict[ColumnName, Number]], Field(min_length=1, max_length=MAX_PREDICTION_ROWS)]
+
+
+class Prediction(Answer):
+    """Predictions of a model, with its metrics when the rows carried labels."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    model_id: str
+    model: str
+    rows: int
+    predictions: list[float]
+    labels: list[float] | None = None
