@@ -3,7 +3,7 @@
 Replies are random elements of Z*_{n²} — exactly what valid ciphertexts look like to anyone
 without the private key — in the product's wire format, at the width of a d-coefficient job.
 Timed (best of a few passes): ``json.loads`` and :func:`common.protocol.wire.decode_ciphertexts` (with its
-range and gcd checks) of every owner's message, then :func:`coordinator.rounds.aggregate`.
+range and gcd checks) of every owner's message, then :func:`coordinator.policy.aggregate`.
 
 Memory is measured in a fresh process, so that heap left free by earlier work cannot hide the
 growth: :mod:`tracemalloc` sees the Python objects (lists, strings, mpz headers) but not the
@@ -28,7 +28,7 @@ from bench.timing import best_of
 from common.crypto.bigint import mpz, random_unit
 from common.crypto.paillier import PublicKey
 from common.protocol.wire import decode_ciphertexts, encode_ciphertexts
-from coordinator.rounds import aggregate
+from coordinator.policy import aggregate
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")

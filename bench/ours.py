@@ -2,7 +2,7 @@
 
 Model creator: fixed-point query encrypted with a warm :class:`~common.crypto.randomness.ObfuscatorPool`.
 Coordinator: checks the weights message and relays it; later decodes (and validates) every
-owner's reply and multiplies them with :func:`coordinator.rounds.aggregate`. Data owner: decodes
+owner's reply and multiplies them with :func:`coordinator.policy.aggregate`. Data owner: decodes
 the weights, :meth:`~data_owner.affine.EncryptedAffineMap.evaluate` with its own warm pool and a
 :class:`~data_owner.processes.ProcessPool`, encodes its reply. Model creator again: decodes,
 :meth:`~common.crypto.paillier.PrivateKey.raw_decrypt`, :func:`~common.crypto.packing.unpack_sum`.
@@ -39,7 +39,7 @@ from data_owner.processes import ProcessPool
 from common.protocol.spec import JobSpec
 from common.crypto.randomness import ObfuscatorPool
 from common.protocol.wire import decode_ciphertexts, encode_ciphertexts
-from coordinator.rounds import aggregate
+from coordinator.policy import aggregate
 
 
 def job_spec(public_key: PublicKey, dimension: int) -> JobSpec:

@@ -13,6 +13,7 @@ import csv
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,16 @@ import numpy.typing as npt
 from common.protocol.errors import DataError
 
 
+@overload
+def load_columns(
+    path: str | Path, features: Sequence[str], label: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+@overload
+def load_columns(path: str | Path, features: Sequence[str], label: None) -> tuple[npt.NDArray[np.float64], None]: ...
+@overload
+def load_columns(
+    path: str | Path, features: Sequence[str], label: str | None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]: ...
 def load_columns(
     path: str | Path, features: Sequence[str], label: str | None
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
@@ -34,6 +45,18 @@ def load_columns(
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
 
 
+@overload
+def read_columns(
+    lines: Iterable[str], features: Sequence[str], label: str, source: str, allow_extra: bool = True
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+@overload
+def read_columns(
+    lines: Iterable[str], features: Sequence[str], label: None, source: str, allow_extra: bool = True
+) -> tuple[npt.NDArray[np.float64], None]: ...
+@overload
+def read_columns(
+    lines: Iterable[str], features: Sequence[str], label: str | None, source: str, allow_extra: bool = True
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]: ...
 def read_columns(
     lines: Iterable[str], features: Sequence[str], label: str | None, source: str, allow_extra: bool = True
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:

@@ -6,30 +6,41 @@ It never holds a private key and never sees a plaintext weight, gradient or data
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask_openapi3.openapi import OpenAPI
 
-from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, resolve_secrets, token_digest
-from common.service.openapi import openapi_blueprint
 from common.service.app import Worker, create_base_app, peer_client
-from coordinator.config import DEFAULTS, ENV_PREFIX
-from coordinator.openapi import document as openapi_document
+from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, token_digest
+from common.service.settings import load_settings, with_secrets
+from coordinator.config import SECRETS, CoordinatorSettings
 from coordinator.rounds import RoundRegistry
 from coordinator.runner import RoundRunner
 from coordinator.store import CoordinatorStore
-from coordinator.views import data_owners, jobs
+from coordinator.views import contributions, data_owners, jobs
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the coordinator app; nothing touches the network until a request arrives."""
-    app = create_base_app("coordinator", DEFAULTS, ENV_PREFIX, config)
-    resolve_secrets(app.config, ["enrolment_secret", "model_creator_token", "coordinator_token"])
-    store = CoordinatorStore(Path(app.config["STATE_DIR"]) / "coordinator.sqlite3")
-    client = peer_client(app, app.config["COORDINATOR_TOKEN"])
+def create_app(settings: CoordinatorSettings | Mapping[str, Any] | None = None) -> OpenAPI:
+    """Build the coordinator app; nothing touches the network until a request arrives.
+
+    Raises
+    ------
+    SettingsError
+        Naming the setting whose value cannot be used, or a secret that cannot be found.
+    """
+    if not isinstance(settings, CoordinatorSettings):
+        settings = load_settings(CoordinatorSettings, settings)
+    settings = with_secrets(settings, SECRETS)
+    app = create_base_app(
+        "coordinator",
+        "Training Coordinator",
+        "Registry of data owners, relay and aggregator of ciphertexts. It never holds a private key and never"
+        " sees a plaintext weight, gradient or data value.",
+        settings,
+    )
+    store = CoordinatorStore(str(settings.state_dir / "coordinator.sqlite3"))
     registry = RoundRegistry()
-    worker = Worker("coordinator-rounds", threads=8)
+    runner = RoundRunner(store, peer_client(app, settings), registry, Worker("coordinator-rounds", threads=8), settings)
 
     def owner_with_credential(token: str) -> Caller | None:
         name = store.data_owner_by_credential(token_digest(token))
@@ -37,14 +48,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.extensions.update(
         auth=Authenticator(
-            {ENROLMENT: app.config["ENROLMENT_SECRET"], MODEL_CREATOR: app.config["MODEL_CREATOR_TOKEN"]},
+            {ENROLMENT: settings.enrolment_secret, MODEL_CREATOR: settings.model_creator_token},
             owner_with_credential,
         ),
         coordinator_store=store,
         round_registry=registry,
-        round_runner=RoundRunner(store, client, registry, worker, app.config),
+        round_runner=runner,
     )
-    app.register_blueprint(data_owners)
-    app.register_blueprint(jobs)
-    app.register_blueprint(openapi_blueprint(openapi_document()))
+    app.register_api(data_owners)
+    app.register_api(jobs)
+    app.register_api(contributions)
     return app

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common.service.cli import base_config, base_parser, serve_options
 from common.service.app import configure_logging, serve
+from common.service.cli import base_config, base_parser, serve_options, start_or_exit
 from coordinator import create_app
 
 
@@ -11,7 +11,7 @@ def main() -> None:
     parser = base_parser("Federated training coordinator (relays and aggregates ciphertexts).", 8080, "coordinator")
     args = parser.parse_args()
     configure_logging(args.log_level)
-    app = create_app(base_config(args))
+    app = start_or_exit(create_app, base_config(args))
     app.extensions["round_runner"].resume_unfinished()
     serve(app, args.host, args.port, **serve_options(args))
 

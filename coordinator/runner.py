@@ -1,83 +1,89 @@
-"""The coordinator's side of a round: fan out to data owners, collect, aggregate, hand on.
+"""The coordinator's side of a round: the transport and threads around :mod:`coordinator.policy`.
 
-Runs in the coordinator's worker, never inside a request. Calls to data owners go out
-concurrently; each owner's failure is recorded with its reason and the round goes on with
-whoever answered, as long as the job's quorum is met.
+Runs in the coordinator's worker, never inside a request. Requests to data owners go out
+concurrently through their typed clients; their replies arrive as requests of their own and are
+collected by a :class:`~coordinator.rounds.RoundCollector`. What an attempt's replies and failures
+mean (aggregate, try again, fail the job) is the policy's decision; the state of the round is the
+store's record.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Literal
 
-from common.protocol.errors import Conflict, FederatedError, UpstreamError
-from common.service.http import PeerClient
-from common.crypto.paillier import PublicKey
-from common.protocol.spec import JobSpec
-from common.service.app import Worker
+from common.crypto.bigint import mpz
+from common.protocol.errors import Conflict, FederatedError, NotFound, UpstreamError
+from common.protocol.messages import Aggregate, JobFailure, JoinJob, PublicKeyMessage, RoundRequest
+from common.protocol.spec import RoundKind
 from common.protocol.wire import encode_ciphertexts
-from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
-from coordinator.store import CoordinatorStore, DataOwnerAddress
+from common.service.app import Worker
+from common.service.clients import DataOwnerClient, ModelCreatorClient
+from common.service.http import PeerClient
+from coordinator.config import CoordinatorSettings
+from coordinator.policy import Accept, Fail, Retry, RoundPolicy, aggregate, refuses_job
+from coordinator.rounds import RoundCollector, RoundRegistry
+from coordinator.store import CoordinatorStore, DataOwnerAddress, Job, RoundState
 
 logger = logging.getLogger(__name__)
 
+RoundOutcome = Literal["started", "in progress", "resumed", "delivering again"]
+
 
 class RoundRunner:
-    """Drives rounds for all jobs of one coordinator."""
+    """Drives the rounds of every job of one coordinator.
+
+    Parameters
+    ----------
+    sleep, clock
+        How the runner waits between attempts and measures a round; tests inject their own.
+    """
 
     def __init__(
         self,
         store: CoordinatorStore,
-        client: PeerClient,
+        http: PeerClient,
         registry: RoundRegistry,
         worker: Worker,
-        config: dict[str, Any],
+        settings: CoordinatorSettings,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
-        self.worker = worker
-        self.client = client
+        self.http = http
         self.registry = registry
-        self.round_timeout = float(config["ROUND_TIMEOUT"])
-        self.round_retries = int(config["ROUND_RETRIES"])
-        self.retry_delay = float(config["RETRY_DELAY"])
-        self._fan_out = ThreadPoolExecutor(max_workers=int(config["FAN_OUT_THREADS"]), thread_name_prefix="fan-out")
-        self._lock = threading.Lock()
-        self._joined: dict[str, set[str]] = {}
-        self._refused: dict[str, dict[str, str]] = {}
-        self._active: set[tuple[str, int]] = set()
-        self._job_keys: dict[str, tuple[JobSpec, PublicKey]] = {}
+        self.worker = worker
+        self.settings = settings
+        self._sleep = sleep
+        self._clock = clock
+        self._fan_out = ThreadPoolExecutor(max_workers=settings.fan_out_threads, thread_name_prefix="fan-out")
 
-    def job_keys(self, job_id: str) -> tuple[JobSpec, PublicKey]:
-        """A job's parsed spec and public key, read once: neither changes during a job."""
-        with self._lock:
-            keys = self._job_keys.get(job_id)
-        if keys is None:
-            job = self.store.job(job_id)
-            keys = JobSpec.from_json(job["spec"]), PublicKey.from_json(job["public_key"])
-            with self._lock:
-                self._job_keys[job_id] = keys
-        return keys
-
-    def request_round(self, job_id: str, round_number: int, kind: str, weights: list[str] | None) -> str:
+    def request_round(self, job_id: str, round_number: int, kind: RoundKind, weights: list[str] | None) -> RoundOutcome:
         """Start a round, or pick up one the model creator asks for again; returns what was done.
 
         Asking again is how a restarted model creator resumes: a round still running here goes
         on (or is resumed, after a restart of this coordinator), an aggregated one is delivered
         again, a failed one is a conflict. A round is never run twice to completion.
+
+        Raises
+        ------
+        Conflict
+            When the round exists as a round of another kind, or failed.
         """
         existing = self.store.round(job_id, round_number)
         if existing is None:
             self.store.start_round(job_id, round_number, kind, weights)
             self._submit_round(job_id, round_number)
             return "started"
-        if existing["kind"] != kind:
-            raise Conflict(f"round {round_number} of job {job_id} is a {existing['kind']} round")
-        if existing["status"] == "running":
-            return "in progress" if self._submit_round(job_id, round_number) is None else "resumed"
-        if existing["status"] == "aggregated":
+        if existing.kind != kind:
+            raise Conflict(f"round {round_number} of job {job_id} is a {existing.kind} round")
+        if existing.status == "running":
+            return "resumed" if self._submit_round(job_id, round_number) else "in progress"
+        if existing.status == "aggregated":
             self.worker.submit(self.deliver, job_id, round_number)
             return "delivering again"
         raise Conflict(f"round {round_number} of job {job_id} failed")
@@ -88,88 +94,83 @@ class RoundRunner:
         A round that was running is run again; an aggregate not yet delivered is delivered.
         """
         unfinished = self.store.unfinished_rounds()
-        for job_id, round_number, status in unfinished:
-            logger.info("resuming job %s round %d (%s)", job_id, round_number, status)
-            if status == "running":
-                self._submit_round(job_id, round_number)
+        for state in unfinished:
+            logger.info("resuming job %s round %d (%s)", state.job_id, state.round, state.status)
+            if state.status == "running":
+                self._submit_round(state.job_id, state.round)
             else:
-                self.worker.submit(self.deliver, job_id, round_number)
+                self.worker.submit(self.deliver, state.job_id, state.round)
         return len(unfinished)
 
-    def _submit_round(self, job_id: str, round_number: int):
-        with self._lock:
-            if (job_id, round_number) in self._active:
-                return None
-            self._active.add((job_id, round_number))
+    def _submit_round(self, job_id: str, round_number: int) -> bool:
+        """Run the round in the worker unless it runs already; whether it was submitted."""
+        if not self.registry.claim(job_id, round_number):
+            return False
 
         def on_error(exc: Exception) -> None:
             self.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}")
 
-        return self.worker.submit(self._run_round, job_id, round_number, on_error=on_error)
+        self.worker.submit(self._run_claimed_round, job_id, round_number, on_error=on_error)
+        return True
 
-    def _run_round(self, job_id: str, round_number: int) -> None:
+    def _run_claimed_round(self, job_id: str, round_number: int) -> None:
         try:
             self.run_round(job_id, round_number)
         finally:
-            with self._lock:
-                self._active.discard((job_id, round_number))
+            self.registry.release(job_id, round_number)
 
     def run_round(self, job_id: str, round_number: int) -> None:
         """Run one round to its end: the aggregate goes to the model creator, or the job fails."""
         job = self.store.job(job_id)
-        record = self.store.round(job_id, round_number)
-        spec, public_key = self.job_keys(job_id)
-        kind, weights = record["kind"], record["weights"]
-        started = time.monotonic()
-        first = record["attempts"] + 1
-        for attempt in range(first, first + self.round_retries + 1):
-            self.store.set_attempts(job_id, round_number, attempt)
-            collector = self._attempt(job, spec, round_number, attempt, kind, weights)
-            if len(collector.replies) >= spec.min_data_owners:
-                break
-            logger.warning(
-                "job %s round %d attempt %d: %d of %d required replies; failures: %s",
-                job_id,
-                round_number,
-                attempt,
-                len(collector.replies),
-                spec.min_data_owners,
-                collector.failures,
-            )
-            if attempt < first + self.round_retries:
-                time.sleep(self.retry_delay)
-        else:
-            reason = (
-                f"round {round_number}: fewer than {spec.min_data_owners} data owner(s) answered in"
-                f" {self.round_retries + 1} attempt(s); " + _describe(collector.failures)
-            )
-            self.store.finish_round(
-                job_id, round_number, "failed", attempt, [], collector.failures, time.monotonic() - started
-            )
-            self.fail_job(job_id, reason)
-            return
-        contributors = sorted(collector.replies)
-        summed = aggregate(public_key.nsquare, [collector.replies[name] for name in contributors])
-        message = {
-            "round": round_number,
-            "kind": kind,
-            "key_fingerprint": public_key.fingerprint,
-            "ciphertexts": encode_ciphertexts(summed, public_key),
-            "contributors": contributors,
-            "failures": collector.failures,
-        }
-        self.store.finish_round(
-            job_id,
-            round_number,
-            "aggregated",
-            attempt,
-            contributors,
-            collector.failures,
-            time.monotonic() - started,
-            message,
+        state = self.store.round(job_id, round_number)
+        if state is None:
+            raise NotFound(f"round {round_number} of job {job_id} was never started")
+        policy = RoundPolicy.for_job(job.spec, self.settings.round_retries)
+        started = self._clock()
+        for attempts_made in range(1, policy.attempts + 1):
+            state = state.replace(attempt=state.attempt + 1)
+            self.store.save_round(state)
+            registered = self.store.data_owners()
+            refused = self.store.refused(job_id)
+            asked = {name: registered[name] for name in policy.participants(registered, refused)}
+            replies, failures = self._gather(job, state, asked)
+            decision = policy.decide(round_number, attempts_made, registered, replies, {**refused, **failures})
+            if isinstance(decision, Accept):
+                self._aggregate(job, state, decision, replies, self._clock() - started)
+                return
+            if isinstance(decision, Fail):
+                failed = state.replace(status="failed", failures=decision.failures, seconds=self._clock() - started)
+                self.store.save_round(failed)
+                self.fail_job(job_id, decision.reason)
+                return
+            assert isinstance(decision, Retry)
+            logger.warning("job %s round %d: %s", job_id, round_number, decision.reason)
+            self._sleep(self.settings.retry_delay)
+
+    def _aggregate(
+        self, job: Job, state: RoundState, decision: Accept, replies: dict[str, list[mpz]], seconds: float
+    ) -> None:
+        summed = aggregate(job.public_key.nsquare, [replies[name] for name in decision.contributors])
+        message = Aggregate(
+            round=state.round,
+            kind=state.kind,
+            key_fingerprint=job.public_key.fingerprint,
+            ciphertexts=encode_ciphertexts(summed, job.public_key),
+            contributors=list(decision.contributors),
+            failures=decision.failures,
         )
-        logger.info("job %s round %d: aggregated %d contribution(s)", job_id, round_number, len(contributors))
-        self.deliver(job_id, round_number)
+        aggregated = state.replace(
+            status="aggregated",
+            contributors=decision.contributors,
+            failures=decision.failures,
+            seconds=seconds,
+            aggregate=message,
+        )
+        self.store.save_round(aggregated)
+        logger.info(
+            "job %s round %d: aggregated %d contribution(s)", job.job_id, state.round, len(decision.contributors)
+        )
+        self.deliver(job.job_id, state.round)
 
     def deliver(self, job_id: str, round_number: int) -> None:
         """Send a round's stored aggregate to the model creator.
@@ -178,10 +179,11 @@ class RoundRunner:
         until it asks for the round again (which a restarted model creator does).
         """
         job = self.store.job(job_id)
-        record = self.store.round(job_id, round_number)
+        state = self.store.round(job_id, round_number)
+        if state is None or state.aggregate is None:
+            raise NotFound(f"round {round_number} of job {job_id} has no aggregate")
         try:
-            self.client.post(f"{job['callback_url']}/jobs/{job_id}/aggregates", record["aggregate"])
-            self.store.set_delivered(job_id, round_number)
+            self._model_creator(job).deliver(job_id, state.aggregate)
         except UpstreamError as exc:
             logger.warning(
                 "job %s round %d: aggregate kept until the model creator asks again: %s",
@@ -189,6 +191,8 @@ class RoundRunner:
                 round_number,
                 exc.message,
             )
+            return
+        self.store.save_round(state.replace(delivered=True))
 
     def fail_job(self, job_id: str, reason: str) -> None:
         """Mark a job failed here and tell the model creator why."""
@@ -196,102 +200,92 @@ class RoundRunner:
         job = self.store.job(job_id)
         logger.error("job %s failed: %s", job_id, reason)
         try:
-            self.client.post(f"{job['callback_url']}/jobs/{job_id}/failure", {"error": reason})
-        except UpstreamError as exc:
+            self._model_creator(job).report_failure(job_id, JobFailure(error=reason))
+        except FederatedError as exc:
             logger.error("could not tell the model creator that job %s failed: %s", job_id, exc.message)
 
     def forget_job(self, job_id: str) -> None:
         """Drop a finished job's state here and at every owner that joined it (best effort)."""
-        with self._lock:
-            joined = self._joined.pop(job_id, set())
-            self._refused.pop(job_id, None)
-            self._job_keys.pop(job_id, None)
         owners = self.store.data_owners()
-        for name in joined & owners.keys():
+        for name in sorted(self.store.joined(job_id) & owners.keys()):
             try:
-                self.client.delete(f"{owners[name].url}/jobs/{job_id}", token=owners[name].token)
-            except UpstreamError as exc:
+                self._data_owner(owners[name]).leave(job_id)
+            except FederatedError as exc:
                 logger.warning("could not release job %s at %s: %s", job_id, name, exc.message)
+        self.store.forget_members(job_id)
 
-    def _attempt(
-        self, job: dict, spec: JobSpec, round_number: int, attempt: int, kind: str, weights: list[str] | None
-    ) -> RoundCollector:
-        owners = self.store.data_owners()
-        with self._lock:
-            refused = dict(self._refused.get(spec.job_id, {}))
-        asked = {name: address for name, address in owners.items() if name not in refused}
-        collector = RoundCollector(spec.job_id, round_number, attempt, kind, frozenset(asked))
-        for name, reason in refused.items():
-            collector.failures[name] = reason
+    def _gather(
+        self, job: Job, state: RoundState, asked: dict[str, DataOwnerAddress]
+    ) -> tuple[dict[str, list[mpz]], dict[str, str]]:
+        """Ask ``asked`` for the attempt's replies; returns (replies, failures) once all are in or time is up."""
+        request = RoundRequest(
+            round=state.round,
+            attempt=state.attempt,
+            kind=state.kind,
+            key_fingerprint=job.public_key.fingerprint,
+            encrypted_weights=None if state.weights is None else list(state.weights),
+        )
+        collector = RoundCollector(job.job_id, state.round, state.attempt, state.kind, frozenset(asked))
         self.registry.open(collector)
         try:
             for name, address in asked.items():
-                future = self._fan_out.submit(self._dispatch, job, name, address, round_number, attempt, kind, weights)
-                future.add_done_callback(lambda f, name=name: _record_failure(collector, name, f))
-            collector.wait(self.round_timeout)
+                future = self._fan_out.submit(self._ask, job, name, address, request)
+                future.add_done_callback(partial(_record_failure, collector, name))
+            return collector.wait(self.settings.round_timeout)
         finally:
             self.registry.close(collector)
-        return collector
 
-    def _dispatch(
-        self,
-        job: dict,
-        name: str,
-        address: DataOwnerAddress,
-        round_number: int,
-        attempt: int,
-        kind: str,
-        weights: list[str] | None,
-    ) -> None:
-        job_id = job["job_id"]
-        message = {
-            "round": round_number,
-            "attempt": attempt,
-            "kind": kind,
-            "key_fingerprint": job["public_key"]["fingerprint"],
-        }
-        if weights is not None:
-            message["encrypted_weights"] = weights
-        if not self._is_joined(job_id, name):
-            self._join(job, name, address)
+    def _ask(self, job: Job, name: str, address: DataOwnerAddress, request: RoundRequest) -> str | None:
+        """Send one owner the round, joining it to the job first when it has not joined (or forgot).
+
+        Returns ``None`` once the owner accepted the round, else why it will not reply.
+        """
+        owner = self._data_owner(address)
         try:
-            self.client.post(f"{address.url}/jobs/{job_id}/rounds", message, token=address.token)
-        except UpstreamError as exc:
-            if exc.peer_status != 404:
+            refusal = None if name in self.store.joined(job.job_id) else self._join(owner, job, name)
+            if refusal is not None:
+                return refusal
+            try:
+                owner.request_round(job.job_id, request)
+            except NotFound:
+                refusal = self._join(owner, job, name)
+                if refusal is not None:
+                    return refusal
+                owner.request_round(job.job_id, request)
+        except FederatedError as exc:
+            return exc.message
+        return None
+
+    def _join(self, owner: DataOwnerClient, job: Job, name: str) -> str | None:
+        """Join ``name`` to the job; returns why it refused, and it is not asked again for the job.
+
+        Raises
+        ------
+        FederatedError
+            When the owner could not be reached or failed without refusing: it may join later.
+        """
+        message = JoinJob(spec=job.spec, public_key=PublicKeyMessage.of(job.public_key))
+        try:
+            owner.join(job.job_id, message)
+        except FederatedError as exc:
+            if not refuses_job(exc):
                 raise
-            self._join(job, name, address)
-            self.client.post(f"{address.url}/jobs/{job_id}/rounds", message, token=address.token)
+            reason = f"refused the job: {exc.message}"
+            self.store.set_refused(job.job_id, name, reason)
+            return reason
+        self.store.set_joined(job.job_id, name)
+        return None
 
-    def _is_joined(self, job_id: str, name: str) -> bool:
-        with self._lock:
-            return name in self._joined.get(job_id, set())
+    def _data_owner(self, address: DataOwnerAddress) -> DataOwnerClient:
+        return DataOwnerClient(self.http, address.url, address.token)
 
-    def _join(self, job: dict, name: str, address: DataOwnerAddress) -> None:
-        job_id = job["job_id"]
-        try:
-            self.client.put(
-                f"{address.url}/jobs/{job_id}",
-                {"spec": job["spec"], "public_key": job["public_key"]},
-                token=address.token,
-            )
-        except UpstreamError as exc:
-            if exc.peer_status is not None and 400 <= exc.peer_status < 500:
-                with self._lock:
-                    self._refused.setdefault(job_id, {})[name] = f"refused the job: {exc.message}"
-                raise UpstreamError(f"refused the job: {exc.message}", exc.peer_status) from exc
-            raise
-        with self._lock:
-            self._joined.setdefault(job_id, set()).add(name)
+    def _model_creator(self, job: Job) -> ModelCreatorClient:
+        return ModelCreatorClient(self.http, job.callback_url, self.settings.coordinator_token)
 
 
-def _record_failure(collector: RoundCollector, name: str, future) -> None:
+def _record_failure(collector: RoundCollector, name: str, future: Future[str | None]) -> None:
+    """A request to an owner that failed is that owner's failure for the attempt, with its reason."""
     error = future.exception()
-    if error is not None:
-        reason = error.message if isinstance(error, FederatedError) else f"{type(error).__name__}: {error}"
+    reason = f"{type(error).__name__}: {error}" if error is not None else future.result()
+    if reason is not None:
         collector.fail(name, reason)
-
-
-def _describe(failures: dict[str, str]) -> str:
-    if not failures:
-        return "no data owner is registered with the coordinator"
-    return "; ".join(f"{name}: {reason}" for name, reason in sorted(failures.items()))

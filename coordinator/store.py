@@ -144,7 +144,9 @@ class CoordinatorStore(SQLiteStore):
     def data_owner_by_credential(self, credential_digest: str) -> str | None:
         """The name of the data owner holding a credential, if any."""
         with self.connect() as db:
-            row = db.execute("SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)).fetchone()
+            row = db.execute(
+                "SELECT name FROM data_owners WHERE credential_digest = ?", (credential_digest,)
+            ).fetchone()
         return cast("str", row["name"]) if row else None
 
     # --- jobs -------------------------------------------------------------------------------
@@ -212,7 +214,9 @@ class CoordinatorStore(SQLiteStore):
     def refused(self, job_id: str) -> dict[str, str]:
         """The owners that refused the job: name → why."""
         with self.connect() as db:
-            rows = db.execute("SELECT data_owner, refusal FROM members WHERE job_id = ? AND refusal IS NOT NULL", (job_id,))
+            rows = db.execute(
+                "SELECT data_owner, refusal FROM members WHERE job_id = ? AND refusal IS NOT NULL", (job_id,)
+            )
             return {row["data_owner"]: row["refusal"] for row in rows}
 
     def forget_members(self, job_id: str) -> None:

@@ -1,153 +1,232 @@
-"""HTTP endpoints of the coordinator: thin parsing around the store and the round runner."""
+"""HTTP endpoints of the coordinator: typed messages around the store and the round runner.
+
+Three blueprints, one per resource and caller: the data-owner registry (enrolment with the
+enrolment secret, the list for the model creator), jobs and their rounds (the model creator's),
+and the data owners' contributions and refusals to a round they were asked for.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Response, current_app, g, request
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
+from pydantic import BaseModel, Field
 
+from common.protocol.errors import Conflict, FederatedError, Forbidden
+from common.protocol.messages import (
+    MAX_ROUND,
+    Accepted,
+    Contribution,
+    DataOwnerEntry,
+    DataOwnerList,
+    Enrolled,
+    Enrolment,
+    FinishJob,
+    JobFinished,
+    JobOpened,
+    JobRecord,
+    OpenJob,
+    Refusal,
+    RoundOrder,
+    RoundStarted,
+    ciphertexts_under,
+)
+from common.protocol.spec import GRADIENT, JobId
+from common.service.app import answer, responses, secured
 from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
-from common.protocol.errors import Conflict, FederatedError, Forbidden, SchemaError
-from common.crypto.paillier import PublicKey
-from common.protocol.spec import GRADIENT, JobSpec, require_round_kind
-from common.service.app import json_body
-from common.protocol.wire import decode_ciphertexts, require_int, require_str
-from coordinator.rounds import RoundCollector
+from coordinator.rounds import RoundCollector, RoundRegistry
+from coordinator.runner import RoundRunner
+from coordinator.store import CoordinatorStore
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-data_owners = Blueprint("data_owners", __name__)
-jobs = Blueprint("jobs", __name__)
-
-
-def _store():
-    return current_app.extensions["coordinator_store"]
-
-
-def _runner():
-    return current_app.extensions["round_runner"]
+data_owners = APIBlueprint(
+    "data_owners",
+    __name__,
+    abp_tags=[Tag(name="data owners", description="Enrolment and the registry of data owners.")],
+)
+jobs = APIBlueprint(
+    "jobs", __name__, abp_tags=[Tag(name="jobs", description="Jobs and their rounds, opened by the model creator.")]
+)
+contributions = APIBlueprint(
+    "contributions",
+    __name__,
+    abp_tags=[Tag(name="contributions", description="Data owners' encrypted replies to a round.")],
+)
 
 
-@data_owners.post("/data_owners")
+class JobPath(BaseModel):
+    job_id: JobId
+
+
+class RoundPath(BaseModel):
+    job_id: JobId
+    # A path segment is text: the number is read from it (lax), then bounded as every round number.
+    round_number: Annotated[int, Field(ge=0, le=MAX_ROUND)]
+
+
+def _store() -> CoordinatorStore:
+    store: CoordinatorStore = current_app.extensions["coordinator_store"]
+    return store
+
+
+def _runner() -> RoundRunner:
+    runner: RoundRunner = current_app.extensions["round_runner"]
+    return runner
+
+
+# --- the data-owner registry ----------------------------------------------------------------
+
+
+@data_owners.post(
+    "/data_owners",
+    responses={**responses(201, Enrolled, 400, 401, 403), 200: Enrolled},
+    security=secured(ENROLMENT),
+)
 @requires(ENROLMENT)
-def register_data_owner() -> tuple[Any, int]:
+def register_data_owner(body: Enrolment) -> tuple[Response, int]:
     """Enrol a data owner (with the enrolment secret): its name and the URL it serves rounds on.
 
     The answer carries the owner's own credential for calling the coordinator and the token the
-    coordinator will present to it; enrolling again under the same name replaces both.
+    coordinator will present to it; enrolling again under the same name replaces both (201 for a
+    new owner, 200 for one enrolled again). Only the credential's digest is stored.
     """
-    body = json_body()
-    name = require_str(body, "name", max_length=64)
-    if not NAME_PATTERN.fullmatch(name):
-        raise SchemaError("body.name: letters, digits, '.', '-' and '_' only")
-    url = require_str(body, "url", max_length=500)
-    if not url.startswith(("http://", "https://")):
-        raise SchemaError("body.url: expected an http:// or https:// URL")
     credential, coordinator_token = new_token(), new_token()
-    created = _store().register_data_owner(name, url.rstrip("/"), token_digest(credential), coordinator_token)
-    return jsonify(name=name, credential=credential, coordinator_token=coordinator_token), 201 if created else 200
+    created = _store().register_data_owner(body.name, body.url.rstrip("/"), token_digest(credential), coordinator_token)
+    enrolled = Enrolled(name=body.name, credential=credential, coordinator_token=coordinator_token)
+    return answer(enrolled, 201 if created else 200)
 
 
-@data_owners.get("/data_owners")
+@data_owners.get("/data_owners", responses=responses(200, DataOwnerList, 401, 403), security=secured(MODEL_CREATOR))
 @requires(MODEL_CREATOR)
-def list_data_owners() -> tuple[Any, int]:
-    return jsonify(data_owners=[{"name": n, "url": a.url} for n, a in _store().data_owners().items()]), 200
+def list_data_owners() -> tuple[Response, int]:
+    """The registered data owners, by name, with the URLs they serve rounds on (never a credential)."""
+    entries = [DataOwnerEntry(name=name, url=address.url) for name, address in _store().data_owners().items()]
+    return answer(DataOwnerList(data_owners=entries))
 
 
-@jobs.post("/jobs")
+# --- jobs and rounds ------------------------------------------------------------------------
+
+
+@jobs.before_request
+def known_job() -> None:
+    """A call about an unknown job is a 404 before its body is looked at."""
+    job_id = (request.view_args or {}).get("job_id")
+    if job_id is not None:
+        _store().job(str(job_id))
+
+
+@jobs.post("/jobs", responses=responses(201, JobOpened, 400, 401, 403, 409), security=secured(MODEL_CREATOR))
 @requires(MODEL_CREATOR)
-def create_job() -> tuple[Any, int]:
-    """The model creator opens a job: its spec, public key and where aggregates go."""
-    body = json_body()
-    spec = JobSpec.from_json(body.get("spec"))
-    public_key = PublicKey.from_json(body.get("public_key"))
-    spec.check_key(public_key)
-    callback_url = require_str(body, "callback_url", max_length=500).rstrip("/")
-    if not callback_url.startswith(("http://", "https://")):
-        raise SchemaError("body.callback_url: expected an http:// or https:// URL")
-    _store().create_job(spec.job_id, spec.to_json(), public_key.to_json(), callback_url)
-    return jsonify(job_id=spec.job_id, status="running"), 201
+def create_job(body: OpenJob) -> tuple[Response, int]:
+    """Open a job: its spec, the public key it is computed under and where aggregates go.
+
+    The spec and key are checked against each other; a job id used before is a 409 and leaves
+    the first job as it was.
+    """
+    job = _store().create_job(body.spec, body.public_key.key(), body.callback_url.rstrip("/"))
+    return answer(JobOpened(job_id=job.job_id, status="running"), 201)
 
 
-@jobs.get("/jobs/<job_id>")
+@jobs.get("/jobs/<job_id>", responses=responses(200, JobRecord, 400, 401, 403, 404), security=secured(MODEL_CREATOR))
 @requires(MODEL_CREATOR)
-def show_job(job_id: str) -> tuple[Any, int]:
-    job = _store().job(job_id)
-    return jsonify(
-        job_id=job_id, status=job["status"], error=job["error"], spec=job["spec"], rounds=_store().rounds(job_id)
-    ), 200
+def show_job(path: JobPath) -> tuple[Response, int]:
+    """A job's status, spec and the record of its rounds: who contributed, who failed and why."""
+    job = _store().job(path.job_id)
+    rounds = [state.summary() for state in _store().rounds(path.job_id)]
+    record = JobRecord(job_id=job.job_id, status=job.status, error=job.error, spec=job.spec, rounds=rounds)
+    return answer(record)
 
 
-@jobs.post("/jobs/<job_id>/rounds")
+@jobs.post(
+    "/jobs/<job_id>/rounds",
+    responses=responses(202, RoundStarted, 400, 401, 403, 404, 409),
+    security=secured(MODEL_CREATOR),
+)
 @requires(MODEL_CREATOR)
-def start_round(job_id: str) -> tuple[Any, int]:
-    """The model creator hands over the encrypted weights of the next round."""
-    job = _store().job(job_id)
-    if job["status"] != "running":
-        raise Conflict(f"job {job_id} is {job['status']}")
-    body = json_body()
-    spec, public_key = _runner().job_keys(job_id)
-    public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
-    round_number = require_int(body, "round", maximum=1_000_000)
-    kind = require_round_kind(body)
-    weights = body.get("encrypted_weights") if kind == GRADIENT else None
-    if kind == GRADIENT:
-        decode_ciphertexts(weights, public_key, "body.encrypted_weights", spec.dimension)
-    outcome = _runner().request_round(job_id, round_number, kind, weights)
-    return jsonify(job_id=job_id, round=round_number, status=outcome), 202
+def start_round(path: JobPath, body: RoundOrder) -> tuple[Response, int]:
+    """Run a round with the encrypted weights it evaluates (none in a statistics round).
+
+    Asking again for a round picks it up: one still running goes on, an aggregated one is
+    delivered again, a failed one is a 409. The weights are checked against the job's key
+    (width, range, gcd with n) and its dimension before any owner sees them.
+    """
+    job = _store().job(path.job_id)
+    if job.status != "running":
+        raise Conflict(f"job {job.job_id} is {job.status}")
+    job.public_key.check_fingerprint(body.key_fingerprint, "body.key_fingerprint")
+    weights = None
+    if body.kind == GRADIENT and body.encrypted_weights is not None:
+        ciphertexts_under(body.encrypted_weights, job.public_key, "body.encrypted_weights", job.spec.dimension)
+        weights = list(body.encrypted_weights)
+    outcome = _runner().request_round(job.job_id, body.round, body.kind, weights)
+    return answer(RoundStarted(job_id=job.job_id, round=body.round, status=outcome), 202)
 
 
-@jobs.post("/jobs/<job_id>/rounds/<int:round_number>/contributions")
+@jobs.post(
+    "/jobs/<job_id>/finish", responses=responses(200, JobFinished, 400, 401, 403, 404), security=secured(MODEL_CREATOR)
+)
+@requires(MODEL_CREATOR)
+def finish_job(path: JobPath, body: FinishJob) -> tuple[Response, int]:
+    """Close a job, finished or failed; the owners that joined it drop their state for it."""
+    _store().set_job_status(path.job_id, body.status, body.error)
+    _runner().worker.submit(_runner().forget_job, path.job_id)
+    return answer(JobFinished(job_id=path.job_id, status=body.status))
+
+
+# --- contributions --------------------------------------------------------------------------
+
+
+@contributions.post(
+    "/jobs/<job_id>/rounds/<round_number>/contributions",
+    responses=responses(202, Accepted, 400, 401, 403, 409),
+    security=secured(DATA_OWNER),
+)
 @requires(DATA_OWNER)
-def contribute(job_id: str, round_number: int) -> tuple[Any, int]:
-    """A data owner's packed, encrypted reply to a round it was asked for."""
-    body = json_body()
-    owner, collector = _callers_round(body, job_id, round_number)
-    spec, public_key = _runner().job_keys(job_id)
+def contribute(path: RoundPath, body: Contribution) -> tuple[Response, int]:
+    """A data owner's packed, encrypted reply to a round it was asked for.
+
+    A reply that fails a check of the job's key (fingerprint, width, range, gcd, count) is that
+    owner's failure for the round, which goes on without it.
+    """
+    collector = _callers_round(path, body.data_owner, body.attempt)
+    job = _store().job(path.job_id)
     try:
-        public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
-        ciphertexts = decode_ciphertexts(
-            body.get("ciphertexts"), public_key, "body.ciphertexts", spec.reply_ciphertexts(collector.kind)
+        job.public_key.check_fingerprint(body.key_fingerprint, "body.key_fingerprint")
+        ciphertexts = ciphertexts_under(
+            body.ciphertexts, job.public_key, "body.ciphertexts", job.spec.reply_ciphertexts(collector.kind)
         )
     except FederatedError as exc:
-        # A bad reply is that owner's failure for this round; the round and the job go on.
-        collector.fail(owner, f"invalid reply: {exc.message}")
+        collector.fail(body.data_owner, f"invalid reply: {exc.message}")
         raise
-    collector.add(owner, ciphertexts)
-    return jsonify(status="accepted"), 202
+    collector.add(body.data_owner, ciphertexts)
+    return answer(Accepted(status="accepted"), 202)
 
 
-@jobs.post("/jobs/<job_id>/rounds/<int:round_number>/refusals")
+@contributions.post(
+    "/jobs/<job_id>/rounds/<round_number>/refusals",
+    responses=responses(202, Accepted, 400, 401, 403, 409),
+    security=secured(DATA_OWNER),
+)
 @requires(DATA_OWNER)
-def refuse(job_id: str, round_number: int) -> tuple[Any, int]:
+def refuse(path: RoundPath, body: Refusal) -> tuple[Response, int]:
     """A data owner that cannot reply to a round says so, so the round need not wait for it."""
-    body = json_body()
-    owner, collector = _callers_round(body, job_id, round_number)
-    error = require_str(body, "error", max_length=2000)
-    collector.fail(owner, f"could not reply: {error}")
-    return jsonify(status="accepted"), 202
+    collector = _callers_round(path, body.data_owner, body.attempt)
+    collector.fail(body.data_owner, f"could not reply: {body.error}")
+    return answer(Accepted(status="accepted"), 202)
 
 
-def _callers_round(body: dict[str, Any], job_id: str, round_number: int) -> tuple[str, RoundCollector]:
-    """The calling data owner's name (it may speak only for itself) and the open attempt it names."""
-    owner = require_str(body, "data_owner", max_length=64)
-    if owner != g.caller.name:
-        raise Forbidden(f"data owner {g.caller.name!r} may not speak for {owner!r}")
-    attempt = require_int(body, "attempt", minimum=1, maximum=1000)
-    return owner, current_app.extensions["round_registry"].get(job_id, round_number, attempt)
+def _callers_round(path: RoundPath, data_owner: str, attempt: int) -> RoundCollector:
+    """The open attempt a data owner names; it may speak only for itself.
 
-
-@jobs.post("/jobs/<job_id>/finish")
-@requires(MODEL_CREATOR)
-def finish_job(job_id: str) -> tuple[Any, int]:
-    """The model creator closes a job, finished or failed; owners drop their state for it."""
-    _store().job(job_id)
-    body = json_body()
-    status = require_str(body, "status", max_length=20)
-    if status not in ("finished", "failed"):
-        raise SchemaError("body.status: expected 'finished' or 'failed'")
-    error = body.get("error") if isinstance(body.get("error"), str) else None
-    _store().set_job_status(job_id, status, error)
-    _runner().worker.submit(_runner().forget_job, job_id)
-    return jsonify(job_id=job_id, status=status), 200
+    Raises
+    ------
+    Forbidden
+        When the calling owner names another owner.
+    Conflict
+        When the attempt is not open (late, unknown, or of another round or job).
+    """
+    if data_owner != g.caller.name:
+        raise Forbidden(f"data owner {g.caller.name!r} may not speak for {data_owner!r}")
+    registry: RoundRegistry = current_app.extensions["round_registry"]
+    return registry.get(path.job_id, path.round_number, attempt)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from flask_openapi3 import OpenAPI
+from flask_openapi3.openapi import OpenAPI
 
 from common.protocol.errors import FederatedError
 from common.protocol.messages import Enrolment as EnrolmentMessage

@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from data_owner.affine import EncryptedAffineMap
+from common.crypto.paillier import PublicKey
+from common.crypto.randomness import ObfuscatorPool
 from common.dataset import load_columns
 from common.protocol.errors import NotFound
 from common.protocol.models import MODELS, check_binary_labels
-from common.crypto.paillier import PublicKey
 from common.protocol.spec import JobSpec
-from common.crypto.randomness import ObfuscatorPool
 from common.protocol.statistics import feature_sums
+from data_owner.affine import EncryptedAffineMap
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,11 @@ class RoundResponder:
             else:
                 reason = f"internal error ({type(exc).__name__})"
                 logger.exception("job %s round %d: no reply: %s", job_id, round_number, reason)
-            self._send(lambda: self.coordinator.refuse(job_id, round_number, Refusal(
-                data_owner=self.name, attempt=attempt, error=reason[:2000])))
+            self._send(
+                lambda: self.coordinator.refuse(
+                    job_id, round_number, Refusal(data_owner=self.name, attempt=attempt, error=reason[:2000])
+                )
+            )
             return
         contribution = Contribution(
             data_owner=self.name,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from flask import Response, current_app
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel
 
 from common.protocol.errors import SchemaError

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.service.cli import CHECKOUT
 from common.dataset import load_columns
+from common.service.cli import CHECKOUT
 from local_federation.cluster import LocalFederation
-from model_creator.config import DEFAULTS as CREATOR_DEFAULTS
+from model_creator.config import ModelCreatorSettings
 
 SHIPPED = CHECKOUT / "data" / "diabetes"
 
@@ -43,7 +43,8 @@ def main() -> int:
     )
     owners = [(name, Path(path).resolve()) for name, path in owners]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="federated_demo_"))
-    features, label = CREATOR_DEFAULTS["DEFAULT_FEATURES"], CREATOR_DEFAULTS["DEFAULT_LABEL"]
+    creator_defaults = ModelCreatorSettings.model_construct()  # the defaults alone: no environment, no checks
+    features, label = creator_defaults.default_features, creator_defaults.default_label
 
     print(
         f"Starting a coordinator, {len(owners)} data owner(s) and a model creator ({args.key_bits}-bit key);"

@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from common.service.settings import load_or_create_secrets
 from common.service.cli import CHECKOUT
+from common.service.settings import load_or_create_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Party:
     scheme: str = "http"
     host: str = "127.0.0.1"
     prefix: list[str] = field(default_factory=list)
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -230,7 +230,7 @@ class LocalFederation:
     def wait_model(self, model_id: str, timeout: float = 600.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            model = self.session.get(f"{self.model_creator.url}/model/{model_id}", timeout=30).json()
+            model: dict[str, Any] = self.session.get(f"{self.model_creator.url}/model/{model_id}", timeout=30).json()
             if model["status"] in ("finished", "failed"):
                 return model
             time.sleep(0.1)
@@ -240,7 +240,8 @@ class LocalFederation:
         params = {"model_id": model_id} if model_id else None
         response = self.session.get(f"{self.model_creator.url}/prediction", params=params, timeout=30)
         response.raise_for_status()
-        return response.json()
+        prediction: dict[str, Any] = response.json()
+        return prediction
 
     def bearer(self, secret: str) -> dict[str, str]:
         """The Authorization header with one of the federation's secrets, as a party sends it."""

@@ -7,38 +7,51 @@ of a round.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask_openapi3.openapi import OpenAPI
 
-from common.service.auth import COORDINATOR, USER, Authenticator, resolve_secrets
-from common.service.openapi import openapi_blueprint
 from common.service.app import Worker, create_base_app, peer_client
-from model_creator.config import DEFAULTS, ENV_PREFIX
+from common.service.auth import COORDINATOR, USER, Authenticator
+from common.service.clients import CoordinatorClient
+from common.service.settings import load_settings, with_secrets
+from model_creator.config import ModelCreatorSettings
+from model_creator.job import Trainer
 from model_creator.keystore import KeyStore
-from model_creator.openapi import document as openapi_document
-from model_creator.runner import Trainer
 from model_creator.store import ModelStore
-from model_creator.views import callbacks, models
+from model_creator.views import callbacks, models, predictions
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the model-creator app; the key is loaded or generated on first use."""
-    app = create_base_app("model_creator", DEFAULTS, ENV_PREFIX, config)
-    resolve_secrets(app.config, ["model_creator_token", "coordinator_token"])
-    state_dir = Path(app.config["STATE_DIR"])
-    store = ModelStore(state_dir / "model_creator.sqlite3")
-    keys = KeyStore(state_dir, int(app.config["KEY_BITS"]))
-    client = peer_client(app, app.config["MODEL_CREATOR_TOKEN"])
-    worker = Worker("model-creator")
+def create_app(settings: ModelCreatorSettings | Mapping[str, Any] | None = None) -> OpenAPI:
+    """Build the model-creator app; the key is loaded or generated on first use, not here.
+
+    Raises
+    ------
+    SettingsError
+        Naming the setting that cannot be used (a bad variable, unreadable test data, a secret
+        that is neither configured nor in the secrets file).
+    """
+    if not isinstance(settings, ModelCreatorSettings):
+        settings = load_settings(ModelCreatorSettings, settings)
+    settings = with_secrets(settings, ["model_creator_token", "coordinator_token"])
+    app = create_base_app(
+        "model_creator",
+        "Model Creator",
+        "Holds the Paillier private key and the models; decrypts only sums over all data owners of a round.",
+        settings,
+    )
+    store = ModelStore(settings.state_dir / "model_creator.sqlite3")
+    keys = KeyStore(settings.state_dir, settings.key_bits)
+    coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, settings.model_creator_token)
+    # The user API is open when no API token is configured: serve it on loopback only then.
+    open_roles = frozenset() if settings.api_token else frozenset({USER})
     app.extensions.update(
-        auth=Authenticator({COORDINATOR: app.config["COORDINATOR_TOKEN"], USER: app.config["API_TOKEN"]}),
+        auth=Authenticator({COORDINATOR: settings.coordinator_token, USER: settings.api_token}, open_roles=open_roles),
         model_store=store,
         key_store=keys,
-        trainer=Trainer(store, keys, client, worker, app.config),
+        trainer=Trainer(store, keys, coordinator, Worker("model-creator"), settings),
     )
-    app.register_blueprint(models)
-    app.register_blueprint(callbacks)
-    app.register_blueprint(openapi_blueprint(openapi_document()))
+    app.register_api(models)
+    app.register_api(predictions)
+    app.register_api(callbacks)
     return app

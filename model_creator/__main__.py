@@ -4,35 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.service.cli import base_config, base_parser, serve_options
 from common.service.app import configure_logging, serve
+from common.service.cli import base_config, base_parser, serve_options, start_or_exit
 from model_creator import create_app
-from model_creator.config import DEFAULTS
+from model_creator.config import ModelCreatorSettings
 
 
 def main() -> None:
+    defaults = ModelCreatorSettings.model_fields
     parser = base_parser("Federated training model creator (holds the key, trains, predicts).", 9090, "model_creator")
     parser.add_argument(
-        "--coordinator", default=DEFAULTS["COORDINATOR_URL"], help="coordinator URL (default: %(default)s)"
+        "--coordinator", default=defaults["coordinator_url"].default, help="coordinator URL (default: %(default)s)"
     )
     parser.add_argument(
         "--test-data",
         type=Path,
-        default=Path(DEFAULTS["TEST_DATA"]),
+        default=defaults["test_data"].default,
         help="CSV the prediction endpoint scores models on (default: the shipped test split)",
     )
     parser.add_argument(
         "--key-bits",
         type=int,
-        default=DEFAULTS["KEY_BITS"],
+        default=defaults["key_bits"].default,
         choices=[1024, 2048, 3072, 4096],
         help="Paillier modulus size for a newly generated key (default: %(default)s)",
     )
     args = parser.parse_args()
     configure_logging(args.log_level)
     config = base_config(args)
-    config.update(COORDINATOR_URL=args.coordinator, TEST_DATA=str(args.test_data.resolve()), KEY_BITS=args.key_bits)
-    app = create_app(config)
+    config.update(COORDINATOR_URL=args.coordinator, TEST_DATA=str(args.test_data), KEY_BITS=args.key_bits)
+    app = start_or_exit(create_app, config)
     app.extensions["key_store"].private_key()
     app.extensions["trainer"].resume_unfinished()
     serve(app, args.host, args.port, **serve_options(args))

@@ -1,38 +1,80 @@
-"""The model creator's configuration: defaults, overridable by ``FT_MODEL_CREATOR_*`` variables.
+"""The model creator's settings: defaults, then ``FT_MODEL_CREATOR_*`` variables, then the command line.
 
 The encoding parameters fix the fixed-point scales and the slot layout of every job
-(PROTOCOL.md sections 3 and 6): a data owner's statistics may use ``DATA_BITS`` integer bits,
-weights ``|w| < max_abs_weight`` (per job, default ``2**DEFAULT_WEIGHT_BITS``).
+(PROTOCOL.md sections 3 and 6): a data owner's statistics may use ``data_bits`` integer bits,
+weights ``|w| < max_abs_weight`` (per job, default ``2**default_weight_bits``). The job spec
+checks their combination again for each job.
 """
 
-from common.service.cli import CHECKOUT
+from __future__ import annotations
 
-ENV_PREFIX = "FT_MODEL_CREATOR"
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_settings import SettingsConfigDict
+
+from common.dataset import read_header
+from common.protocol.errors import DataError
+from common.protocol.messages import Url
+from common.protocol.spec import MAX_DATA_OWNERS, ColumnName, FeatureList
+from common.service.cli import CHECKOUT
+from common.service.settings import ServiceSettings
 
 DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
-DEFAULTS = {
-    "STATE_DIR": "var/model_creator",
-    "COORDINATOR_URL": "http://localhost:8080",
-    "PUBLIC_URL": "http://127.0.0.1:9090",
-    "TEST_DATA": str(CHECKOUT / "data" / "diabetes" / "test.csv"),
-    "DEFAULT_FEATURES": DIABETES_FEATURES,
-    "DEFAULT_LABEL": "progression",
-    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
-    "REQUEST_TIMEOUT": 30.0,
+
+def _unset_if_empty(value: Any) -> Any:
+    """An empty ``FT_MODEL_CREATOR_TEST_DATA`` means no test data, as an absent one does."""
+    return None if value == "" else value
+
+
+def _readable_csv(path: Path | None) -> Path | None:
+    """The test data is checked at start-up: a missing or unreadable file stops the service at once."""
+    if path is None:
+        return None
+    try:
+        read_header(path)
+    except DataError as exc:
+        raise ValueError(exc.message) from None
+    return path.resolve()
+
+
+TestData = Annotated[Path | None, BeforeValidator(_unset_if_empty), AfterValidator(_readable_csv)]
+
+
+class ModelCreatorSettings(ServiceSettings):
+    """What the model creator is configured with.
+
+    Attributes
+    ----------
+    test_data
+        CSV that ``GET /prediction`` scores models on and whose header a training request's
+        columns are checked against; ``None``: no test data (no metrics, no column check).
+    api_token
+        When set, the user API (``/model``, ``/models``, ``/prediction``, ...) requires
+        ``Authorization: Bearer <api_token>``; otherwise it is open (serve it on loopback only).
+    model_creator_token, coordinator_token
+        The tokens shared with the coordinator; any left empty is read from (or created in)
+        ``secrets_file``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FT_MODEL_CREATOR_")
+
+    coordinator_url: Url = "http://localhost:8080"
+    public_url: Url = "http://127.0.0.1:9090"
+    state_dir: Path = CHECKOUT / "var" / "model_creator"
+    test_data: TestData = CHECKOUT / "data" / "diabetes" / "test.csv"
+    default_features: FeatureList = Field(default_factory=lambda: list(DIABETES_FEATURES))
+    default_label: ColumnName = "progression"
+    key_bits: Literal[1024, 2048, 3072, 4096] = 2048
+    data_frac_bits: Annotated[int, Field(ge=0, le=256)] = 32
+    weight_frac_bits: Annotated[int, Field(ge=0, le=256)] = 32
+    data_bits: Annotated[int, Field(ge=1, le=256)] = 64
+    default_weight_bits: Annotated[int, Field(ge=1, le=128)] = 32
+    max_data_owners: Annotated[int, Field(ge=1, le=MAX_DATA_OWNERS)] = 1000
     # Connection retries per call (with backoff up to 8 s): rides out a coordinator restart.
-    "CONNECT_RETRIES": 8,
-    "KEY_BITS": 2048,
-    "DATA_FRAC_BITS": 32,
-    "WEIGHT_FRAC_BITS": 32,
-    "DATA_BITS": 64,
-    "DEFAULT_WEIGHT_BITS": 32,
-    "MAX_DATA_OWNERS": 1000,
-    "TRAFFIC_LOG": None,
-    # Tokens shared with the coordinator; any left empty is read from (or created in) SECRETS_FILE.
-    "SECRETS_FILE": str(CHECKOUT / "var" / "federation_secrets.json"),
-    "MODEL_CREATOR_TOKEN": None,
-    "COORDINATOR_TOKEN": None,
-    # When set, the user API (/model, /models, /prediction, ...) requires 'Authorization: Bearer <API_TOKEN>'.
-    "API_TOKEN": None,
-}
+    connect_retries: Annotated[int, Field(ge=0, le=20)] = 8
+    model_creator_token: str | None = None
+    coordinator_token: str | None = None
+    api_token: str | None = None

@@ -1,7 +1,9 @@
 """The model creator's persistent state.
 
 Every model (its request, status, result and run state) and the history of its rounds, in
-SQLite under the state directory.
+SQLite under the state directory. A model's status is the persisted part of its job's state
+(:mod:`model_creator.job`): ``pending``, then ``running`` (with the round it awaits), then
+``finished``, ``failed`` or ``cancelled``.
 """
 
 from __future__ import annotations
@@ -9,10 +11,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from common.protocol.errors import NotFound
+from common.protocol.messages import ModelRecord, RoundHistory
 from common.service.storage import SQLiteStore
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A pending or running model as a restart finds it: its request and its saved run state."""
+
+    model_id: str
+    status: str
+    request: dict[str, Any]
+    state: dict[str, Any] | None
 
 
 class ModelStore(SQLiteStore):
@@ -51,23 +65,23 @@ class ModelStore(SQLiteStore):
             )
         return model_id
 
-    def set_running(self, model_id: str, key_fingerprint: str, state: dict[str, Any]) -> None:
+    def set_running(self, model_id: str, key_fingerprint: str, state: dict[str, Any] | None) -> None:
         self._update(model_id, status="running", key_fingerprint=key_fingerprint, state=json.dumps(state))
 
-    def record_round(self, model_id: str, record: dict[str, Any], state: dict[str, Any]) -> None:
+    def record_round(self, model_id: str, record: RoundHistory, state: dict[str, Any] | None) -> None:
         """Append a round's history entry and the run's new state, atomically.
 
         A restart therefore finds either the round before it (and asks for it again) or the
         round after it, never half of one: no round is counted twice.
         """
         with self.connect() as db:
-            db.execute("INSERT INTO history VALUES (?, ?, ?)", (model_id, record["round"], json.dumps(record)))
+            self._record(db, model_id, record)
             db.execute(
                 "UPDATE models SET round = ?, state = ?, updated_at = ? WHERE model_id = ?",
-                (record["round"] + 1, json.dumps(state), time.time(), model_id),
+                (record.round + 1, json.dumps(state), time.time(), model_id),
             )
 
-    def unfinished(self) -> list[dict[str, Any]]:
+    def unfinished(self) -> list[Unfinished]:
         """Pending and running models with their request and saved run state, oldest first."""
         with self.connect() as db:
             rows = db.execute(
@@ -75,23 +89,36 @@ class ModelStore(SQLiteStore):
                 " ORDER BY rowid"
             ).fetchall()
         return [
-            {
-                "model_id": r["model_id"],
-                "status": r["status"],
-                "request": json.loads(r["request"]),
-                "state": json.loads(r["state"]) if r["state"] else None,
-            }
+            Unfinished(
+                model_id=r["model_id"],
+                status=r["status"],
+                request=json.loads(r["request"]),
+                state=json.loads(r["state"]) if r["state"] else None,
+            )
             for r in rows
         ]
 
-    def finish(self, model_id: str, result: dict[str, Any]) -> None:
-        """Store a finished model's result: coefficients, stop reason, owners, metrics, scaling."""
-        self._update(model_id, status="finished", result=json.dumps(result), state=None)
+    def finish(self, model_id: str, result: dict[str, Any], last_round: RoundHistory | None = None) -> None:
+        """Store a finished model's result: coefficients, stop reason, owners, metrics, scaling.
+
+        With ``last_round``, the round that finished the model is recorded in the same transaction.
+        """
+        with self.connect() as db:
+            if last_round is not None:
+                self._record(db, model_id, last_round)
+            db.execute(
+                "UPDATE models SET status = 'finished', result = ?, state = NULL, round = COALESCE(?, round),"
+                " updated_at = ? WHERE model_id = ?",
+                (json.dumps(result), None if last_round is None else last_round.round + 1, time.time(), model_id),
+            )
 
     def fail(self, model_id: str, error: str) -> None:
         self._update(model_id, status="failed", error=error)
 
-    def get(self, model_id: str) -> dict[str, Any]:
+    def cancel(self, model_id: str, reason: str) -> None:
+        self._update(model_id, status="cancelled", error=reason)
+
+    def get(self, model_id: str) -> ModelRecord:
         with self.connect() as db:
             row = db.execute("SELECT rowid AS version, * FROM models WHERE model_id = ?", (model_id,)).fetchone()
             if row is None:
@@ -102,7 +129,7 @@ class ModelStore(SQLiteStore):
             ]
         return _model(row, history)
 
-    def latest_finished(self) -> dict[str, Any]:
+    def latest_finished(self) -> ModelRecord:
         with self.connect() as db:
             row = db.execute(
                 "SELECT model_id FROM models WHERE status = 'finished' ORDER BY updated_at DESC LIMIT 1"
@@ -111,10 +138,17 @@ class ModelStore(SQLiteStore):
             raise NotFound("no model has finished training yet; POST /model starts one")
         return self.get(row["model_id"])
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[ModelRecord]:
         with self.connect() as db:
             rows = db.execute("SELECT rowid AS version, * FROM models ORDER BY rowid").fetchall()
         return [_model(row, None) for row in rows]
+
+    @staticmethod
+    def _record(db: Any, model_id: str, record: RoundHistory) -> None:
+        db.execute(
+            "INSERT INTO history VALUES (?, ?, ?)",
+            (model_id, record.round, json.dumps(record.model_dump(mode="json"))),
+        )
 
     def _update(self, model_id: str, **fields: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -125,9 +159,9 @@ class ModelStore(SQLiteStore):
             )
 
 
-def _model(row: Any, history: list[dict[str, Any]] | None) -> dict[str, Any]:
+def _model(row: Any, history: list[dict[str, Any]] | None) -> ModelRecord:
     request = json.loads(row["request"])
-    model = {
+    model: dict[str, Any] = {
         "model_id": row["model_id"],
         "version": row["version"],
         "status": row["status"],
@@ -146,4 +180,4 @@ def _model(row: Any, history: list[dict[str, Any]] | None) -> dict[str, Any]:
         model.update(json.loads(row["result"]))
     if history is not None:
         model["history"] = history
-    return model
+    return ModelRecord.model_validate(model)

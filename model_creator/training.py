@@ -17,27 +17,33 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from common.crypto.bigint import mpz
 from common.crypto.encoding import decode
-from common.protocol.errors import ProtocolViolation, SchemaError
-from common.protocol.models import MODELS
 from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PrivateKey
-from common.protocol.spec import GRADIENT, MAX_FEATURES, STATISTICS, JobSpec
 from common.crypto.randomness import ObfuscatorPool
-from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
+from common.protocol.errors import ProtocolViolation, SchemaError
+from common.protocol.messages import RoundHistory, RoundOrder, TrainingOptions
+from common.protocol.models import MODELS
+from common.protocol.spec import GRADIENT, STATISTICS, JobSpec, RoundKind
 from common.protocol.statistics import FeatureStatistics
-from common.protocol.wire import require_int, require_number, require_str, require_str_list
+from common.protocol.wire import encode_ciphertexts
+from model_creator.config import ModelCreatorSettings
+from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
 
-OPTIMIZERS = ("exact", "gd", "momentum", "adam")
+Validation = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
 
 @dataclass(frozen=True)
 class TrainingRequest:
-    """A user's training request, checked.
+    """A user's training request with the service's defaults filled in.
 
     ``alpha`` penalises ½·alpha·‖w₁..‖² (not the intercept) on the coefficients of the features
-    the model is trained on: the standardised ones when ``standardize`` is set.
+    the model is trained on: the standardised ones when ``standardize`` is set. The limits of each
+    field are those of :class:`~common.protocol.messages.TrainingOptions`; only what depends on
+    the model or the settings is checked here.
     """
 
     model: str
@@ -54,87 +60,52 @@ class TrainingRequest:
     relative_tolerance: float
 
     @classmethod
-    def from_json(cls, body: Mapping[str, Any], config: Mapping[str, Any]) -> TrainingRequest:
-        """Parse a ``POST /model`` body; every field is optional, every error names its field."""
-        known = {
-            "model",
-            "features",
-            "label",
-            "optimizer",
-            "learning_rate",
-            "max_rounds",
-            "min_data_owners",
-            "max_abs_weight",
-            "alpha",
-            "standardize",
-            "tolerance",
-            "relative_tolerance",
-        }
-        unknown = sorted(set(body) - known)
-        if unknown:
-            raise SchemaError(f"body: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        model = body.get("model", "linear_regression")
-        if not isinstance(model, str) or model not in MODELS:
-            raise SchemaError(f"body.model: unknown model {model!r}; known: {', '.join(MODELS)}")
-        kind = MODELS[model]
-        optimizer = body.get("optimizer", "exact")
-        if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
-            raise SchemaError(f"body.optimizer: unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        if "alpha" in body and not kind.penalised:
-            raise SchemaError(f"body.alpha: model {model!r} takes no penalty; use 'ridge'")
-        standardize = body.get("standardize", kind.standardize_by_default)
-        if not isinstance(standardize, bool):
-            raise SchemaError("body.standardize: expected true or false")
-        defaults = {
-            "features": list(config["DEFAULT_FEATURES"]),
-            "label": config["DEFAULT_LABEL"],
-            "learning_rate": 0.1,
-            "min_data_owners": 1,
-            "alpha": 1.0 if model == "ridge" else 0.0,
-            "max_abs_weight": float(2 ** config["DEFAULT_WEIGHT_BITS"]),
-            "tolerance": 1e-8,
-            "relative_tolerance": 1e-12,
-        }
-        merged = {**defaults, **body}
-        features = require_str_list(merged, "features", max_items=MAX_FEATURES)
-        label = require_str(merged, "label")
+    def of(cls, options: TrainingOptions, settings: ModelCreatorSettings) -> TrainingRequest:
+        """The request ``options`` stand for under ``settings``.
+
+        Raises
+        ------
+        SchemaError
+            When ``alpha`` is given for a model without a penalty, when ``min_data_owners`` is
+            more than the service counts, or when the label is one of the default features.
+        """
+        kind = MODELS[options.model]
+        if options.alpha is not None and not kind.penalised:
+            raise SchemaError(f"body.alpha: model {options.model!r} takes no penalty; use 'ridge'")
+        if options.min_data_owners > settings.max_data_owners:
+            raise SchemaError(
+                f"body.min_data_owners: this model creator counts at most {settings.max_data_owners} data owners"
+            )
+        features = list(options.features) if options.features is not None else list(settings.default_features)
+        label = options.label if options.label is not None else settings.default_label
         if label in features:
             raise SchemaError(f"body.label: {label!r} is also listed as a feature")
         if "intercept" in features:
             raise SchemaError("body.features: 'intercept' is reserved for the intercept coefficient")
         return cls(
-            model=model,
+            model=options.model,
             features=features,
             label=label,
-            optimizer=optimizer,
-            learning_rate=require_number(merged, "learning_rate", minimum=1e-12, maximum=1e6),
-            max_rounds=require_int(merged, "max_rounds", minimum=1, maximum=100_000) if "max_rounds" in body else None,
-            min_data_owners=require_int(merged, "min_data_owners", minimum=1, maximum=int(config["MAX_DATA_OWNERS"])),
-            max_abs_weight=require_number(merged, "max_abs_weight", minimum=1.0, maximum=2.0**128),
-            alpha=require_number(merged, "alpha", minimum=0.0, maximum=1e12),
-            standardize=standardize,
-            tolerance=require_number(merged, "tolerance", minimum=0.0, maximum=1e6),
-            relative_tolerance=require_number(merged, "relative_tolerance", minimum=0.0, maximum=1.0),
+            optimizer=options.optimizer,
+            learning_rate=options.learning_rate,
+            max_rounds=options.max_rounds,
+            min_data_owners=options.min_data_owners,
+            max_abs_weight=(
+                options.max_abs_weight if options.max_abs_weight is not None else float(2**settings.default_weight_bits)
+            ),
+            alpha=options.alpha if options.alpha is not None else (1.0 if options.model == "ridge" else 0.0),
+            standardize=options.standardize if options.standardize is not None else kind.standardize_by_default,
+            tolerance=options.tolerance,
+            relative_tolerance=options.relative_tolerance,
         )
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> TrainingRequest:
+        """A request as :meth:`to_json` stored it."""
+        return cls(**stored)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class RoundRecord:
-    """What the history keeps of a round: nothing about any single data owner's values."""
-
-    round: int
-    kind: str
-    contributors: int
-    data_owners: list[str]
-    failures: dict[str, str]
-    gradient_norm: float | None
-    validation: dict[str, float | None] | None
-    restarted: bool
-    seconds: float
-    stop_reason: str | None = None
 
 
 class TrainingRun:
@@ -145,8 +116,8 @@ class TrainingRun:
         job_id: str,
         request: TrainingRequest,
         private_key: PrivateKey,
-        config: Mapping[str, Any],
-        validation: tuple[np.ndarray, np.ndarray] | None,
+        settings: ModelCreatorSettings,
+        validation: Validation | None,
     ) -> None:
         self.request = request
         self.kind = MODELS[request.model]
@@ -159,11 +130,11 @@ class TrainingRun:
             request.features,
             request.label,
             public_key,
-            data_bits=int(config["DATA_BITS"]),
-            data_frac_bits=int(config["DATA_FRAC_BITS"]),
+            data_bits=settings.data_bits,
+            data_frac_bits=settings.data_frac_bits,
             weight_bits=max(1, math.ceil(math.log2(request.max_abs_weight))),
-            weight_frac_bits=int(config["WEIGHT_FRAC_BITS"]),
-            max_contributors=int(config["MAX_DATA_OWNERS"]),
+            weight_frac_bits=settings.weight_frac_bits,
+            max_contributors=settings.max_data_owners,
             min_data_owners=request.min_data_owners,
         )
         self.optimizer = self._optimizer()
@@ -196,29 +167,44 @@ class TrainingRun:
         return self.optimizer.done
 
     @property
-    def next_kind(self) -> str:
+    def next_kind(self) -> RoundKind:
         """A statistics round first when training on standardised features, then gradient rounds."""
-        return STATISTICS if self.request.standardize and self.feature_statistics is None else GRADIENT
+        return "statistics" if self.request.standardize and self.feature_statistics is None else "gradient"
 
-    def round_message(self) -> dict[str, Any]:
-        """The next round's message to the coordinator, weights encrypted with fresh randomness."""
+    def round_order(self) -> RoundOrder:
+        """The next round's order to the coordinator, its weights encrypted with fresh randomness.
+
+        A statistics round carries no weights; a gradient round one ciphertext per coefficient.
+        """
         self.round_started = time.monotonic()
         public_key = self.private_key.public_key
-        message: dict[str, Any] = {
-            "round": self.round,
-            "kind": self.next_kind,
-            "key_fingerprint": public_key.fingerprint,
-        }
-        if message["kind"] == GRADIENT:
-            message["encrypted_weights"] = [public_key.raw_encrypt(q, self.pool.take()) for q in self.optimizer.query]
-        return message
+        kind = self.next_kind
+        weights = None
+        if kind == GRADIENT:
+            weights = encode_ciphertexts(
+                [public_key.raw_encrypt(q, self.pool.take()) for q in self.optimizer.query], public_key
+            )
+        if weights is None:
+            return RoundOrder(round=self.round, kind=kind, key_fingerprint=public_key.fingerprint)
+        return RoundOrder(
+            round=self.round, kind=kind, key_fingerprint=public_key.fingerprint, encrypted_weights=weights
+        )
 
     def close(self) -> None:
         """Stop making encryption randomness for this run."""
         self.pool.stop()
 
-    def absorb(self, ciphertexts: Sequence, data_owners: list[str], failures: dict[str, str]) -> RoundRecord:
-        """Decrypt and check a round's aggregate, then step the optimiser."""
+    def absorb(self, ciphertexts: Sequence[mpz], data_owners: list[str], failures: dict[str, str]) -> RoundHistory:
+        """Decrypt and check a round's aggregate, then step the optimiser.
+
+        Raises
+        ------
+        ProtocolViolation
+            When the aggregate sums fewer data owners than the job's minimum, or another number
+            than the coordinator names: the count inside the ciphertexts is the one trusted.
+        EncodingOverflow, TrainingError
+            When the sum does not decode or the optimiser cannot go on.
+        """
         kind = self.next_kind
         where = f"job {self.spec.job_id} round {self.round}"
         plaintexts = [self.private_key.raw_decrypt(c) for c in ciphertexts]
@@ -242,17 +228,17 @@ class TrainingRun:
 
     def _absorb_statistics(
         self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
-    ) -> RoundRecord:
+    ) -> RoundHistory:
         statistics = FeatureStatistics.from_sums(values, self.spec, where)
         self.feature_statistics = statistics
         self.penalty_weights = [Fraction(0), *statistics.variances]
         if isinstance(self.optimizer, FirstOrder):
             self.optimizer.set_scaling(Scaling(tuple(float(m) for m in statistics.means), tuple(statistics.stds)))
-        return self._record(STATISTICS, contributors, data_owners, failures, None, False)
+        return self._record("statistics", contributors, data_owners, failures, None, False)
 
     def _absorb_gradient(
         self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
-    ) -> RoundRecord:
+    ) -> RoundHistory:
         row_count = values[0]
         if row_count <= 0:
             raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
@@ -267,18 +253,18 @@ class TrainingRun:
         self.data_owners = data_owners
         self.optimizer.observe(gradient, row_count)
         norm = float(np.linalg.norm([float(g) for g in gradient])) / row_count
-        return self._record(GRADIENT, contributors, data_owners, failures, norm, restarted)
+        return self._record("gradient", contributors, data_owners, failures, norm, restarted)
 
     def _record(
         self,
-        kind: str,
+        kind: RoundKind,
         contributors: int,
         data_owners: list[str],
         failures: dict[str, str],
         gradient_norm: float | None,
         restarted: bool,
-    ) -> RoundRecord:
-        return RoundRecord(
+    ) -> RoundHistory:
+        return RoundHistory(
             round=self.round,
             kind=kind,
             contributors=contributors,

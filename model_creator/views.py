@@ -1,7 +1,9 @@
 """HTTP endpoints of the model creator.
 
 The user's API (models, predictions, export and import) and the coordinator's callbacks
-(aggregates, failures).
+(aggregates, failures). The user's endpoints are open unless the service has an ``api_token``,
+hence their optional bearer security in the API document; the callbacks take the coordinator's
+token only.
 """
 
 from __future__ import annotations
@@ -9,58 +11,134 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify, request
+import numpy.typing as npt
+from flask import Response, current_app, request
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
+from pydantic import BaseModel, ConfigDict, Field
 
-from common.service.auth import COORDINATOR, USER, authenticate, requires
 from common.dataset import load_columns, read_columns, read_header
 from common.protocol.errors import Conflict, DataError, SchemaError
+from common.protocol.messages import (
+    Accepted,
+    Aggregate,
+    ExportedModel,
+    ImportedTraining,
+    JobFailure,
+    ModelImported,
+    ModelList,
+    ModelRecord,
+    Prediction,
+    PredictionRows,
+    TrainingOptions,
+    TrainingStarted,
+    ciphertexts_under,
+    parse,
+)
 from common.protocol.models import MODELS
-from common.protocol.spec import MAX_FEATURES, require_round_kind
-from common.service.app import json_body
-from common.protocol.wire import decode_ciphertexts, require_int, require_number, require_str, require_str_list
+from common.protocol.spec import JobId
+from common.service.app import answer, responses, secured, settings_of
+from common.service.auth import COORDINATOR, USER, requires
+from model_creator.config import ModelCreatorSettings
+from model_creator.job import Trainer
+from model_creator.store import ModelStore
 from model_creator.training import TrainingRequest
 
-models = Blueprint("models", __name__)
-callbacks = Blueprint("callbacks", __name__)
+EXPORT_FORMAT: Final = "federated_trainer.model/1"
+CSV_TYPES = ("text/csv", "multipart/form-data")
 
-EXPORT_FORMAT = "federated_trainer.model/1"
-MAX_ABS_COEFFICIENT = 2.0**128
-MAX_PREDICTION_ROWS = 100_000
+#: The user's endpoints: a bearer token when the service has an API token, none otherwise.
+USER_SECURITY = [*secured(USER), {}]
 
-
-def user_api(view: Callable) -> Callable:
-    """The user's endpoints: open on loopback by default, bearer-protected when API_TOKEN is set."""
-
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if current_app.config.get("API_TOKEN"):
-            authenticate(current_app.extensions["auth"], [USER])
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def _trainer():
-    return current_app.extensions["trainer"]
-
-
-def _store():
-    return current_app.extensions["model_store"]
+models = APIBlueprint(
+    "models",
+    __name__,
+    abp_tags=[Tag(name="models", description="Training, inspecting, exporting and importing models.")],
+)
+predictions = APIBlueprint(
+    "predictions",
+    __name__,
+    abp_tags=[Tag(name="predictions", description="Predictions and metrics of finished models.")],
+)
+callbacks = APIBlueprint(
+    "callbacks",
+    __name__,
+    abp_tags=[Tag(name="callbacks", description="The coordinator's answers to the model creator's rounds.")],
+)
 
 
-@models.post("/model")
-@user_api
-def train() -> tuple[Any, int]:
-    """Start training; with no body, the default linear regression on the shipped columns."""
-    training_request = TrainingRequest.from_json(json_body(), current_app.config)
-    test_data = current_app.config.get("TEST_DATA")
-    if test_data:
-        header = read_header(test_data)
+class TrainingBody(TrainingOptions):
+    """A ``POST /model`` body, which may be left out altogether."""
+
+    model_config = ConfigDict(title="TrainingOptions", openapi_extra={"required": False})  # type: ignore[typeddict-unknown-key]
+
+
+class ModelPath(BaseModel):
+    model_id: JobId
+
+
+class JobPath(BaseModel):
+    job_id: JobId
+
+
+class ModelQuery(BaseModel):
+    model_id: JobId | None = Field(default=None, description="A finished model; by default the latest finished one.")
+
+
+class PredictionUpload(BaseModel):
+    """``POST /prediction`` as a multipart upload: a CSV file and, optionally, the model."""
+
+    file: bytes = Field(description="CSV with a header line: the model's features and, optionally, its label.")
+    model_id: JobId | None = None
+
+
+def _prediction_body() -> dict[str, Any]:
+    """The three forms of a ``POST /prediction`` body, for the API document (from the types)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "Rows as JSON, a CSV body (`?model_id=` optional) or a multipart upload in `file`;"
+            " a column with the model's label, if present, adds the metrics on those rows.",
+            "content": {
+                "application/json": {"schema": PredictionRows.model_json_schema()},
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {"schema": PredictionUpload.model_json_schema()},
+            },
+        }
+    }
+
+
+def _trainer() -> Trainer:
+    trainer: Trainer = current_app.extensions["trainer"]
+    return trainer
+
+
+def _store() -> ModelStore:
+    store: ModelStore = current_app.extensions["model_store"]
+    return store
+
+
+def _settings() -> ModelCreatorSettings:
+    return settings_of(current_app, ModelCreatorSettings)
+
+
+# --- Models ---------------------------------------------------------------------------------
+
+
+@models.post("/model", responses=responses(202, TrainingStarted, 400, 401, 403), security=USER_SECURITY)
+@requires(USER)
+def train(body: TrainingBody) -> tuple[Response, int]:
+    """Start training; with no body, the default linear regression on the default columns.
+
+    The columns are checked against the header of the model creator's test data, when it has any.
+    """
+    settings = _settings()
+    training_request = TrainingRequest.of(body, settings)
+    if settings.test_data is not None:
+        header = read_header(settings.test_data)
         unknown = [c for c in [*training_request.features, training_request.label] if c not in header]
         if unknown:
             raise SchemaError(
@@ -68,219 +146,231 @@ def train() -> tuple[Any, int]:
                 f" {', '.join(header)}"
             )
     model_id = _trainer().start(training_request)
-    return jsonify(model_id=model_id, status="pending"), 202
+    return answer(TrainingStarted(model_id=model_id, status="pending"), 202)
 
 
-@models.get("/models")
-@user_api
-def list_models() -> tuple[Any, int]:
-    """Every model, oldest first, with status, type, features and metrics."""
-    return jsonify(models=_store().list()), 200
+@models.get("/models", responses=responses(200, ModelList, 401, 403), security=USER_SECURITY)
+@requires(USER)
+def list_models() -> tuple[Response, int]:
+    """Every model, oldest first, with status, type, features and metrics (no history)."""
+    return answer(ModelList(models=_store().list()))
 
 
-@models.get("/model/<model_id>")
-@user_api
-def show_model(model_id: str) -> tuple[Any, int]:
-    return jsonify(_store().get(model_id)), 200
+@models.get("/model/<model_id>", responses=responses(200, ModelRecord, 400, 401, 403, 404), security=USER_SECURITY)
+@requires(USER)
+def show_model(path: ModelPath) -> tuple[Response, int]:
+    """A model with its history of rounds and, once finished, its coefficients."""
+    return answer(_store().get(path.model_id))
 
 
-@models.get("/model/<model_id>/export")
-@user_api
-def export_model(model_id: str) -> tuple[Any, int]:
+@models.get(
+    "/model/<model_id>/export", responses=responses(200, ExportedModel, 400, 401, 403, 404, 409), security=USER_SECURITY
+)
+@requires(USER)
+def export_model(path: ModelPath) -> tuple[Response, int]:
     """A finished model as self-contained JSON, loadable by ``POST /models/import`` anywhere."""
-    model = _finished(model_id)
-    exported = {
-        "format": EXPORT_FORMAT,
-        "model_id": model["model_id"],
-        "model": model["model"],
-        "features": model["features"],
-        "label": model["label"],
-        "coefficients": model["coefficients"],
-        "training": {
-            "request": model["request"],
-            "rounds": model["round"],
-            "stop_reason": model.get("stop_reason"),
-            "data_owners": model.get("data_owners", []),
-            "metrics": model.get("metrics"),
-            "created_at": model["created_at"],
-            "finished_at": model["updated_at"],
-        },
-    }
-    for optional in ("scaling", "standardized_coefficients"):
-        if optional in model:
-            exported[optional] = model[optional]
-    return jsonify(exported), 200
+    model = _finished(path.model_id)
+    assert model.coefficients is not None
+    training = ImportedTraining.model_validate(
+        {
+            "request": model.request,
+            "stop_reason": model.stop_reason,
+            "data_owners": model.data_owners or [],
+            "metrics": model.metrics,
+            "rounds": model.round,
+            "created_at": model.created_at,
+            "finished_at": model.updated_at,
+        }
+    )
+    optional: dict[str, Any] = {}
+    if model.scaling is not None:
+        optional["scaling"] = model.scaling.model_dump()
+    if model.standardized_coefficients is not None:
+        optional["standardized_coefficients"] = model.standardized_coefficients
+    exported = ExportedModel(
+        format=EXPORT_FORMAT,
+        model_id=model.model_id,
+        model=model.model,
+        features=model.features,
+        label=model.label,
+        coefficients=model.coefficients,
+        training=training,
+        **optional,
+    )
+    return answer(exported)
 
 
-@models.post("/models/import")
-@user_api
-def import_model() -> tuple[Any, int]:
+@models.post("/models/import", responses=responses(201, ModelImported, 400, 401, 403), security=USER_SECURITY)
+@requires(USER)
+def import_model(body: ExportedModel) -> tuple[Response, int]:
     """Store an exported model as a new finished model, ready for predictions."""
-    body = json_body()
-    if body.get("format") != EXPORT_FORMAT:
-        raise SchemaError(f"body.format: expected {EXPORT_FORMAT!r}")
-    model = require_str(body, "model")
-    if model not in MODELS:
-        raise SchemaError(f"body.model: unknown model {model!r}; known: {', '.join(MODELS)}")
-    features = require_str_list(body, "features", max_items=MAX_FEATURES)
-    if "intercept" in features:
-        raise SchemaError("body.features: 'intercept' is reserved for the intercept coefficient")
-    label = require_str(body, "label")
-    coefficients = body.get("coefficients")
-    names = ["intercept", *features]
-    if not isinstance(coefficients, dict) or set(coefficients) != set(names):
-        raise SchemaError(f"body.coefficients: expected a number for each of {', '.join(names)}")
-    for name in names:
-        require_number(coefficients, name, "body.coefficients", -MAX_ABS_COEFFICIENT, MAX_ABS_COEFFICIENT)
-    training = body.get("training", {})
-    if not isinstance(training, dict) or not isinstance(training.get("request", {}), dict):
-        raise SchemaError("body.training: expected an object whose 'request' is an object")
-    result = {
-        "coefficients": {n: float(coefficients[n]) for n in names},
-        "stop_reason": training.get("stop_reason"),
-        "data_owners": training.get("data_owners", []),
-        "metrics": training.get("metrics"),
-        "imported_from": body.get("model_id"),
+    names = ["intercept", *body.features]
+    result: dict[str, Any] = {
+        "coefficients": {name: float(body.coefficients[name]) for name in names},
+        "stop_reason": body.training.stop_reason,
+        "data_owners": body.training.data_owners,
+        "metrics": body.training.metrics,
+        "imported_from": body.model_id,
     }
-    for optional in ("scaling", "standardized_coefficients"):
-        if isinstance(body.get(optional), dict):
-            result[optional] = body[optional]
+    if body.scaling is not None:
+        result["scaling"] = body.scaling
+    if body.standardized_coefficients is not None:
+        result["standardized_coefficients"] = body.standardized_coefficients
     request_record = {
-        "model": model,
-        "features": features,
-        "label": label,
-        "optimizer": training.get("request", {}).get("optimizer", "imported"),
+        "model": body.model,
+        "features": list(body.features),
+        "label": body.label,
+        "optimizer": body.training.request.get("optimizer", "imported"),
     }
     model_id = _store().import_finished(request_record, result)
-    return jsonify(model_id=model_id, status="finished"), 201
+    return answer(ModelImported(model_id=model_id, status="finished"), 201)
 
 
-@models.get("/prediction")
-@user_api
-def prediction() -> tuple[Any, int]:
+# --- Predictions ----------------------------------------------------------------------------
+
+
+@predictions.get(
+    "/prediction", responses=responses(200, Prediction, 400, 401, 403, 404, 409, 422), security=USER_SECURITY
+)
+@requires(USER)
+def prediction(query: ModelQuery) -> tuple[Response, int]:
     """Metrics and predictions of the latest finished model (or ``?model_id=``) on the test data."""
-    model_id = request.args.get("model_id")
-    model = _finished(model_id) if model_id else _store().latest_finished()
-    test_data = current_app.config.get("TEST_DATA")
-    if not test_data:
+    model = _finished_or_latest(query.model_id)
+    test_data = _settings().test_data
+    if test_data is None:
         raise Conflict("the model creator has no test data (start it with --test-data CSV)")
-    features, labels = load_columns(test_data, model["features"], model["label"])
-    return jsonify(_predict(model, features, labels)), 200
+    features, labels = load_columns(test_data, model.features, model.label)
+    return answer(_predict(model, features, labels))
 
 
-@models.post("/prediction")
-@user_api
-def predict_rows() -> tuple[Any, int]:
+@predictions.post(
+    "/prediction",
+    responses=responses(200, Prediction, 400, 401, 403, 404, 409, 422),
+    security=USER_SECURITY,
+    openapi_extensions=_prediction_body(),
+)
+@requires(USER)
+def predict_rows(query: ModelQuery) -> tuple[Response, int]:
     """Predictions for rows given as JSON ``{"model_id", "rows": [{feature: value}]}`` or as CSV.
 
     CSV comes as a ``text/csv`` body (``?model_id=`` optional) or a multipart upload in the field
     ``file``; a column with the model's label, if present, adds the metrics on those rows.
     """
-    if request.mimetype in ("text/csv", "multipart/form-data"):
-        return _predict_csv()
-    body = json_body()
-    model_id = body.get("model_id")
-    if model_id is not None and not isinstance(model_id, str):
-        raise SchemaError("body.model_id: expected a string")
-    model = _finished(model_id) if model_id else _store().latest_finished()
-    rows = body.get("rows")
-    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_PREDICTION_ROWS:
-        raise SchemaError(f"body.rows: expected a list of 1 to {MAX_PREDICTION_ROWS} objects")
-    table = np.empty((len(rows), len(model["features"])))
-    wanted = set(model["features"])
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise SchemaError(f"body.rows[{index}]: expected an object of feature → value")
-        missing = [f for f in model["features"] if f not in row]
+    if request.mimetype in CSV_TYPES:
+        return _predict_csv(query)
+    body = parse(PredictionRows, request.get_json(force=True, silent=True))
+    model = _finished_or_latest(body.model_id)
+    table = np.empty((len(body.rows), len(model.features)))
+    wanted = set(model.features)
+    for index, row in enumerate(body.rows):
+        missing = [f for f in model.features if f not in row]
         unknown = sorted(set(row) - wanted)
         if missing or unknown:
             parts = ([f"missing feature(s) {', '.join(map(repr, missing))}"] if missing else []) + (
                 [f"unknown feature(s) {', '.join(map(repr, unknown))}"] if unknown else []
             )
             raise SchemaError(f"body.rows[{index}]: {'; '.join(parts)}")
-        for column, feature in enumerate(model["features"]):
-            table[index, column] = require_number(row, feature, f"body.rows[{index}]")
-    return jsonify(_predict(model, table, None)), 200
+        table[index] = [row[feature] for feature in model.features]
+    return answer(_predict(model, table, None))
 
 
-def _predict_csv() -> tuple[Any, int]:
+def _predict_csv(query: ModelQuery) -> tuple[Response, int]:
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             raise SchemaError("form.file: expected a CSV file upload")
-        raw, model_id, source = upload.read(), request.form.get("model_id"), upload.filename or "upload"
+        model_id = parse(ModelQuery, {"model_id": request.form.get("model_id") or None}, "form").model_id
+        raw, source = upload.read(), upload.filename or "upload"
     else:
-        raw, model_id, source = request.get_data(), request.args.get("model_id"), "body"
-    model = _finished(model_id) if model_id else _store().latest_finished()
+        raw, model_id, source = request.get_data(), query.model_id, "body"
+    model = _finished_or_latest(model_id)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SchemaError(f"{source}: CSV is not UTF-8 text") from exc
     header = next(csv.reader(io.StringIO(text)), [])
-    label = model["label"] if model["label"] in [h.strip() for h in header] else None
+    label = model.label if model.label in [h.strip() for h in header] else None
     try:
-        features, labels = read_columns(io.StringIO(text), model["features"], label, source, allow_extra=False)
+        features, labels = read_columns(io.StringIO(text), model.features, label, source, allow_extra=False)
     except DataError as exc:
         raise SchemaError(exc.message) from exc
-    return jsonify(_predict(model, features, labels)), 200
+    return answer(_predict(model, features, labels))
 
 
-def _predict(model: dict[str, Any], features: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
-    """Predictions (and metrics when labels are given); values beyond the float range are an error."""
-    kind = MODELS[model["model"]]
-    coefficients = model["coefficients"]
-    weights = [coefficients["intercept"], *(coefficients[f] for f in model["features"])]
-    answer: dict[str, Any] = {"model_id": model["model_id"], "model": model["model"], "rows": int(len(features))}
+def _predict(
+    model: ModelRecord, features: npt.NDArray[np.float64], labels: npt.NDArray[np.float64] | None
+) -> Prediction:
+    """Predictions (and metrics when labels are given).
+
+    Raises
+    ------
+    DataError
+        When a prediction or metric is beyond the range of floating point: a wrong number is
+        never answered.
+    """
+    kind = MODELS[model.model]
+    coefficients = model.coefficients or {}
+    weights = [coefficients["intercept"], *(coefficients[f] for f in model.features)]
+    values: dict[str, Any] = {"model_id": model.model_id, "model": model.model, "rows": int(len(features))}
     with np.errstate(over="ignore", invalid="ignore"):
         if labels is not None:
-            answer.update(kind.score(weights, features, labels))
-        answer.update(kind.predictions(weights, features))
+            values.update(kind.score(weights, features, labels))
+        values.update(kind.predictions(weights, features))
     if labels is not None:
-        answer["labels"] = [float(v) for v in labels]
-    numbers = [v for v in answer.values() if isinstance(v, float)] + [
-        x for v in answer.values() if isinstance(v, list) for x in v
+        values["labels"] = [float(v) for v in labels]
+    numbers = [v for v in values.values() if isinstance(v, float)] + [
+        x for v in values.values() if isinstance(v, list) for x in v
     ]
     if not all(math.isfinite(x) for x in numbers if isinstance(x, float)):
-        raise DataError(f"model {model['model_id']}: predictions for these rows exceed the range of floating point")
-    return answer
+        raise DataError(f"model {model.model_id}: predictions for these rows exceed the range of floating point")
+    return Prediction(**values)
 
 
-def _finished(model_id: str | None) -> dict[str, Any]:
+def _finished_or_latest(model_id: str | None) -> ModelRecord:
+    return _finished(model_id) if model_id else _store().latest_finished()
+
+
+def _finished(model_id: str) -> ModelRecord:
     model = _store().get(model_id)
-    if model["status"] != "finished":
-        raise Conflict(f"model {model['model_id']} is {model['status']}, not finished")
+    if model.status != "finished":
+        raise Conflict(f"model {model.model_id} is {model.status}, not finished")
     return model
 
 
-@callbacks.post("/jobs/<job_id>/aggregates")
+# --- The coordinator's callbacks ------------------------------------------------------------
+
+
+@callbacks.post(
+    "/jobs/<job_id>/aggregates",
+    responses=responses(202, Accepted, 400, 401, 403, 404, 409),
+    security=secured(COORDINATOR),
+)
 @requires(COORDINATOR)
-def receive_aggregate(job_id: str) -> tuple[Any, int]:
-    """The coordinator's aggregate of a round: checked here, decrypted in the worker."""
-    run = _trainer().run(job_id)
-    body = json_body()
+def receive_aggregate(path: JobPath, body: Aggregate) -> tuple[Response, int]:
+    """The coordinator's aggregate of a round: checked here against the job's key, decrypted in the worker.
+
+    The ciphertexts must be as many as a reply of the round's kind packs into, each one a valid
+    ciphertext under the job's key; an aggregate of another round than the awaited one, or a
+    repeated delivery, is a 409 that changes nothing.
+    """
+    trainer = _trainer()
+    run = trainer.run(path.job_id)
     public_key = run.private_key.public_key
-    public_key.check_fingerprint(body.get("key_fingerprint"), "body.key_fingerprint")
-    round_number = require_int(body, "round", maximum=1_000_000)
-    kind = require_round_kind(body, default=None)
-    ciphertexts = decode_ciphertexts(
-        body.get("ciphertexts"), public_key, "body.ciphertexts", run.spec.reply_ciphertexts(kind)
+    public_key.check_fingerprint(body.key_fingerprint, "body.key_fingerprint")
+    ciphertexts = ciphertexts_under(
+        body.ciphertexts, public_key, "body.ciphertexts", run.spec.reply_ciphertexts(body.kind)
     )
-    data_owners = body.get("contributors")
-    if not isinstance(data_owners, list) or not all(isinstance(n, str) for n in data_owners):
-        raise SchemaError("body.contributors: expected a list of data-owner names")
-    failures = body.get("failures", {})
-    if not isinstance(failures, dict) or not all(isinstance(v, str) for v in failures.values()):
-        raise SchemaError("body.failures: expected an object of name → reason")
-    _trainer().accept_aggregate(job_id, round_number, kind, ciphertexts, data_owners, failures)
-    return jsonify(status="accepted"), 202
+    trainer.accept_aggregate(
+        path.job_id, body.round, body.kind, ciphertexts, list(body.contributors), dict(body.failures)
+    )
+    return answer(Accepted(status="accepted"), 202)
 
 
-@callbacks.post("/jobs/<job_id>/failure")
+@callbacks.post(
+    "/jobs/<job_id>/failure", responses=responses(202, Accepted, 400, 401, 403, 404), security=secured(COORDINATOR)
+)
 @requires(COORDINATOR)
-def receive_failure(job_id: str) -> tuple[Any, int]:
-    body = json_body()
-    error = body.get("error")
-    if not isinstance(error, str) or not error:
-        raise SchemaError("body.error: expected a non-empty string")
-    _trainer().accept_failure(job_id, f"coordinator: {error}")
-    return jsonify(status="accepted"), 202
+def receive_failure(path: JobPath, body: JobFailure) -> tuple[Response, int]:
+    """The coordinator cannot go on with the job: the model fails with its reason."""
+    _trainer().accept_failure(path.job_id, f"coordinator: {body.error}")
+    return answer(Accepted(status="accepted"), 202)

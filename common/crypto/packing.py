@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.crypto.bigint import mpz, powmod
 from common.crypto.paillier import PublicKey
 from common.protocol.errors import EncodingOverflow, ProtocolViolation
+from common.protocol.fields import INTEGRAL
 
-SlotCount = Annotated[int, Field(strict=True, ge=1, le=4096)]
+SlotCount = Annotated[int, Field(strict=True, ge=1, le=4096), INTEGRAL]
 
 
 class SlotLayout(BaseModel):

@@ -13,7 +13,6 @@ receiving party has looked up the job, before anything is computed on them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -27,10 +26,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from common.crypto.bigint import mpz
 from common.crypto.paillier import ALLOWED_KEY_BITS, PublicKey
-from common.protocol.errors import FederatedError, SchemaError
+from common.protocol.errors import FederatedError
+from common.protocol.fields import INTEGRAL, inconsistent, validation_error
 from common.protocol.spec import (
     MAX_DATA_OWNERS,
     ColumnName,
@@ -61,8 +63,10 @@ Url = Annotated[
     StringConstraints(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=500),
     Field(description="An http:// or https:// URL."),
 ]
-RoundNumber = Annotated[int, Field(ge=0, le=MAX_ROUND, description="Rounds count from 0.")]
-Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT, description="Attempts at a round count from 1.")]
+RoundNumber = Annotated[int, Field(strict=True, ge=0, le=MAX_ROUND, description="Rounds count from 0."), INTEGRAL]
+Attempt = Annotated[
+    int, Field(strict=True, ge=1, le=MAX_ATTEMPT, description="Attempts at a round count from 1."), INTEGRAL
+]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REASON)]
 Ciphertext = Annotated[
     str,
@@ -71,6 +75,7 @@ Ciphertext = Annotated[
 ]
 Ciphertexts = Annotated[list[Ciphertext], Field(min_length=1, max_length=MAX_VECTOR_LENGTH)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
+Coefficient = Annotated[float, Field(ge=-MAX_ABS_COEFFICIENT, le=MAX_ABS_COEFFICIENT, allow_inf_nan=False)]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -90,43 +95,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse(model: type[M], payload: Any, where: str = "body") -> M:
-    """``payload`` as a ``model``, or a :class:`SchemaError` naming the first offending field."""
+    """``payload`` as a ``model``, or the error naming its first offending field (see :mod:`.fields`)."""
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise schema_error(exc, where) from None
-
-
-_PLAIN_WORDS = {
-    "missing": "required",
-    "extra_forbidden": "unknown field",
-    "dict_type": "expected an object",
-    "model_type": "expected an object",
-    "model_attributes_type": "expected an object",
-    "dataclass_type": "expected an object",
-    "dataclass_exact_type": "expected an object",
-    "int_type": "expected an integer",
-    "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer",
-    "float_type": "expected a number",
-    "finite_number": "expected a finite number",
-    "string_type": "expected a string",
-    "bool_type": "expected true or false",
-    "list_type": "expected a list",
-    "tuple_type": "expected a list",
-}
-
-
-def schema_error(exc: ValidationError, where: str = "body") -> SchemaError:
-    """The first error of a validation, as ``where.field[index]: what was expected``."""
-    error = exc.errors(include_url=False)[0]
-    location = where
-    for part in error["loc"]:
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
-        location += f"[{part}]" if isinstance(part, int) else f".{part}"
-    message = _PLAIN_WORDS.get(error["type"]) or error["msg"].removeprefix("Value error, ")
-    return SchemaError(f"{location}: {message}")
+        raise validation_error(exc, where) from None
 
 
 def ciphertexts_under(texts: Sequence[str], public_key: PublicKey, where: str, length: int | None) -> list[mpz]:
@@ -148,7 +121,7 @@ class PublicKeyMessage(Message):
     def _a_modulus(cls, n: str) -> str:
         value = int(n, 16)
         if value.bit_length() not in ALLOWED_KEY_BITS or value % 2 == 0:
-            raise ValueError(f"an odd modulus of {', '.join(map(str, ALLOWED_KEY_BITS))} bits expected")
+            raise inconsistent(f"an odd modulus of {', '.join(map(str, ALLOWED_KEY_BITS))} bits expected")
         return n
 
     @field_validator("fingerprint")
@@ -158,7 +131,7 @@ class PublicKeyMessage(Message):
         if fingerprint is not None and n is not None:
             actual = PublicKey(mpz(int(n, 16))).fingerprint
             if fingerprint != actual:
-                raise ValueError(f"key fingerprint {fingerprint!r} is not the key's {actual}")
+                raise inconsistent(f"key fingerprint {fingerprint!r} is not the key's {actual}")
         return fingerprint
 
     def key(self) -> PublicKey:
@@ -184,7 +157,7 @@ class JobKeys(Message):
             try:
                 spec.check_key(public_key.key())
             except FederatedError as exc:
-                raise ValueError(exc.message) from None
+                raise inconsistent(exc.message) from None
         return public_key
 
 
@@ -231,11 +204,23 @@ class JobOpened(Answer):
     status: Literal["running"]
 
 
-def _weights_in_gradient_rounds(cls: type, weights: list[str] | None, info: ValidationInfo) -> list[str] | None:
+R = TypeVar("R", "RoundOrder", "RoundRequest")
+
+
+def _not_null(cls: type, value: Any) -> Any:
+    """An optional list is left out when it has no value, never sent as null."""
+    if value is None:
+        raise PydanticCustomError("list_type", "Input should be a valid list")
+    return value
+
+
+def _weights_in_gradient_rounds(order: R) -> R:
     """A gradient round carries the encrypted weights; a statistics round none."""
-    if (info.data.get("kind") == "gradient") != (weights is not None):
-        raise ValueError("expected a list of ciphertexts in a gradient round, and none in a statistics round")
-    return weights
+    if (order.kind == "gradient") != (order.encrypted_weights is not None):
+        raise inconsistent(
+            "encrypted_weights: expected a list of ciphertexts in a gradient round, and none in a statistics round"
+        )
+    return order
 
 
 class RoundOrder(Message):
@@ -248,9 +233,11 @@ class RoundOrder(Message):
     round: RoundNumber
     kind: RoundKind = "gradient"
     key_fingerprint: Fingerprint
-    encrypted_weights: Ciphertexts | None = Field(default=None, validate_default=True)
+    encrypted_weights: Ciphertexts | SkipJsonSchema[None] = None
 
-    _weights_for_gradients = field_validator("encrypted_weights")(_weights_in_gradient_rounds)
+    _no_null_weights = field_validator("encrypted_weights", mode="before")(_not_null)
+
+    _weights_for_gradients = model_validator(mode="after")(_weights_in_gradient_rounds)
 
 
 class RoundStarted(Answer):
@@ -312,9 +299,11 @@ class RoundRequest(Message):
     attempt: Attempt
     kind: RoundKind = "gradient"
     key_fingerprint: Fingerprint
-    encrypted_weights: Ciphertexts | None = Field(default=None, validate_default=True)
+    encrypted_weights: Ciphertexts | SkipJsonSchema[None] = None
 
-    _weights_for_gradients = field_validator("encrypted_weights")(_weights_in_gradient_rounds)
+    _no_null_weights = field_validator("encrypted_weights", mode="before")(_not_null)
+
+    _weights_for_gradients = model_validator(mode="after")(_weights_in_gradient_rounds)
 
 
 class RoundAccepted(Answer):
@@ -395,15 +384,15 @@ class TrainingOptions(Message):
     """A user's ``POST /model`` body; every field is optional, defaults come from the settings."""
 
     model: ModelName = "linear_regression"
-    features: FeatureList | None = None
-    label: ColumnName | None = None
+    features: FeatureList | SkipJsonSchema[None] = None
+    label: ColumnName | SkipJsonSchema[None] = None
     optimizer: Literal["exact", "gd", "momentum", "adam"] = "exact"
     learning_rate: Annotated[float, Field(ge=1e-12, le=1e6)] = 0.1
-    max_rounds: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    min_data_owners: Annotated[int, Field(ge=1, le=MAX_DATA_OWNERS)] = 1
-    max_abs_weight: Annotated[float, Field(ge=1.0, le=2.0**128)] | None = None
-    alpha: Annotated[float, Field(ge=0.0, le=1e12)] | None = None
-    standardize: bool | None = None
+    max_rounds: Annotated[int, Field(strict=True, ge=1, le=100_000), INTEGRAL] | SkipJsonSchema[None] = None
+    min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS), INTEGRAL] = 1
+    max_abs_weight: Annotated[float, Field(ge=1.0, le=2.0**128)] | SkipJsonSchema[None] = None
+    alpha: Annotated[float, Field(ge=0.0, le=1e12)] | SkipJsonSchema[None] = None
+    standardize: bool | SkipJsonSchema[None] = None
     tolerance: Annotated[float, Field(ge=0.0, le=1e6)] = 1e-8
     relative_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-12
 
@@ -412,12 +401,19 @@ class TrainingOptions(Message):
     def _empty_body(cls, payload: Any) -> Any:
         return {} if payload is None else payload
 
+    @field_validator("features", "label", "max_rounds", "max_abs_weight", "alpha", "standardize", mode="before")
+    @classmethod
+    def _given_means_a_value(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not a value; leave the field out for its default")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainingOptions:
         if self.features is not None and "intercept" in self.features:
-            raise ValueError("features: 'intercept' is reserved for the intercept coefficient")
+            raise inconsistent("features: 'intercept' is reserved for the intercept coefficient")
         if self.label is not None and self.features is not None and self.label in self.features:
-            raise ValueError(f"label {self.label!r} is also listed as a feature")
+            raise inconsistent(f"label {self.label!r} is also listed as a feature")
         return self
 
 
@@ -451,7 +447,7 @@ class ModelRecord(Answer):
 
     model_id: JobId
     version: int
-    status: Literal["pending", "running", "finished", "failed"]
+    status: Literal["pending", "running", "finished", "failed", "cancelled"]
     model: str
     features: list[str]
     label: str
@@ -475,13 +471,6 @@ class ModelList(Answer):
     models: list[ModelRecord]
 
 
-def _finite_coefficients(values: dict[str, float]) -> dict[str, float]:
-    for name, value in values.items():
-        if not math.isfinite(value) or abs(value) > MAX_ABS_COEFFICIENT:
-            raise ValueError(f"{name}: expected a number from {-MAX_ABS_COEFFICIENT} to {MAX_ABS_COEFFICIENT}")
-    return values
-
-
 class ImportedTraining(Message):
     """The ``training`` part of an exported model: provenance, kept as it was."""
 
@@ -503,23 +492,18 @@ class ExportedModel(Message):
     model: ModelName
     features: FeatureList
     label: ColumnName
-    coefficients: dict[str, Number]
+    coefficients: dict[str, Coefficient]
     training: ImportedTraining = Field(default_factory=ImportedTraining)
     scaling: dict[str, dict[str, Number]] | None = None
     standardized_coefficients: dict[str, Number] | None = None
 
-    @field_validator("coefficients")
-    @classmethod
-    def _bounded(cls, values: dict[str, float]) -> dict[str, float]:
-        return _finite_coefficients(values)
-
     @model_validator(mode="after")
     def _one_per_feature(self) -> ExportedModel:
         if "intercept" in self.features:
-            raise ValueError("features: 'intercept' is reserved for the intercept coefficient")
+            raise inconsistent("features: 'intercept' is reserved for the intercept coefficient")
         names = ["intercept", *self.features]
         if set(self.coefficients) != set(names):
-            raise ValueError(f"coefficients: expected a number for each of {', '.join(names)}")
+            raise inconsistent(f"coefficients: expected a number for each of {', '.join(names)}")
         return self
 
 
@@ -529,7 +513,7 @@ class ModelImported(Answer):
 
 
 class PredictionRows(Message):
-    """``POST /prediction`` as JSON: rows of feature → value (other columns are ignored)."""
+    """``POST /prediction`` as JSON: rows of feature → value, one value for each of the model's features."""
 
     model_id: JobId | None = None
     rows: Annotated[list[dict[ColumnName, Number]], Field(min_length=1, max_length=MAX_PREDICTION_ROWS)]

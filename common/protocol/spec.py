@@ -26,6 +26,7 @@ from pydantic import (
 from common.crypto.packing import SlotLayout
 from common.crypto.paillier import PublicKey
 from common.protocol.errors import SchemaError
+from common.protocol.fields import INTEGRAL, inconsistent
 from common.protocol.models import MODELS
 
 MAX_FEATURES = 500
@@ -35,9 +36,10 @@ GRADIENT = "gradient"
 STATISTICS = "statistics"
 RoundKind = Literal["gradient", "statistics"]
 
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 JobId = Annotated[
     str,
-    StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    StringConstraints(strict=True, pattern=JOB_ID_PATTERN),
     Field(description="Letters, digits, '-' and '_', at most 64."),
 ]
 Fingerprint = Annotated[
@@ -54,7 +56,9 @@ def _known_model(name: str) -> str:
     return name
 
 
-ModelName = Annotated[str, Field(strict=True), AfterValidator(_known_model), WithJsonSchema({"type": "string", "enum": list(MODELS)})]
+ModelName = Annotated[
+    str, Field(strict=True), AfterValidator(_known_model), WithJsonSchema({"type": "string", "enum": list(MODELS)})
+]
 
 
 Names = TypeVar("Names", list[str], tuple[str, ...])
@@ -66,9 +70,10 @@ def _distinct(names: Names) -> Names:
     return names
 
 
-FeatureList = Annotated[list[ColumnName], Field(min_length=1, max_length=MAX_FEATURES), AfterValidator(_distinct)]
-FeatureTuple = Annotated[tuple[ColumnName, ...], Field(min_length=1, max_length=MAX_FEATURES), AfterValidator(_distinct)]
-Bits = Annotated[int, Field(strict=True, ge=0, le=256)]
+_UNIQUE = Field(min_length=1, max_length=MAX_FEATURES, json_schema_extra={"uniqueItems": True})
+FeatureList = Annotated[list[ColumnName], _UNIQUE, AfterValidator(_distinct)]
+FeatureTuple = Annotated[tuple[ColumnName, ...], _UNIQUE, AfterValidator(_distinct)]
+Bits = Annotated[int, Field(strict=True, ge=0, le=256), INTEGRAL]
 
 
 class JobSpec(BaseModel):
@@ -96,16 +101,16 @@ class JobSpec(BaseModel):
     label: ColumnName
     data_frac_bits: Bits
     weight_frac_bits: Bits
-    weight_bits: Annotated[Bits, Field(ge=1)]
+    weight_bits: Annotated[int, Field(strict=True, ge=1, le=256), INTEGRAL]
     layout: SlotLayout
-    min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS)]
+    min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS), INTEGRAL]
     key_fingerprint: Fingerprint
 
     @field_validator("label")
     @classmethod
     def _label_is_no_feature(cls, label: str, info: ValidationInfo) -> str:
         if label in info.data.get("features", ()):
-            raise ValueError(f"{label!r} is also listed as a feature")
+            raise inconsistent(f"{label!r} is also listed as a feature")
         return label
 
     @field_validator("layout")
@@ -113,7 +118,7 @@ class JobSpec(BaseModel):
     def _layout_holds_weights(cls, layout: SlotLayout, info: ValidationInfo) -> SlotLayout:
         weight_bits = info.data.get("weight_bits", 0) + info.data.get("weight_frac_bits", 0)
         if weight_bits >= layout.value_bits:
-            raise ValueError(f"slots of {layout.value_bits} value bits cannot hold weights of {weight_bits} bits")
+            raise inconsistent(f"slots of {layout.value_bits} value bits cannot hold weights of {weight_bits} bits")
         return layout
 
     @field_validator("min_data_owners")
@@ -121,7 +126,7 @@ class JobSpec(BaseModel):
     def _countable(cls, min_data_owners: int, info: ValidationInfo) -> int:
         layout = info.data.get("layout")
         if layout is not None and min_data_owners > layout.max_contributors:
-            raise ValueError("more than the layout can count")
+            raise inconsistent("more than the layout can count")
         return min_data_owners
 
     @classmethod

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.crypto.bigint import from_bytes, mpz, to_fixed_bytes
-from common.protocol.errors import SchemaError
 from common.crypto.paillier import PublicKey
+from common.protocol.errors import SchemaError
 
 MAX_VECTOR_LENGTH = 4096
 
 
-def encode_ciphertexts(ciphertexts: Sequence[int], public_key: PublicKey) -> list[str]:
+def encode_ciphertexts(ciphertexts: Sequence[int | mpz], public_key: PublicKey) -> list[str]:
     """Ciphertexts as base64 strings of ``public_key.ciphertext_bytes`` bytes each."""
     width = public_key.ciphertext_bytes
     return [base64.b64encode(to_fixed_bytes(c, width)).decode("ascii") for c in ciphertexts]

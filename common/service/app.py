@@ -14,14 +14,18 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from flask import Response, jsonify, request
-from flask_openapi3 import Info, OpenAPI, Tag
+from flask import Flask, Response, jsonify, request
+from flask_openapi3.models.info import Info
+from flask_openapi3.models.tag import Tag
+from flask_openapi3.openapi import OpenAPI
+from flask_openapi3.types import ResponseDict
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.exceptions import HTTPException
@@ -40,7 +44,8 @@ from common.protocol.errors import (
     Unauthorized,
     UpstreamError,
 )
-from common.protocol.messages import ErrorBody, Health, schema_error
+from common.protocol.fields import validation_error
+from common.protocol.messages import ErrorBody, Health
 from common.service.audit import RecordingMiddleware, TrafficLog
 from common.service.auth import check_caller
 from common.service.http import PeerClient, is_loopback
@@ -69,7 +74,14 @@ STATUS_OF: dict[type[FederatedError], int] = {
 #: The statuses an operation may answer besides its success, for the API documents.
 ERROR_RESPONSES: dict[int, type[BaseModel]] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
-BEARER = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"}}
+BEARER = {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <token>"}}
+_ERROR_DESCRIPTIONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    413: "Content Too Large",
+    422: "Unprocessable Content",
+}
 HEALTH = Tag(name="health", description="Liveness of the service.")
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -81,20 +93,20 @@ def status_of(error: FederatedError) -> int:
         return 502
     for cls in type(error).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 500
 
 
-def responses(ok: int, answer: type[BaseModel] | None, *errors: int) -> dict[int, type[BaseModel] | None]:
+def responses(ok: int, answer: type[BaseModel] | None, *errors: int) -> ResponseDict:
     """An operation's documented answers: ``ok`` with ``answer``, then each error status."""
-    documented: dict[int, type[BaseModel] | None] = {ok: answer}
+    documented: ResponseDict = {ok: answer}
     documented.update({status: ErrorBody for status in errors})
     return documented
 
 
 def secured(*roles: str) -> list[dict[str, list[str]]]:
     """The OpenAPI security requirement of an operation callable by ``roles``."""
-    return [{"bearer": []}] if roles else []
+    return [{"bearerAuth": []}] if roles else []
 
 
 def answer(message: BaseModel, status: int = 200) -> tuple[Response, int]:
@@ -102,9 +114,44 @@ def answer(message: BaseModel, status: int = 200) -> tuple[Response, int]:
     return jsonify(message.model_dump(mode="json", exclude_unset=True)), status
 
 
+class Service(OpenAPI):
+    """A flask-openapi3 app whose document also states, per operation, who may call it.
+
+    The roles come from the views' :func:`~common.service.auth.requires` marks, the same marks the
+    authentication check reads, so the document cannot disagree with what is enforced. Every
+    operation with credentials documents 401 and 403, every one with a body 400 (malformed), 413 (too
+    large) and 422 (values that contradict each other).
+    """
+
+    def generate_spec_json(self) -> None:
+        super().generate_spec_json()  # type: ignore[no-untyped-call]  # unannotated in flask-openapi3 4.3.2
+        views = {
+            (_openapi_path(rule.rule), method.lower()): self.view_functions[rule.endpoint]
+            for rule in self.url_map.iter_rules()
+            for method in rule.methods or ()
+        }
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        for path, item in self.spec_json.get("paths", {}).items():
+            for method, operation in item.items():
+                roles = getattr(views.get((path, method)), "required_roles", ())
+                operation["security"] = [{"bearerAuth": []}] if roles else []
+                operation["x-roles"] = list(roles)
+                statuses = ([401, 403] if roles else []) + ([400, 413, 422] if "requestBody" in operation else [])
+                for status in statuses:
+                    operation["responses"].setdefault(str(status), {"description": _ERROR_DESCRIPTIONS[status]})
+                for status, response in operation["responses"].items():
+                    if status.startswith(("4", "5")):
+                        response.update(error)
+
+
+def _openapi_path(rule: str) -> str:
+    """A Flask rule (``/jobs/<job_id>/rounds/<int:round_number>``) as an OpenAPI path template."""
+    return re.sub(r"<(?:[^<>:]+:)?([^<>:]+)>", r"{\1}", rule)
+
+
 def create_base_app(name: str, title: str, description: str, settings: ServiceSettings) -> OpenAPI:
     """A flask-openapi3 app with JSON error handlers, ``GET /health``, ``/openapi.json`` and ``/docs``."""
-    app = OpenAPI(
+    app = Service(
         name,
         info=Info(title=title, version=API_VERSION, description=description),
         security_schemes=BEARER,  # type: ignore[arg-type]
@@ -153,7 +200,7 @@ def peer_client(app: Any, settings: ServiceSettings) -> PeerClient:
     )
 
 
-def register_error_handlers(app: Any) -> None:
+def register_error_handlers(app: Flask) -> None:
     """Render every error as JSON ``{"error": ..., "type": ...}``; never a traceback."""
 
     @app.errorhandler(FederatedError)
@@ -178,12 +225,12 @@ def register_error_handlers(app: Any) -> None:
         return jsonify(error="internal error; see the service's log", type="InternalError"), 500
 
 
-
 def _validation_error(error: ValidationError) -> Response:
     title = error.title
     where = "path" if title.endswith("Path") else "query" if title.endswith("Query") else "body"
-    response = jsonify(schema_error(error, where).to_json())
-    response.status_code = 400
+    refusal = validation_error(error, where)
+    response = jsonify(refusal.to_json())
+    response.status_code = status_of(refusal)
     return response
 
 

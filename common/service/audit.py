@@ -13,7 +13,10 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 class TrafficLog:
@@ -38,11 +41,11 @@ class TrafficLog:
 class RecordingMiddleware:
     """WSGI middleware logging every inbound request body and the answer to it."""
 
-    def __init__(self, app: Callable, log: TrafficLog) -> None:
+    def __init__(self, app: WSGIApplication, log: TrafficLog) -> None:
         self.app = app
         self.log = log
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)

@@ -58,7 +58,9 @@ def token_digest(token: str) -> str:
 
 
 def same_token(given: str | None, expected: str | None) -> bool:
-    return bool(given) and bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class Authenticator:

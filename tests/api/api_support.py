@@ -50,17 +50,17 @@ def client_with(app, token: str | None):
 
 def as_model_creator(coordinator_app):
     """The coordinator, called by the model creator."""
-    return client_with(coordinator_app, coordinator_app.config["MODEL_CREATOR_TOKEN"])
+    return client_with(coordinator_app, coordinator_app.extensions["settings"].model_creator_token)
 
 
 def as_enrolling_owner(coordinator_app):
     """The coordinator, called with the enrolment secret (only POST /data_owners takes it)."""
-    return client_with(coordinator_app, coordinator_app.config["ENROLMENT_SECRET"])
+    return client_with(coordinator_app, coordinator_app.extensions["settings"].enrolment_secret)
 
 
 def as_coordinator(model_creator_app):
     """The model creator, called back by the coordinator."""
-    return client_with(model_creator_app, model_creator_app.config["COORDINATOR_TOKEN"])
+    return client_with(model_creator_app, model_creator_app.extensions["settings"].coordinator_token)
 
 
 def enrolled(data_owner_app):
@@ -89,10 +89,10 @@ SPEC_CASES = [
     pytest.param("spec.features", ["age", "age"], 400, "spec.features: names must not repeat", id="features-repeat"),
     pytest.param("spec.label", MISSING, 400, "spec.label", id="label-missing"),
     pytest.param("spec.label", ["progression"], 400, "spec.label", id="label-list"),
-    pytest.param("spec.label", "bmi", 400, "spec.label: 'bmi' is also listed as a feature", id="label-is-feature"),
+    pytest.param("spec.label", "bmi", 422, "spec.label: 'bmi' is also listed as a feature", id="label-is-feature"),
     pytest.param("spec.data_frac_bits", True, 400, "spec.data_frac_bits", id="data-frac-bits-bool"),
     pytest.param("spec.data_frac_bits", "32", 400, "spec.data_frac_bits", id="data-frac-bits-string"),
-    pytest.param("spec.data_frac_bits", 32.0, 400, "spec.data_frac_bits", id="data-frac-bits-float"),
+    pytest.param("spec.data_frac_bits", 32.5, 400, "spec.data_frac_bits", id="data-frac-bits-fraction"),
     pytest.param("spec.data_frac_bits", 257, 400, "spec.data_frac_bits", id="data-frac-bits-too-big"),
     pytest.param("spec.weight_frac_bits", -1, 400, "spec.weight_frac_bits", id="weight-frac-bits-negative"),
     pytest.param("spec.weight_frac_bits", None, 400, "spec.weight_frac_bits", id="weight-frac-bits-null"),
@@ -100,7 +100,7 @@ SPEC_CASES = [
     pytest.param("spec.weight_bits", False, 400, "spec.weight_bits", id="weight-bits-bool"),
     pytest.param("spec.min_data_owners", 0, 400, "spec.min_data_owners", id="min-owners-zero"),
     pytest.param("spec.min_data_owners", True, 400, "spec.min_data_owners", id="min-owners-bool"),
-    pytest.param("spec.min_data_owners", 5000, 400, "spec.min_data_owners: more than the layout can count",
+    pytest.param("spec.min_data_owners", 5000, 422, "spec.min_data_owners: more than the layout can count",
                  id="min-owners-beyond-layout"),
     pytest.param("spec.layout", MISSING, 400, "spec.layout: required", id="layout-missing"),
     pytest.param("spec.layout", [136, 10, 6], 400, "spec.layout: expected an object", id="layout-list"),
@@ -109,27 +109,27 @@ SPEC_CASES = [
     pytest.param("spec.layout.count_bits", "10", 400, "spec.layout.count_bits", id="count-bits-string"),
     pytest.param("spec.layout.slots_per_ciphertext", MISSING, 400, "spec.layout.slots_per_ciphertext",
                  id="slots-missing"),
-    pytest.param("spec.layout.slots_per_ciphertext", 7, 400, "spec.layout: the slots do not fit",
+    pytest.param("spec.layout.slots_per_ciphertext", 7, 422, "spec.layout: the slots do not fit",
                  id="slots-beyond-key"),
     pytest.param("spec.key_fingerprint", MISSING, 400, "spec.key_fingerprint", id="fingerprint-missing"),
-    pytest.param("spec.key_fingerprint", "00" * 32, 400, "spec.key_fingerprint", id="fingerprint-wrong"),
-    pytest.param("spec.key_fingerprint", lambda k, o: o.public_key.fingerprint, 400, "spec.key_fingerprint",
+    pytest.param("spec.key_fingerprint", "00" * 32, 422, "spec.key_fingerprint", id="fingerprint-wrong"),
+    pytest.param("spec.key_fingerprint", lambda k, o: o.public_key.fingerprint, 422, "spec.key_fingerprint",
                  id="fingerprint-of-other-key"),
     pytest.param("public_key", MISSING, 400, "public_key: required", id="key-missing"),
     pytest.param("public_key", "junk", 400, "public_key: expected an object", id="key-string"),
-    pytest.param("public_key", lambda k, o: o.public_key.to_json(), 400, "spec.key_fingerprint",
+    pytest.param("public_key", lambda k, o: o.public_key.to_json(), 422, "spec.key_fingerprint",
                  id="key-other-than-spec"),
     pytest.param("public_key.n", MISSING, 400, "public_key.n: required",
                  id="key-n-missing"),
     pytest.param("public_key.n", 12345, 400, "public_key.n: expected a string",
                  id="key-n-int"),
     pytest.param("public_key.n", "not hex", 400, "public_key.n: String should match pattern", id="key-n-junk"),
-    pytest.param("public_key.n", "ff", 400, "public_key.n: an odd modulus", id="key-n-too-small"),
-    pytest.param("public_key.n", lambda k, o: format(int(k.public_key.n) + 1, "x"), 400, "public_key.n",
+    pytest.param("public_key.n", "ff", 422, "public_key.n: an odd modulus", id="key-n-too-small"),
+    pytest.param("public_key.n", lambda k, o: format(int(k.public_key.n) + 1, "x"), 422, "public_key.n",
                  id="key-n-even"),
     pytest.param("public_key.fingerprint", "abc", 400, "public_key.fingerprint: String should match pattern",
                  id="key-fingerprint-junk"),
-    pytest.param("public_key.fingerprint", lambda k, o: o.public_key.fingerprint, 400, "public_key.fingerprint: key fingerprint",
+    pytest.param("public_key.fingerprint", lambda k, o: o.public_key.fingerprint, 422, "public_key.fingerprint: key fingerprint",
                  id="key-fingerprint-of-other-key"),
 ]
 
@@ -332,5 +332,9 @@ class StubPeer:
 
 def restart_config(app, *names: str) -> dict[str, Any]:
     """The test configuration ``app`` was built with, to open another app on the same state (a restart)."""
+    settings = app.extensions.get("settings")
+    if settings is not None:
+        wanted = ("TESTING", "STATE_DIR", "REQUEST_TIMEOUT", *TOKENS, *names)
+        return {name: getattr(settings, name.lower()) for name in wanted if name.lower() in type(settings).model_fields}
     return {name: app.config[name] for name in ("TESTING", "STATE_DIR", "REQUEST_TIMEOUT", *TOKENS, *names)
             if name in app.config}

@@ -134,10 +134,15 @@ AUTH_CASES = [
 
 
 def token_of(app, caller: str) -> str | None:
+    def secret(name: str) -> str:
+        """The app's secret ``name`` from its typed settings (or, not yet ported, its config), else a dummy."""
+        settings = app.extensions.get("settings")
+        return getattr(settings, name, None) or app.config.get(name.upper()) or "x"
+
     return {"nobody": None, "stranger": "not-a-token-anybody-issued",
-            "enrolment": app.config.get("ENROLMENT_SECRET") or "x",
-            "model_creator": app.config.get("MODEL_CREATOR_TOKEN") or "x",
-            "coordinator": app.config.get("COORDINATOR_TOKEN") or "x"}[caller]
+            "enrolment": secret("enrolment_secret"),
+            "model_creator": secret("model_creator_token"),
+            "coordinator": secret("coordinator_token")}[caller]
 
 
 @pytest.mark.parametrize(("service_name", "method", "path", "caller", "status"), AUTH_CASES)

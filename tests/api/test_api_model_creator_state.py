@@ -9,6 +9,7 @@ from pathlib import Path
 
 from api_support import FEATURES, restart_config
 
+from common.protocol.messages import RoundHistory, TrainingOptions
 from model_creator import create_app
 from model_creator.keystore import KEY_FILE
 from model_creator.training import TrainingRequest
@@ -17,7 +18,7 @@ CONFIG_NAMES = ("KEY_BITS", "COORDINATOR_URL", "TEST_DATA")
 
 
 def key_path(app) -> Path:
-    return Path(app.config["STATE_DIR"]) / KEY_FILE
+    return Path(app.extensions["settings"].state_dir) / KEY_FILE
 
 
 def mode(path: Path) -> int:
@@ -65,10 +66,12 @@ def finished_result() -> dict:
 def seed_models(app) -> tuple[str, str, str]:
     """(running, pending, finished) models, put straight into the store."""
     store = app.extensions["model_store"]
-    request = TrainingRequest.from_json({}, app.config).to_json()
+    request = TrainingRequest.of(TrainingOptions(), app.extensions["settings"]).to_json()
     running = store.create(request)
     store.set_running(running, app.extensions["key_store"].private_key().public_key.fingerprint, None)
-    store.record_round(running, {"round": 0, "kind": "gradient", "contributors": 1}, None)
+    store.record_round(running, RoundHistory(round=0, kind="gradient", contributors=1, data_owners=["owner-a"],
+                                             failures={}, gradient_norm=1.0, validation=None, restarted=False,
+                                             seconds=0.5), None)
     pending = store.create(request)
     finished = store.create(request)
     store.finish(finished, finished_result())
@@ -101,6 +104,6 @@ def test_resumed_models_fail_with_a_clear_error_when_the_coordinator_is_gone(mod
     for model_id in (running, pending):
         model = client.get(f"/model/{model_id}").get_json()
         assert model["status"] == "failed"
-        assert app.config["COORDINATOR_URL"] in model["error"], model["error"]
+        assert app.extensions["settings"].coordinator_url in model["error"], model["error"]
     assert client.get(f"/model/{finished}").get_json() == finished_before
     assert trainer.resume_unfinished() == 0

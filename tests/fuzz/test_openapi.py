@@ -1,42 +1,32 @@
 """Each service's OpenAPI description: served, valid, and complete.
 
-It is served to anyone at ``GET /openapi.json``, is a valid OpenAPI 3 document, and describes
-exactly the app's routes and methods, each with its path parameters, the credentials its view
-demands, and the JSON error body on every error status.
+It is generated from the typed messages and the routes, served to anyone at ``GET /openapi.json``
+(and as an interactive page at ``GET /docs``), is a valid OpenAPI 3 document, and describes exactly
+the app's API routes and methods, each with its path parameters, the credentials its view demands,
+and the JSON error body on every error status.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
-
-from common.service.openapi import openapi_blueprint
 
 SERVICES = ["coordinator", "data_owner", "model_creator"]
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 FLASK_PARAMETER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 
-def document_of(service: str) -> Callable[[], dict[str, Any]]:
-    return importlib.import_module(f"{service}.openapi").document
-
-
-def serving_openapi(app: Flask, service: str) -> Flask:
-    """``app`` with its description served, whether or not its factory registers the blueprint yet."""
-    if "openapi" not in app.blueprints:
-        app.register_blueprint(openapi_blueprint(document_of(service)()))
-    return app
+# The document and its pages are not operations of the API.
+DOCUMENTATION_ROUTES = re.compile(r"^/(openapi\.json$|docs(/|$))")
 
 
 @pytest.fixture(params=SERVICES)
 def service(request: pytest.FixtureRequest) -> tuple[str, Flask]:
     """(name, app) of each service, built by the shared ``<name>_app`` fixture."""
-    return request.param, serving_openapi(request.getfixturevalue(f"{request.param}_app"), request.param)
+    return request.param, request.getfixturevalue(f"{request.param}_app")
 
 
 @pytest.fixture
@@ -55,10 +45,10 @@ def openapi_path(rule: str) -> str:
 
 
 def routes(app: Flask) -> dict[tuple[str, str], Any]:
-    """(OpenAPI path, lower-case method) → view function, for every route but static files."""
+    """(OpenAPI path, lower-case method) → view function, for every route but static files and the docs."""
     found = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or DOCUMENTATION_ROUTES.match(rule.rule):
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             found[(openapi_path(rule.rule), method.lower())] = app.view_functions[rule.endpoint]
@@ -112,8 +102,12 @@ def validate_openapi(document: dict[str, Any]) -> None:
 
 
 def test_served_without_credentials_as_documented(service: tuple[str, Flask], served: dict[str, Any]) -> None:
-    name, _ = service
-    assert served == document_of(name)()
+    _, app = service
+    assert served == app.api_doc
+    page = app.test_client().get("/docs/swagger")
+    assert page.status_code == 200 and b"swagger" in page.data.lower()
+    for url in {u for u in re.findall(rb'(?:src|href)="([^"]+)"', page.data)}:
+        assert not url.startswith((b"http://", b"https://", b"//")), f"the page loads {url!r} from outside"
 
 
 def test_is_a_valid_openapi_3_document(served: dict[str, Any]) -> None:
@@ -124,7 +118,7 @@ def test_is_a_valid_openapi_3_document(served: dict[str, Any]) -> None:
         "type": "http",
         "scheme": "bearer",
     }
-    error = served["components"]["schemas"]["Error"]
+    error = served["components"]["schemas"]["ErrorBody"]
     assert error["required"] == ["error", "type"]
     assert error["properties"] == {name: {**error["properties"][name], "type": "string"} for name in ("error", "type")}
     for reference in local_references(served):
@@ -171,7 +165,7 @@ def test_every_error_status_has_the_json_error_body(served: dict[str, Any]) -> N
             response = resolve(served, operation["responses"][status])
             assert "description" in response
             if status.startswith(("4", "5")):
-                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
         if operation["security"] == [{"bearerAuth": []}]:
             assert "401" in statuses, (method, path)
         if "requestBody" in operation:

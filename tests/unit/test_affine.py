@@ -15,7 +15,7 @@ from common.crypto.encoding import encode_array
 from common.protocol.errors import EncodingOverflow, ProtocolViolation
 from common.crypto.packing import SlotLayout, unpack_sum
 from common.protocol.spec import JobSpec
-from coordinator.rounds import aggregate
+from coordinator.policy import aggregate
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
 FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.service.app import status_of
 from common.protocol.errors import DataError
 from common.protocol.models import (
     MODELS,
@@ -302,4 +303,4 @@ def test_non_binary_label_names_file_column_and_row_but_not_the_value(labels, ro
     assert "column 'sold'" in message
     assert "value is not a binary label (0 or 1)" in message
     assert shown not in message.split(": ", 1)[1].replace(f"row {row}", "")
-    assert caught.value.status == 422
+    assert status_of(caught.value) == 422

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from common.protocol.errors import EncodingOverflow, ProtocolViolation, SchemaError
 from common.crypto.packing import SlotLayout, check_values, pack_encrypted, pack_plain, unpack_sum
 from common.protocol.messages import parse
-from coordinator.rounds import aggregate
+from coordinator.policy import aggregate
 
 SLOW = settings(max_examples=30, deadline=None)
 
@@ -91,7 +91,7 @@ def test_layout_json_round_trip():
         ({"value_bits": 0, "count_bits": 2, "slots_per_ciphertext": 3}, "spec.layout.value_bits"),
         ({"value_bits": -4, "count_bits": 2, "slots_per_ciphertext": 3}, "spec.layout.value_bits"),
         ({"value_bits": 4097, "count_bits": 2, "slots_per_ciphertext": 3}, "spec.layout.value_bits"),
-        ({"value_bits": 8.0, "count_bits": 2, "slots_per_ciphertext": 3}, "spec.layout.value_bits"),
+        ({"value_bits": 8.5, "count_bits": 2, "slots_per_ciphertext": 3}, "spec.layout.value_bits"),
         ({"value_bits": "8", "count_bits": 2, "slots_per_ciphertext": 3}, "spec.layout.value_bits"),
         ({"value_bits": 8, "count_bits": True, "slots_per_ciphertext": 3}, "spec.layout.count_bits"),
         ({"value_bits": 8, "count_bits": 2, "slots_per_ciphertext": 0}, "spec.layout.slots_per_ciphertext"),

@@ -1,4 +1,7 @@
-"""The coordinator's round policy (coordinator/rounds.py): aggregation, collecting replies, the registry."""
+"""Collecting a round's replies (coordinator/rounds.py): the collector of an attempt and the registry of rounds.
+
+The round policy (quorum, retries, aggregation) is tested in test_round_policy.py.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,9 @@ import dataclasses
 import threading
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from common.protocol.errors import Conflict, ProtocolViolation
-from coordinator.rounds import RoundCollector, RoundRegistry, aggregate
+from common.protocol.errors import Conflict
+from coordinator.rounds import RoundCollector, RoundRegistry
 
 LIVENESS = 30  # seconds a background wait may take before the test calls it stuck (never reached when correct)
 
@@ -46,47 +47,6 @@ class SteppedCondition:
             raise AssertionError("waited again and again without progress")
         self.on_wait()
         return True
-
-
-# --- aggregate --------------------------------------------------------------------------------
-
-
-def test_aggregate_adds_plaintexts(small_key):
-    public_key = small_key.public_key
-    replies = [[public_key.raw_encrypt(v) for v in row] for row in ([1, -2, 3], [10, 20, -30], [100, 0, 7])]
-    total = aggregate(public_key.nsquare, replies)
-    assert [small_key.raw_decrypt(c) for c in total] == [111, 18, public_key.n - 20]
-
-
-@settings(max_examples=30, deadline=None)
-@given(rows=st.integers(1, 6).flatmap(
-    lambda width: st.lists(st.lists(st.integers(-(2**200), 2**200), min_size=width, max_size=width),
-                           min_size=1, max_size=6)))
-def test_aggregate_property(small_key, rows):
-    public_key = small_key.public_key
-    replies = [[public_key.raw_encrypt(v) for v in row] for row in rows]
-    total = aggregate(public_key.nsquare, replies)
-    assert len(total) == len(rows[0])
-    assert all(0 < c < public_key.nsquare for c in total)
-    assert [small_key.raw_decrypt(c) for c in total] == [sum(column) % public_key.n for column in zip(*rows)]
-
-
-def test_aggregate_of_one_reply_is_that_reply(small_key):
-    reply = [small_key.public_key.raw_encrypt(5), small_key.public_key.raw_encrypt(6)]
-    assert aggregate(small_key.public_key.nsquare, [reply]) == reply
-
-
-def test_aggregate_rejects_mismatched_lengths(small_key):
-    public_key = small_key.public_key
-    with pytest.raises(ProtocolViolation, match="differ in length"):
-        aggregate(public_key.nsquare, [[public_key.raw_encrypt(1)] * 2, [public_key.raw_encrypt(1)] * 3])
-    with pytest.raises(ProtocolViolation, match="differ in length"):
-        aggregate(public_key.nsquare, [[public_key.raw_encrypt(1)] * 2, [public_key.raw_encrypt(1)] * 2, []])
-
-
-def test_aggregate_rejects_no_reply(small_key):
-    with pytest.raises(ProtocolViolation, match="no reply"):
-        aggregate(small_key.public_key.nsquare, [])
 
 
 # --- RoundCollector ---------------------------------------------------------------------------
@@ -130,7 +90,8 @@ def test_wait_times_out_and_marks_missing_owners():
     collector = make_collector()
     collector.add("b", [1])
     collector.fail("c", "connection refused")
-    collector.wait(0.05)
+    gathered = collector.wait(0.05)
+    assert gathered == ({"b": [1]}, {"a": "no reply within 0.05 s", "c": "connection refused"})
     assert collector.closed
     assert collector.replies == {"b": [1]}
     assert collector.failures == {"a": "no reply within 0.05 s", "c": "connection refused"}
@@ -297,3 +258,12 @@ def test_registry_keeps_jobs_apart():
     registry.open(second)
     assert registry.get("job-1", 3, 0) is first
     assert registry.get("job-2", 3, 0) is second
+
+
+def test_registry_claims_a_round_once_until_released():
+    registry = RoundRegistry()
+    assert registry.claim("job-1", 3)
+    assert not registry.claim("job-1", 3)
+    assert registry.claim("job-1", 4) and registry.claim("job-2", 3)
+    registry.release("job-1", 3)
+    assert registry.claim("job-1", 3)

@@ -19,19 +19,20 @@ from common.crypto.packing import unpack_sum
 from common.protocol.spec import STATISTICS, JobSpec
 from common.crypto.randomness import ObfuscatorPool
 from common.protocol.statistics import FeatureStatistics, encrypt_statistics, feature_sums
-from coordinator.rounds import aggregate
-from model_creator.config import DEFAULTS
+from coordinator.policy import aggregate
+from model_creator.config import ModelCreatorSettings
 
 FEATURES = ("sqft", "year_built", "has_pool", "distance_km")
-DATA_FRAC_BITS = int(DEFAULTS["DATA_FRAC_BITS"])
+DEFAULTS = ModelCreatorSettings(default_features=list(FEATURES), default_label="sold", test_data=None)
+DATA_FRAC_BITS = DEFAULTS.data_frac_bits
 
 
 def make_spec(key, features=FEATURES, weight_bits: int = 32) -> JobSpec:
     """The spec the model creator would build with its default encoding parameters."""
     return JobSpec.for_bounds("stats-job", "logistic_regression", features, "sold", key.public_key,
-                              data_bits=int(DEFAULTS["DATA_BITS"]), data_frac_bits=DATA_FRAC_BITS,
-                              weight_bits=weight_bits, weight_frac_bits=int(DEFAULTS["WEIGHT_FRAC_BITS"]),
-                              max_contributors=int(DEFAULTS["MAX_DATA_OWNERS"]))
+                              data_bits=DEFAULTS.data_bits, data_frac_bits=DATA_FRAC_BITS,
+                              weight_bits=weight_bits, weight_frac_bits=DEFAULTS.weight_frac_bits,
+                              max_contributors=DEFAULTS.max_data_owners)
 
 
 def owner_rows(seed: int, count: int, shift: float = 0.0) -> np.ndarray:
@@ -224,23 +225,23 @@ _KEY_FOR_LAYOUT = _LayoutKey()
 @pytest.mark.parametrize("optimizer", ["gd", "exact"])
 def test_model_creator_starts_standardised_jobs_with_a_statistics_round(small_key, optimizer):
     """The first round of a standardised job asks only for sums; the model creator keeps the scaling."""
+    from common.protocol.messages import TrainingOptions
     from model_creator.training import TrainingRequest, TrainingRun
 
-    config = {**DEFAULTS, "DEFAULT_FEATURES": list(FEATURES), "DEFAULT_LABEL": "sold"}
-    request = TrainingRequest.from_json({"model": "logistic_regression", "optimizer": optimizer}, config)
+    request = TrainingRequest.of(TrainingOptions(model="logistic_regression", optimizer=optimizer), DEFAULTS)
     assert request.standardize is True
-    run = TrainingRun("stats-job", request, small_key, config, None)
+    run = TrainingRun("stats-job", request, small_key, DEFAULTS, None)
     try:
         assert run.next_kind == STATISTICS
-        message = run.round_message()
-        assert message["kind"] == STATISTICS and "encrypted_weights" not in message
+        order = run.round_order()
+        assert order.kind == STATISTICS and order.encrypted_weights is None
         replies = [encrypt_statistics(small_key.public_key, feature_sums(rows, run.spec, "o.csv"), run.spec)
                    for rows in OWNERS]
         record = run.absorb(aggregate(small_key.public_key.nsquare, replies), ["a", "b", "c"], {})
         assert record.kind == STATISTICS and record.round == 0 and record.contributors == 3
         assert record.gradient_norm is None
         assert run.next_kind == "gradient"
-        assert "encrypted_weights" in run.round_message()
+        assert run.round_order().encrypted_weights is not None
         pooled = np.vstack(OWNERS)
         result = run.result()
         np.testing.assert_allclose(list(result["scaling"]["means"].values()), pooled.mean(axis=0), rtol=1e-12)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_owner.affine import EncryptedAffineMap
 from common.protocol.errors import ProtocolViolation
-from coordinator.rounds import aggregate
-from model_creator.config import DEFAULTS
+from common.protocol.messages import TrainingOptions, ciphertexts_under
+from coordinator.policy import aggregate
+from data_owner.affine import EncryptedAffineMap
+from model_creator.config import ModelCreatorSettings
 from model_creator.training import TrainingRequest, TrainingRun
 
-CONFIG = {**DEFAULTS, "DEFAULT_FEATURES": ["x1", "x2"], "DEFAULT_LABEL": "y"}
+SETTINGS = ModelCreatorSettings(default_features=["x1", "x2"], default_label="y", test_data=None)
 
 
 def _owner_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -21,17 +22,20 @@ def _owner_data(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(small_key, min_data_owners: int) -> TrainingRun:
-    request = TrainingRequest.from_json({"min_data_owners": min_data_owners}, CONFIG)
-    return TrainingRun("job-under-test", request, small_key, CONFIG, None)
+    request = TrainingRequest.of(TrainingOptions(min_data_owners=min_data_owners), SETTINGS)
+    return TrainingRun("job-under-test", request, small_key, SETTINGS, None)
 
 
 def _replies(run: TrainingRun, owners: int) -> list:
     """Each owner's packed encrypted gradient at the run's first query, as a data owner makes it."""
-    message = run.round_message()
+    order = run.round_order()
+    assert order.encrypted_weights is not None
+    public_key = run.private_key.public_key
+    weights = ciphertexts_under(order.encrypted_weights, public_key, "encrypted_weights", run.spec.dimension)
     replies = []
     for seed in range(owners):
         statistics = EncryptedAffineMap.prepare(run.spec, *_owner_data(seed), f"owner{seed}.csv")
-        replies.append(statistics.evaluate(run.private_key.public_key, message["encrypted_weights"], run.spec))
+        replies.append(statistics.evaluate(public_key, weights, run.spec))
     return replies
 
 

@@ -1,0 +1,395 @@
+"""A model's training job as an explicit state machine, and the trainer that drives it.
+
+States and transitions (:func:`transition` is the one table of them)::
+
+    from                          event                        to
+    ----------------------------  ---------------------------  -----------------------------
+    pending                       Opened(statistics)           statistics round 0
+    pending                       Opened(gradient)             gradient round 0
+    statistics round k            Absorbed(k)                  gradient round k+1
+    gradient round k              Absorbed(k, not done)        gradient round k+1
+    gradient round k              Absorbed(k, done)            finished
+    any but a final state         Failed(reason)               failed
+    any but a final state         Cancelled(reason)            cancelled
+
+Every transition is persisted through the :class:`~model_creator.store.ModelStore` before its
+entry action runs (:meth:`Trainer._persist`, :meth:`Trainer._enter`): entering a round orders it
+from the coordinator, entering a final state closes the job there. A restart therefore finds
+each model in the state of its last transition and takes it up from there
+(:meth:`Trainer.resume_unfinished`); an aggregate is taken only for the round the state awaits,
+and only once, so no round is ever absorbed twice.
+
+Everything that computes or calls a peer runs in the trainer's single worker thread, in the order
+it was handed over; request handlers only check a delivery against the state and hand it over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from common.crypto.bigint import mpz
+from common.dataset import load_columns
+from common.protocol.errors import Conflict, FederatedError, NotFound
+from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PublicKeyMessage, RoundHistory
+from common.protocol.spec import STATISTICS, RoundKind
+from common.service.app import Worker
+from common.service.clients import CoordinatorClient
+from model_creator.config import ModelCreatorSettings
+from model_creator.keystore import KeyStore
+from model_creator.store import ModelStore
+from model_creator.training import TrainingRequest, TrainingRun, Validation
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(str, Enum):
+    """Where a job is in its life."""
+
+    PENDING = "pending"
+    STATISTICS = "statistics"
+    GRADIENT = "gradient"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def awaiting(cls, kind: RoundKind) -> Phase:
+        """The phase in which a round of ``kind`` is awaited."""
+        return cls.STATISTICS if kind == STATISTICS else cls.GRADIENT
+
+
+ROUND_PHASES = frozenset({Phase.STATISTICS, Phase.GRADIENT})
+FINAL_PHASES = frozenset({Phase.FINISHED, Phase.FAILED, Phase.CANCELLED})
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job's state: its phase and, in a round phase, the round it awaits."""
+
+    phase: Phase
+    round: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.phase in FINAL_PHASES
+
+    def awaits(self, kind: str, round_number: int) -> bool:
+        """Whether the aggregate of ``kind`` round ``round_number`` is the one this state waits for."""
+        return self.phase in ROUND_PHASES and self.phase.value == kind and self.round == round_number
+
+    def __str__(self) -> str:
+        return f"{self.phase.value} round {self.round}" if self.phase in ROUND_PHASES else self.phase.value
+
+
+# --- Events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The coordinator has the job; its first round is of ``first_kind``."""
+
+    first_kind: RoundKind
+
+
+@dataclass(frozen=True)
+class Absorbed:
+    """The awaited round's aggregate was decrypted and taken; ``done`` when the optimiser stopped."""
+
+    record: RoundHistory
+    next_kind: RoundKind
+    done: bool
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job cannot go on: a peer failed, a check refused an aggregate, the maths stopped."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The job was stopped on purpose before it finished."""
+
+    reason: str
+
+
+Event = Opened | Absorbed | Failed | Cancelled
+
+
+def transition(state: JobState, event: Event) -> JobState:
+    """The state ``event`` moves a job in ``state`` to: the one table of a job's life.
+
+    Raises
+    ------
+    Conflict
+        When ``event`` cannot happen in ``state``: an aggregate of another round than the awaited
+        one, a second opening, anything after a final state.
+    """
+    if state.phase is Phase.PENDING and isinstance(event, Opened):
+        return JobState(Phase.awaiting(event.first_kind), 0)
+    if state.phase in ROUND_PHASES and isinstance(event, Absorbed) and event.record.round == state.round:
+        if event.done:
+            return JobState(Phase.FINISHED, state.round + 1)
+        return JobState(Phase.awaiting(event.next_kind), state.round + 1)
+    if not state.final and isinstance(event, Failed):
+        return JobState(Phase.FAILED, state.round)
+    if not state.final and isinstance(event, Cancelled):
+        return JobState(Phase.CANCELLED, state.round)
+    raise Conflict(f"a job in state {state} cannot take {type(event).__name__}")
+
+
+# --- The driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """A job the trainer is driving: its state, its run once built, the round delivered but not absorbed."""
+
+    model_id: str
+    state: JobState
+    run: TrainingRun | None = None
+    delivered: int | None = None
+
+
+class Trainer:
+    """Starts jobs and moves each through its states, in its worker thread."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        keys: KeyStore,
+        coordinator: CoordinatorClient,
+        worker: Worker,
+        settings: ModelCreatorSettings,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.coordinator = coordinator
+        self.worker = worker
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+
+    # -- what request handlers call ----------------------------------------------------------
+
+    def start(self, request: TrainingRequest) -> str:
+        """Record a new model as pending and hand the opening of its job to the worker; returns its id."""
+        model_id = self.store.create(request.to_json())
+        self._hand_over(model_id, JobState(Phase.PENDING), self._open, request, None)
+        return model_id
+
+    def resume_unfinished(self) -> int:
+        """After a restart: take up every pending or running model in the state it was left in."""
+        unfinished = self.store.unfinished()
+        for model in unfinished:
+            logger.info("resuming model %s", model.model_id)
+            request = TrainingRequest.from_json(model.request)
+            self._hand_over(model.model_id, JobState(Phase.PENDING), self._open, request, model.state)
+        return len(unfinished)
+
+    def run(self, model_id: str) -> TrainingRun:
+        """The run of a job in flight.
+
+        Raises
+        ------
+        NotFound
+            When no job of ``model_id`` is in flight here.
+        """
+        with self._lock:
+            job = self._jobs.get(model_id)
+        if job is None or job.run is None:
+            raise NotFound(f"model {model_id} has no job in flight")
+        return job.run
+
+    def accept_aggregate(
+        self,
+        model_id: str,
+        round_number: int,
+        kind: str,
+        ciphertexts: Sequence[mpz],
+        data_owners: list[str],
+        failures: dict[str, str],
+    ) -> None:
+        """Hand a checked aggregate to the worker.
+
+        Raises
+        ------
+        NotFound
+            When no job of ``model_id`` is in flight.
+        Conflict
+            For an aggregate of another round than the awaited one, or a second one for it (a
+            delivery repeated by the coordinator): no round is ever absorbed twice.
+        """
+        with self._lock:
+            job = self._jobs.get(model_id)
+            if job is None or job.run is None:
+                raise NotFound(f"model {model_id} has no job in flight")
+            if not job.state.awaits(kind, round_number):
+                raise Conflict(f"model {model_id} awaits {job.state}, not {kind} round {round_number}")
+            if job.delivered == round_number:
+                raise Conflict(f"model {model_id} already has the aggregate of round {round_number}")
+            job.delivered = round_number
+        self.worker.submit(
+            self._absorb, model_id, ciphertexts, data_owners, failures, on_error=self._failure_of(model_id)
+        )
+
+    def accept_failure(self, model_id: str, reason: str) -> None:
+        """Hand the coordinator's report that the job cannot go on to the worker.
+
+        Raises
+        ------
+        NotFound
+            When no job of ``model_id`` is in flight.
+        """
+        self.run(model_id)
+        self.worker.submit(self._apply, model_id, Failed(reason))
+
+    def cancel(self, model_id: str, reason: str) -> None:
+        """Stop a job in flight; it ends ``cancelled`` and the coordinator is told to close it.
+
+        Raises
+        ------
+        NotFound
+            When no job of ``model_id`` is in flight.
+        """
+        with self._lock:
+            if model_id not in self._jobs:
+                raise NotFound(f"model {model_id} has no job in flight")
+        self.worker.submit(self._apply, model_id, Cancelled(reason))
+
+    # -- what runs in the worker -------------------------------------------------------------
+
+    def _hand_over(self, model_id: str, state: JobState, task: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._jobs[model_id] = Job(model_id, state)
+        self.worker.submit(task, model_id, *args, on_error=self._failure_of(model_id))
+
+    def _failure_of(self, model_id: str) -> Callable[[Exception], None]:
+        def record(error: Exception) -> None:
+            self._apply(model_id, Failed(_reason(error)))
+
+        return record
+
+    def _open(self, model_id: str, request: TrainingRequest, saved: dict[str, Any] | None) -> None:
+        """Build the run (restoring a saved one), open the job at the coordinator, await its round."""
+        private_key = self.keys.private_key()
+        run = TrainingRun(model_id, request, private_key, self.settings, self._validation_data(request))
+        if saved is not None:
+            run.restore(saved)
+        job = self._job(model_id)
+        with self._lock:
+            job.run = run
+            if saved is not None:
+                # The persisted state of a running model: the round its last transition awaits.
+                job.state = JobState(Phase.awaiting(run.next_kind), run.round)
+        message = OpenJob(
+            spec=run.spec, public_key=PublicKeyMessage.of(private_key.public_key), callback_url=self.settings.public_url
+        )
+        try:
+            self.coordinator.open_job(message)
+        except Conflict:
+            logger.info("model %s: the coordinator already has its job", model_id)
+        logger.info(
+            "model %s: job open at the coordinator (%d coefficients, %d slots per ciphertext)",
+            model_id,
+            run.spec.dimension,
+            run.spec.layout.slots_per_ciphertext,
+        )
+        if job.state.phase is Phase.PENDING:
+            self._apply(model_id, Opened(run.next_kind))
+        else:
+            self._enter(job)
+
+    def _absorb(
+        self, model_id: str, ciphertexts: Sequence[mpz], data_owners: list[str], failures: dict[str, str]
+    ) -> None:
+        """Decrypt and take the awaited round's aggregate, then move the job on."""
+        run = self.run(model_id)
+        record = run.absorb(ciphertexts, data_owners, failures)
+        logger.info(
+            "model %s round %d (%s): %d contributor(s)", model_id, record.round, record.kind, record.contributors
+        )
+        self._apply(model_id, Absorbed(record, run.next_kind, run.done))
+
+    def _apply(self, model_id: str, event: Event) -> None:
+        """Take ``event``: the transition, persisted, then the new state's entry action."""
+        with self._lock:
+            job = self._jobs.get(model_id)
+        if job is None:
+            logger.warning("model %s: %s ignored, the job is no longer in flight", model_id, type(event).__name__)
+            return
+        state = transition(job.state, event)
+        self._persist(job, state, event)
+        with self._lock:
+            job.state, job.delivered = state, None
+        self._enter(job, event.reason if isinstance(event, Failed | Cancelled) else None)
+
+    def _persist(self, job: Job, state: JobState, event: Event) -> None:
+        """Record a transition in the store, atomically with what it produced."""
+        if isinstance(event, Failed):
+            self.store.fail(job.model_id, event.reason)
+            logger.error("model %s failed: %s", job.model_id, event.reason)
+            return
+        if isinstance(event, Cancelled):
+            self.store.cancel(job.model_id, event.reason)
+            logger.warning("model %s cancelled: %s", job.model_id, event.reason)
+            return
+        run = job.run
+        assert run is not None, "a job is opened and absorbs aggregates only once its run is built"
+        if isinstance(event, Opened):
+            self.store.set_running(job.model_id, run.private_key.public_key.fingerprint, run.state())
+        elif state.phase is Phase.FINISHED:
+            self.store.finish(job.model_id, run.result(), event.record)
+            logger.info("model %s finished after %d round(s): %s", job.model_id, state.round, run.optimizer.stop_reason)
+        else:
+            self.store.record_round(job.model_id, event.record, run.state())
+
+    def _enter(self, job: Job, reason: str | None = None) -> None:
+        """The entry action of the job's state: order the awaited round, or close the job."""
+        state = job.state
+        if state.phase in ROUND_PHASES:
+            assert job.run is not None
+            self.coordinator.order_round(job.model_id, job.run.round_order())
+            return
+        if not state.final:
+            return
+        with self._lock:
+            self._jobs.pop(job.model_id, None)
+        if job.run is not None:
+            job.run.close()
+        if state.phase is Phase.FINISHED:
+            message = FinishJob(status="finished")
+        else:
+            prefix = "cancelled: " if state.phase is Phase.CANCELLED else ""
+            message = FinishJob(status="failed", error=(prefix + (reason or state.phase.value))[:MAX_REASON])
+        try:
+            self.coordinator.finish_job(job.model_id, message)
+        except FederatedError as exc:
+            logger.warning("could not close job %s at the coordinator: %s", job.model_id, exc.message)
+
+    def _job(self, model_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(model_id)
+        if job is None:
+            raise NotFound(f"model {model_id} has no job in flight")
+        return job
+
+    def _validation_data(self, request: TrainingRequest) -> Validation | None:
+        if self.settings.test_data is None:
+            return None
+        features, labels = load_columns(self.settings.test_data, request.features, request.label)
+        assert labels is not None
+        return features, labels
+
+
+def _reason(error: Exception) -> str:
+    """What a job's failure record says of ``error``: its message, never a traceback."""
+    if isinstance(error, FederatedError):
+        return error.message
+    return f"internal error: {type(error).__name__}: {error}"
