@@ -218,12 +218,13 @@ class RoundRunner:
         self, job: Job, state: RoundState, asked: dict[str, DataOwnerAddress]
     ) -> tuple[dict[str, list[mpz]], dict[str, str]]:
         """Ask ``asked`` for the attempt's replies; returns (replies, failures) once all are in or time is up."""
+        weights = {} if state.weights is None else {"encrypted_weights": list(state.weights)}
         request = RoundRequest(
             round=state.round,
             attempt=state.attempt,
             kind=state.kind,
             key_fingerprint=job.public_key.fingerprint,
-            encrypted_weights=None if state.weights is None else list(state.weights),
+            **weights,
         )
         collector = RoundCollector(job.job_id, state.round, state.attempt, state.kind, frozenset(asked))
         self.registry.open(collector)
