@@ -40,9 +40,9 @@ def load_columns(
         with path.open(newline="", encoding="utf-8-sig") as handle:
             return read_columns(handle, features, label, str(path))
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})", "no_data") from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+        raise DataError(f"{path}: not a readable CSV file ({exc})", "no_data") from exc
 
 
 @overload
@@ -69,7 +69,7 @@ def read_columns(
         reader = csv.reader(lines)
         header = next(reader, None)
         if not header or not any(name.strip() for name in header):
-            raise DataError(f"{source}: file is empty (no header line)")
+            raise DataError(f"{source}: file is empty (no header line)", "no_data")
         header = [name.strip() for name in header]
         if not allow_extra:
             extra = [name for name in header if name not in columns]
@@ -82,9 +82,9 @@ def read_columns(
             if any(cell.strip() for cell in row)
         ]
     except csv.Error as exc:
-        raise DataError(f"{source}: not a readable CSV file ({exc})") from exc
+        raise DataError(f"{source}: not a readable CSV file ({exc})", "no_data") from exc
     if not values:
-        raise DataError(f"{source}: file has a header but no rows")
+        raise DataError(f"{source}: file has a header but no rows", "no_data")
     table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
     if label is None:
         return table, None
@@ -98,9 +98,9 @@ def read_header(path: str | Path) -> list[str]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), None)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from exc
+        raise DataError(f"{path}: cannot be read ({exc})", "no_data") from exc
     if not header:
-        raise DataError(f"{path}: file is empty (no header line)")
+        raise DataError(f"{path}: file is empty (no header line)", "no_data")
     return [name.strip() for name in header]
 
 
@@ -109,11 +109,15 @@ def _column_positions(path: str, header: list[str], columns: Sequence[str]) -> l
     if missing:
         raise DataError(
             f"{path}: missing column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(repr(m) for m in missing)} (the header has: {', '.join(header)})"
+            f"{', '.join(repr(m) for m in missing)} (the header has: {', '.join(header)})",
+            "missing_column",
+            missing[0],
         )
     duplicated = [name for name in columns if header.count(name) > 1]
     if duplicated:
-        raise DataError(f"{path}: column {duplicated[0]!r} appears more than once in the header")
+        raise DataError(
+            f"{path}: column {duplicated[0]!r} appears more than once in the header", "bad_value", duplicated[0]
+        )
     return [header.index(name) for name in columns]
 
 
@@ -121,14 +125,14 @@ def _parse_row(path: str, number: int, row: list[str], columns: Sequence[str], p
     parsed = []
     for name, position in zip(columns, positions, strict=True):
         if position >= len(row):
-            raise DataError(f"{path}: row {number}, column {name!r}: value is missing (short row)")
+            raise DataError(f"{path}: row {number}, column {name!r}: value is missing (short row)", "bad_value", name)
         text = row[position].strip()
         try:
             value = float(text)
         except ValueError:
             problem = "value is empty" if not text else "value is not a number"
-            raise DataError(f"{path}: row {number}, column {name!r}: {problem}") from None
+            raise DataError(f"{path}: row {number}, column {name!r}: {problem}", "bad_value", name) from None
         if not math.isfinite(value):
-            raise DataError(f"{path}: row {number}, column {name!r}: value is not a finite number")
+            raise DataError(f"{path}: row {number}, column {name!r}: value is not a finite number", "bad_value", name)
         parsed.append(value)
     return parsed

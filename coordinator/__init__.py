@@ -5,7 +5,8 @@ It never holds a private key and never sees a plaintext weight, gradient or data
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask_openapi3.openapi import OpenAPI
@@ -13,15 +14,24 @@ from flask_openapi3.openapi import OpenAPI
 from common.service.app import Worker, create_base_app, peer_client
 from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, token_digest
 from common.service.settings import load_settings, with_secrets
-from coordinator.config import SECRETS, CoordinatorSettings
+from coordinator.config import CoordinatorSettings
 from coordinator.rounds import RoundRegistry
 from coordinator.runner import RoundRunner
 from coordinator.store import CoordinatorStore
 from coordinator.views import contributions, data_owners, jobs
 
 
-def create_app(settings: CoordinatorSettings | Mapping[str, Any] | None = None) -> OpenAPI:
+def create_app(
+    settings: CoordinatorSettings | Mapping[str, Any] | None = None, clock: Callable[[], float] = time.time
+) -> OpenAPI:
     """Build the coordinator app; nothing touches the network until a request arrives.
+
+    Parameters
+    ----------
+    settings
+        The settings, or a mapping of test values over the defaults and the environment.
+    clock
+        The wall clock (seconds since 1970) that enrolments' signing times are checked against.
 
     Raises
     ------
@@ -30,7 +40,7 @@ def create_app(settings: CoordinatorSettings | Mapping[str, Any] | None = None) 
     """
     if not isinstance(settings, CoordinatorSettings):
         settings = load_settings(CoordinatorSettings, settings)
-    settings = with_secrets(settings, SECRETS)
+    settings = with_secrets(settings)
     app = create_base_app(
         "coordinator",
         "Training Coordinator",
@@ -51,6 +61,7 @@ def create_app(settings: CoordinatorSettings | Mapping[str, Any] | None = None) 
             {ENROLMENT: settings.enrolment_secret, MODEL_CREATOR: settings.model_creator_token},
             owner_with_credential,
         ),
+        clock=clock,
         coordinator_store=store,
         round_registry=registry,
         round_runner=runner,

@@ -9,9 +9,12 @@ from coordinator import create_app
 
 def main() -> None:
     parser = base_parser("Federated training coordinator (relays and aggregates ciphertexts).", 8080, "coordinator")
+    parser.add_argument(
+        "--test-only-small-keys", action="store_true", help="FOR TESTS ONLY: accept jobs under keys of 1024 bits"
+    )
     args = parser.parse_args()
     configure_logging(args.log_level)
-    app = start_or_exit(create_app, base_config(args))
+    app = start_or_exit(create_app, {**base_config(args), "TEST_ONLY_SMALL_KEYS": args.test_only_small_keys})
     app.extensions["round_runner"].resume_unfinished()
     serve(app, args.host, args.port, **serve_options(args))
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.service.cli import CHECKOUT
 from common.service.settings import Seconds, ServiceSettings
-
-#: The secrets the coordinator holds; any left empty is read from (or created in) SECRETS_FILE.
-SECRETS = ("enrolment_secret", "model_creator_token", "coordinator_token")
 
 
 class CoordinatorSettings(ServiceSettings):
@@ -28,15 +25,22 @@ class CoordinatorSettings(ServiceSettings):
         Seconds between two attempts at a round.
     fan_out_threads
         Concurrent calls to data owners when a round is sent out.
+    enrolment_window
+        Seconds an enrolment's signing time may be off the coordinator's clock, either way. An
+        enrolment outside it is refused, so a recorded one cannot be replayed later.
     enrolment_secret
         What a data owner presents to enrol.
     model_creator_token
         What the model creator presents to the coordinator.
     coordinator_token
         What the coordinator presents to the model creator.
+
+    The three secrets left empty are read from the coordinator's own secrets file (created if
+    missing; see :mod:`common.service.settings`).
     """
 
     model_config = SettingsConfigDict(env_prefix="FT_COORDINATOR_")
+    party: ClassVar[str] = "coordinator"
 
     state_dir: Path = CHECKOUT / "var" / "coordinator"
     public_url: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+$")] = "http://127.0.0.1:8080"
@@ -46,6 +50,9 @@ class CoordinatorSettings(ServiceSettings):
     round_retries: Annotated[int, Field(ge=0, le=100)] = 2
     retry_delay: Annotated[float, Field(ge=0, le=3600)] = 2.0
     fan_out_threads: Annotated[int, Field(ge=1, le=1024)] = 16
+    enrolment_window: Seconds = 300.0
     enrolment_secret: str | None = None
     model_creator_token: str | None = None
     coordinator_token: str | None = None
+    # Jobs under keys of fewer than 2048 bits are refused, unless this test-only flag is set.
+    test_only_small_keys: bool = False

@@ -1,8 +1,13 @@
 """The coordinator's round policy: who takes part, quorum, retries, failures and aggregation.
 
 Plain Python, free of HTTP, threads and storage, the way Flower's ``Strategy`` is apart from its
-server loop: :class:`~coordinator.runner.RoundRunner` asks the owners this policy names, gathers
-their replies as ``(replies, failures)`` and lets :meth:`RoundPolicy.decide` say what they mean.
+server loop: :class:`~coordinator.runner.RoundRunner` asks the member set this policy names,
+gathers their replies as ``(replies, failures)`` and lets :meth:`RoundPolicy.decide` say what they
+mean.
+
+Membership is fixed per attempt (PROTOCOL.md section 9): the owners' masks cancel only in the sum
+over the whole member set announced to them, so an attempt is aggregated only when every member
+replied, and an attempt that lost a member is tried again without it, on a new member set.
 
 The coordinator never decrypts. Aggregation multiplies the owners' packed ciphertexts slot-wise
 (ciphertext i of every owner together), which adds their plaintexts: the gradient sum, the row
@@ -21,7 +26,11 @@ from common.protocol.spec import JobSpec
 
 @dataclass(frozen=True)
 class Accept:
-    """The quorum is met: the replies of ``contributors`` are aggregated."""
+    """Every member of the attempt replied: their replies are aggregated.
+
+    ``contributors`` is the attempt's whole member set; ``failures`` are the owners that were not
+    members (they refused the job, could not join, or failed an earlier attempt) and why.
+    """
 
     contributors: tuple[str, ...]
     failures: dict[str, str]
@@ -29,14 +38,19 @@ class Accept:
 
 @dataclass(frozen=True)
 class Retry:
-    """Too few replies, with attempts left: the round is tried again after the retry delay."""
+    """The attempt cannot be aggregated, with attempts left: the round is tried again.
+
+    ``left_out`` are the members that failed this attempt (and why): the next attempts of this
+    run of the round do without them, so they go out on another member set, with fresh masks.
+    """
 
     reason: str
+    left_out: dict[str, str]
 
 
 @dataclass(frozen=True)
 class Fail:
-    """Too few replies and no attempt left: the round, and with it the job, fails."""
+    """No attempt could be aggregated and none is left: the round, and with it the job, fails."""
 
     reason: str
     failures: dict[str, str]
@@ -49,10 +63,16 @@ Decision = Accept | Retry | Fail
 class RoundPolicy:
     """What the coordinator does with one round of one job.
 
+    Each data owner masks its reply with pairwise masks that cancel only in the sum over the whole
+    member set the attempt announced (PROTOCOL.md section 9). So an attempt is aggregated only
+    when every member replied: a sum over fewer would decrypt to noise at the model creator, and
+    forwarding it would only tell the model creator who was missing. A member that fails ends the
+    attempt; the next attempt leaves it out.
+
     Parameters
     ----------
     min_data_owners
-        The quorum: replies an attempt needs for its round to be aggregated.
+        The quorum: the fewest members an attempt may have for its round to be aggregated.
     attempts
         Attempts at a round in one run of it (the first and each retry).
     """
@@ -66,16 +86,31 @@ class RoundPolicy:
         return cls(spec.min_data_owners, retries + 1)
 
     def participants(self, registered: Collection[str], refused: Mapping[str, str]) -> list[str]:
-        """The owners an attempt asks: every registered owner but those that refused the job."""
+        """The owners an attempt wants to take part: every registered owner but those that refused the job."""
         return sorted(name for name in registered if name not in refused)
+
+    def member_set(
+        self, participants: Collection[str], joined: Collection[str], left_out: Collection[str]
+    ) -> list[str]:
+        """An attempt's member set, by name: the participants that joined the job and were not left out.
+
+        Every member is sent the same member list, and each derives its masks from it.
+        """
+        return sorted(name for name in participants if name in joined and name not in left_out)
+
+    def quorate(self, members: Collection[str]) -> bool:
+        """Whether a member set is large enough to be asked at all."""
+        return len(members) >= max(self.min_data_owners, 1)
 
     def decide(
         self,
         round_number: int,
         attempt: int,
         registered: Collection[str],
+        members: Collection[str],
         replies: Collection[str],
         failures: Mapping[str, str],
+        rejoining: Collection[str] = (),
     ) -> Decision:
         """What the replies of the ``attempt``-th attempt of this run mean for the round.
 
@@ -87,23 +122,57 @@ class RoundPolicy:
             Attempts made in this run so far, this one included (from 1).
         registered
             The owners registered when the attempt started.
+        members
+            The attempt's member set (:meth:`member_set`); empty when it was not asked, being too small.
         replies
-            The owners whose reply arrived and passed every check.
+            The members whose reply arrived and passed every check.
         failures
-            Owner → why it did not reply: those that refused the job (and were not asked), and
-            those asked that failed or did not answer in time.
+            Owner → why it did not reply: the members that failed or did not answer in time, and
+            the owners that were not members (refused the job, could not join, left out).
+        rejoining
+            Members that failed because they forgot the job (a restart): they are joined again
+            and take part in the next attempt with their new job key, rather than being left out.
+
+        Returns
+        -------
+        Decision
+            :class:`Accept` when every member replied and there are at least ``min_data_owners``
+            of them; otherwise :class:`Retry` while attempts remain, else :class:`Fail`.
         """
-        remaining = {name: reason for name, reason in failures.items() if name not in replies}
-        if len(replies) >= self.min_data_owners:
-            return Accept(tuple(sorted(replies)), remaining)
-        summary = describe(registered, replies, remaining)
+        member_set = set(members)
+        if not self.quorate(member_set):
+            # Too few members to be worth asking: nobody was asked, so nobody failed the attempt.
+            shortfall = f"{len(member_set)} member(s), fewer than the {self.min_data_owners} required"
+            replied: set[str] = set()
+            remaining = {name: reason for name, reason in failures.items() if name not in member_set}
+            remaining.update({name: "not asked: too few members" for name in member_set})
+            left_out: dict[str, str] = {}
+        else:
+            replied = member_set & set(replies)
+            if replied == member_set:
+                outside = {name: reason for name, reason in failures.items() if name not in member_set}
+                return Accept(tuple(sorted(member_set)), outside)
+            shortfall = f"{len(replied)} of {len(member_set)} member(s) replied, and every member's reply is needed"
+            remaining = {name: reason for name, reason in failures.items() if name not in replied}
+            for name in member_set - replied:
+                remaining.setdefault(name, "no reply")
+            left_out = {name: remaining[name] for name in sorted(member_set - replied) if name not in rejoining}
+        summary = describe(registered, replied, remaining)
         if attempt < self.attempts:
-            return Retry(f"attempt {attempt}: {len(replies)} of {self.min_data_owners} required replies; {summary}")
+            return Retry(f"attempt {attempt}: {shortfall}; {summary}", left_out)
         return Fail(
-            f"round {round_number}: fewer than {self.min_data_owners} data owner(s) answered in"
-            f" {attempt} attempt(s); {summary}",
+            f"round {round_number}: not aggregated in {attempt} attempt(s); last attempt: {shortfall}; {summary}",
             remaining,
         )
+
+
+def refusal_reason(code: str, column: str | None) -> str:
+    """How an owner's refusal of a round is recorded: its code and the job column, nothing else.
+
+    PROTOCOL.md section 7: a refusal travels as a fixed code and the column concerned; the owner
+    keeps the details (file, row, value) to itself.
+    """
+    return f"refused: {code}" if column is None else f"refused: {code} (column '{column}')"
 
 
 def refuses_job(error: FederatedError) -> bool:

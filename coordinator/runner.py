@@ -5,6 +5,11 @@ concurrently through their typed clients; their replies arrive as requests of th
 collected by a :class:`~coordinator.rounds.RoundCollector`. What an attempt's replies and failures
 mean (aggregate, try again, fail the job) is the policy's decision; the state of the round is the
 store's record.
+
+An attempt has a fixed member set (PROTOCOL.md section 9): the participants are joined first (the
+missing ones concurrently), each join answer must carry the owner's job key signed by the identity
+key its name is bound to, and every member is sent the same round request, listing every member's
+signed job key. The owners mask their replies for exactly that member set.
 """
 
 from __future__ import annotations
@@ -17,8 +22,23 @@ from functools import partial
 from typing import Literal
 
 from common.crypto.bigint import mpz
-from common.protocol.errors import Conflict, FederatedError, NotFound, UpstreamError
-from common.protocol.messages import Aggregate, JobFailure, JoinJob, PublicKeyMessage, RoundRequest
+from common.protocol.errors import (
+    Conflict,
+    FederatedError,
+    NotFound,
+    ProtocolViolation,
+    Refused,
+    UpstreamError,
+)
+from common.protocol.messages import (
+    Aggregate,
+    JobFailure,
+    JobJoined,
+    JoinJob,
+    MemberKey,
+    PublicKeyMessage,
+    RoundRequest,
+)
 from common.protocol.spec import RoundKind
 from common.protocol.wire import encode_ciphertexts
 from common.service.app import Worker
@@ -127,14 +147,40 @@ class RoundRunner:
             raise NotFound(f"round {round_number} of job {job_id} was never started")
         policy = RoundPolicy.for_job(job.spec, self.settings.round_retries)
         started = self._clock()
+        left_out: dict[str, str] = {}
         for attempts_made in range(1, policy.attempts + 1):
             state = state.replace(attempt=state.attempt + 1)
             self.store.save_round(state)
             registered = self.store.data_owners()
+            # Every participant joins before the member set is fixed; those that never joined, or
+            # forgot the job, concurrently.
+            joined = self.store.member_keys(job_id)
+            missing = {
+                name: registered[name]
+                for name in policy.participants(registered, self.store.refused(job_id))
+                if name not in joined and name not in left_out
+            }
+            join_failures = self._join_all(job, missing)
             refused = self.store.refused(job_id)
-            asked = {name: registered[name] for name in policy.participants(registered, refused)}
-            replies, failures = self._gather(job, state, asked)
-            decision = policy.decide(round_number, attempts_made, registered, replies, {**refused, **failures})
+            member_keys = self.store.member_keys(job_id)
+            members = policy.member_set(policy.participants(registered, refused), member_keys, left_out)
+            if policy.quorate(members):
+                asked = {name: (registered[name], member_keys[name]) for name in members}
+                replies, failures = self._gather(job, state, asked)
+            else:
+                replies, failures = {}, {}
+            # A member whose job key was dropped while asking it had forgotten the job: joined again next time.
+            still_joined = self.store.member_keys(job_id)
+            rejoining = [name for name in members if name not in still_joined]
+            decision = policy.decide(
+                round_number,
+                attempts_made,
+                registered,
+                members,
+                replies,
+                {**refused, **join_failures, **left_out, **failures},
+                rejoining,
+            )
             if isinstance(decision, Accept):
                 self._aggregate(job, state, decision, replies, self._clock() - started)
                 return
@@ -145,6 +191,7 @@ class RoundRunner:
                 return
             assert isinstance(decision, Retry)
             logger.warning("job %s round %d: %s", job_id, round_number, decision.reason)
+            left_out.update(decision.left_out)
             self._sleep(self.settings.retry_delay)
 
     def _aggregate(
@@ -214,22 +261,89 @@ class RoundRunner:
                 logger.warning("could not release job %s at %s: %s", job_id, name, exc.message)
         self.store.forget_members(job_id)
 
+    def _join_all(self, job: Job, owners: dict[str, DataOwnerAddress]) -> dict[str, str]:
+        """Join ``owners`` to the job concurrently; returns owner → why it did not join.
+
+        An owner whose answer is a refusal is recorded as having refused the job (and is not
+        asked again for it); any other failure, a bad job key included, leaves it free to join
+        at a later attempt.
+        """
+        futures = {name: self._fan_out.submit(self._join, job, name, address) for name, address in owners.items()}
+        failures = {}
+        for name, future in futures.items():
+            error = future.exception()
+            reason = f"could not join: {type(error).__name__}: {error}" if error is not None else future.result()
+            if reason is not None:
+                failures[name] = reason
+        return failures
+
+    def _join(self, job: Job, name: str, address: DataOwnerAddress) -> str | None:
+        """Join ``name`` to the job and keep its signed job key; returns why it did not join, else None."""
+        message = JoinJob(spec=job.spec, public_key=PublicKeyMessage.of(job.public_key))
+        try:
+            joined = self._data_owner(address).join(job.job_id, message)
+        except FederatedError as exc:
+            if not refuses_job(exc):
+                return f"could not join: {exc.message}"
+            reason = f"refused the job: {exc.message}"
+            self.store.set_refused(job.job_id, name, reason)
+            return reason
+        try:
+            member = self._member_key(job, name, joined)
+        except FederatedError as exc:
+            logger.warning("job %s: %s did not join: %s", job.job_id, name, exc.message)
+            return f"could not join: {exc.message}"
+        self.store.set_joined(job.job_id, member)
+        return None
+
+    def _member_key(self, job: Job, name: str, joined: JobJoined) -> MemberKey:
+        """The job key in an owner's join answer, if it is the owner's own for this job.
+
+        It must name the owner, carry the identity key the owner's name is bound to at
+        enrolment, and be signed by that key for this job under this model creator key: a key
+        that is not would let whoever made it compute that member's masks.
+
+        Raises
+        ------
+        ProtocolViolation
+            When the answer is for another job, names another owner or another identity key.
+        Forbidden
+            When the signature does not verify for this job and key.
+        """
+        member = joined.member
+        if joined.job_id != job.job_id:
+            raise ProtocolViolation(f"the join answer is for job {joined.job_id}, not {job.job_id}")
+        if member.name != name:
+            raise ProtocolViolation(f"the job key offered names data owner {member.name!r}, not {name!r}")
+        bound = self.store.identity_key(name)
+        if bound is None:
+            raise ProtocolViolation(f"data owner {name!r} enrolled without an identity key; it must enrol again")
+        if member.identity_key != bound:
+            raise ProtocolViolation("the job key offered is not under the identity key the owner enrolled with")
+        member.verify(job.job_id, job.public_key.fingerprint)
+        return member
+
     def _gather(
-        self, job: Job, state: RoundState, asked: dict[str, DataOwnerAddress]
+        self, job: Job, state: RoundState, members: dict[str, tuple[DataOwnerAddress, MemberKey]]
     ) -> tuple[dict[str, list[mpz]], dict[str, str]]:
-        """Ask ``asked`` for the attempt's replies; returns (replies, failures) once all are in or time is up."""
+        """Send the attempt to its ``members``; returns (replies, failures) once all are in or time is up.
+
+        Every member gets the same request, whose member list is every member's signed job key,
+        ordered by name: the members' masks cancel in the sum over exactly that set.
+        """
         weights = {} if state.weights is None else {"encrypted_weights": list(state.weights)}
         request = RoundRequest(
             round=state.round,
             attempt=state.attempt,
             kind=state.kind,
             key_fingerprint=job.public_key.fingerprint,
+            members=[members[name][1] for name in sorted(members)],
             **weights,
         )
-        collector = RoundCollector(job.job_id, state.round, state.attempt, state.kind, frozenset(asked))
+        collector = RoundCollector(job.job_id, state.round, state.attempt, state.kind, frozenset(members))
         self.registry.open(collector)
         try:
-            for name, address in asked.items():
+            for name, (address, _) in members.items():
                 future = self._fan_out.submit(self._ask, job, name, address, request)
                 future.add_done_callback(partial(_record_failure, collector, name))
             return collector.wait(self.settings.round_timeout)
@@ -237,44 +351,21 @@ class RoundRunner:
             self.registry.close(collector)
 
     def _ask(self, job: Job, name: str, address: DataOwnerAddress, request: RoundRequest) -> str | None:
-        """Send one owner the round, joining it to the job first when it has not joined (or forgot).
+        """Send one member the attempt; returns ``None`` once it accepted, else why it will not reply.
 
-        Returns ``None`` once the owner accepted the round, else why it will not reply.
+        A member that does not know the job (it restarted and forgot it, with its job key) fails
+        this attempt, whose masks it can no longer make; its stored job key is dropped, so it is
+        joined again, with a new key, before the next attempt.
         """
-        owner = self._data_owner(address)
         try:
-            refusal = None if name in self.store.joined(job.job_id) else self._join(owner, job, name)
-            if refusal is not None:
-                return refusal
-            try:
-                owner.request_round(job.job_id, request)
-            except NotFound:
-                refusal = self._join(owner, job, name)
-                if refusal is not None:
-                    return refusal
-                owner.request_round(job.job_id, request)
+            self._data_owner(address).request_round(job.job_id, request)
+        except NotFound as exc:
+            self.store.forget_member_key(job.job_id, name)
+            return f"forgot the job (it is joined again before its next attempt): {exc.message}"
+        except Refused as exc:
+            return f"refused: {exc.message}"
         except FederatedError as exc:
             return exc.message
-        return None
-
-    def _join(self, owner: DataOwnerClient, job: Job, name: str) -> str | None:
-        """Join ``name`` to the job; returns why it refused, and it is not asked again for the job.
-
-        Raises
-        ------
-        FederatedError
-            When the owner could not be reached or failed without refusing: it may join later.
-        """
-        message = JoinJob(spec=job.spec, public_key=PublicKeyMessage.of(job.public_key))
-        try:
-            owner.join(job.job_id, message)
-        except FederatedError as exc:
-            if not refuses_job(exc):
-                raise
-            reason = f"refused the job: {exc.message}"
-            self.store.set_refused(job.job_id, name, reason)
-            return reason
-        self.store.set_joined(job.job_id, name)
         return None
 
     def _data_owner(self, address: DataOwnerAddress) -> DataOwnerClient:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, cast
 
 from common.crypto.paillier import PublicKey
-from common.protocol.errors import Conflict, NotFound
-from common.protocol.messages import Aggregate, PublicKeyMessage, RoundSummary
+from common.protocol.errors import Conflict, Forbidden, NotFound
+from common.protocol.messages import Aggregate, MemberKey, PublicKeyMessage, RoundSummary
 from common.protocol.spec import JobSpec, RoundKind
 from common.service.storage import SQLiteStore
 
@@ -92,11 +92,25 @@ class RoundState:
         )
 
 
+#: The schema's version, kept in SQLite's ``user_version``; :data:`_ADDED_COLUMNS` brings older files up to it.
+SCHEMA_VERSION = 2
+
+#: Columns added since the first schema: (table, column, declaration). A database made before them
+#: gets them by ``ALTER TABLE ... ADD COLUMN`` when it is opened; their rows hold NULL there, which
+#: means an owner enrolled before identity keys (bound at its next enrolment) and an owner that
+#: joined a job before job keys (joined again before its next round).
+_ADDED_COLUMNS = (
+    ("data_owners", "identity_key", "TEXT"),
+    ("data_owners", "signed_at", "REAL"),
+    ("members", "member_key", "TEXT"),
+)
+
+
 class CoordinatorStore(SQLiteStore):
     schema = """
     CREATE TABLE IF NOT EXISTS data_owners (
         name TEXT PRIMARY KEY, url TEXT NOT NULL, credential_digest TEXT NOT NULL UNIQUE,
-        coordinator_token TEXT NOT NULL, registered_at REAL NOT NULL
+        coordinator_token TEXT NOT NULL, registered_at REAL NOT NULL, identity_key TEXT, signed_at REAL
     );
     CREATE TABLE IF NOT EXISTS jobs (
         job_id TEXT PRIMARY KEY, spec TEXT NOT NULL, public_key TEXT NOT NULL,
@@ -110,30 +124,81 @@ class CoordinatorStore(SQLiteStore):
         PRIMARY KEY (job_id, round)
     );
     CREATE TABLE IF NOT EXISTS members (
-        job_id TEXT NOT NULL, data_owner TEXT NOT NULL, refusal TEXT,
+        job_id TEXT NOT NULL, data_owner TEXT NOT NULL, refusal TEXT, member_key TEXT,
         PRIMARY KEY (job_id, data_owner)
     );
     """
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
+        self._migrate()
         # A job's spec and key never change: parsed once, not on every contribution.
         self._keys: dict[str, tuple[JobSpec, PublicKey]] = {}
 
+    def _migrate(self) -> None:
+        """Bring a database made by an older coordinator up to :data:`SCHEMA_VERSION`, keeping its rows."""
+        with self.connect() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            for table, column, declaration in _ADDED_COLUMNS:
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     # --- data owners ------------------------------------------------------------------------
 
-    def register_data_owner(self, name: str, url: str, credential_digest: str, coordinator_token: str) -> bool:
-        """Add or re-enrol a data owner (new credentials replace old ones); True when it is new."""
+    def register_data_owner(
+        self,
+        name: str,
+        url: str,
+        identity_key: str,
+        signed_at: float,
+        credential_digest: str,
+        coordinator_token: str,
+    ) -> bool:
+        """Enrol a data owner, or enrol it again with new credentials; True when it is new.
+
+        The caller has checked the enrolment's signature by ``identity_key`` and its time. The
+        first enrolment binds the name to ``identity_key`` for good; a later one replaces the
+        credentials only when it is signed by that key and later than the last one accepted. The
+        check and the change are one transaction, so two enrolments racing for a name cannot both
+        pass it.
+
+        Raises
+        ------
+        Forbidden
+            When the name is bound to another identity key (someone else holding the enrolment
+            secret would take over the owner's name and credentials), or when the enrolment was
+            signed at or before the last one accepted for the name (a replay). Nothing changes.
+        """
         with self.connect() as db:
-            known = db.execute("SELECT 1 FROM data_owners WHERE name = ?", (name,)).fetchone()
+            db.execute("BEGIN IMMEDIATE")
+            known = db.execute("SELECT identity_key, signed_at FROM data_owners WHERE name = ?", (name,)).fetchone()
+            if known is not None and known["identity_key"] is not None and known["identity_key"] != identity_key:
+                raise Forbidden(
+                    f"data owner {name!r} is enrolled with another identity key; only that key can enrol it again"
+                )
+            if known is not None and known["signed_at"] is not None and signed_at <= known["signed_at"]:
+                raise Forbidden(
+                    f"data owner {name!r}: this enrolment was signed no later than the last one accepted"
+                    " (a replay); sign a new one"
+                )
             db.execute(
-                "INSERT INTO data_owners (name, url, credential_digest, coordinator_token, registered_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET url = excluded.url,"
-                " credential_digest = excluded.credential_digest, coordinator_token = excluded.coordinator_token,"
-                " registered_at = excluded.registered_at",
-                (name, url, credential_digest, coordinator_token, time.time()),
+                "INSERT INTO data_owners (name, url, credential_digest, coordinator_token, registered_at,"
+                " identity_key, signed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " url = excluded.url, credential_digest = excluded.credential_digest,"
+                " coordinator_token = excluded.coordinator_token, registered_at = excluded.registered_at,"
+                " identity_key = excluded.identity_key, signed_at = excluded.signed_at",
+                (name, url, credential_digest, coordinator_token, time.time(), identity_key, signed_at),
             )
         return known is None
+
+    def identity_key(self, name: str) -> str | None:
+        """The identity key a data owner's name is bound to; None if it has none (or is unknown)."""
+        with self.connect() as db:
+            row = db.execute("SELECT identity_key FROM data_owners WHERE name = ?", (name,)).fetchone()
+        return cast("str | None", row["identity_key"]) if row else None
 
     def data_owners(self) -> dict[str, DataOwnerAddress]:
         """Registered data owners: name → address."""
@@ -197,16 +262,35 @@ class CoordinatorStore(SQLiteStore):
 
     # --- who takes part in a job ------------------------------------------------------------
 
-    def set_joined(self, job_id: str, name: str) -> None:
-        """``name`` joined the job: rounds are sent to it without joining again."""
-        self._set_member(job_id, name, None)
+    def set_joined(self, job_id: str, member: MemberKey) -> None:
+        """``member.name`` joined the job with its signed job key (checked by the caller).
+
+        Rounds are sent to it without joining again, and its key goes into the member lists; a
+        re-join replaces the key (the owner made a new one, e.g. after a restart).
+        """
+        self._set_member(job_id, member.name, None, member.model_dump_json())
 
     def set_refused(self, job_id: str, name: str, reason: str) -> None:
         """``name`` refused the job: it is not asked for its rounds."""
-        self._set_member(job_id, name, reason)
+        self._set_member(job_id, name, reason, None)
+
+    def forget_member_key(self, job_id: str, name: str) -> None:
+        """``name`` forgot the job (it restarted): it must join again before its next round."""
+        with self.connect() as db:
+            db.execute("UPDATE members SET member_key = NULL WHERE job_id = ? AND data_owner = ?", (job_id, name))
+
+    def member_keys(self, job_id: str) -> dict[str, MemberKey]:
+        """The owners that joined the job (and have not forgotten it): name → signed job key."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT data_owner, member_key FROM members"
+                " WHERE job_id = ? AND refusal IS NULL AND member_key IS NOT NULL",
+                (job_id,),
+            ).fetchall()
+        return {row["data_owner"]: MemberKey.model_validate_json(row["member_key"]) for row in rows}
 
     def joined(self, job_id: str) -> set[str]:
-        """The owners that joined the job."""
+        """The owners that joined the job, whether or not they still know it."""
         with self.connect() as db:
             rows = db.execute("SELECT data_owner FROM members WHERE job_id = ? AND refusal IS NULL", (job_id,))
             return {row["data_owner"] for row in rows}
@@ -225,12 +309,13 @@ class CoordinatorStore(SQLiteStore):
         with self.connect() as db:
             db.execute("DELETE FROM members WHERE job_id = ?", (job_id,))
 
-    def _set_member(self, job_id: str, name: str, refusal: str | None) -> None:
+    def _set_member(self, job_id: str, name: str, refusal: str | None, member_key: str | None) -> None:
         with self.connect() as db:
             db.execute(
-                "INSERT INTO members VALUES (?, ?, ?) ON CONFLICT(job_id, data_owner) DO UPDATE"
-                " SET refusal = excluded.refusal",
-                (job_id, name, refusal),
+                "INSERT INTO members (job_id, data_owner, refusal, member_key) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(job_id, data_owner) DO UPDATE"
+                " SET refusal = excluded.refusal, member_key = excluded.member_key",
+                (job_id, name, refusal, member_key),
             )
 
     # --- rounds -----------------------------------------------------------------------------

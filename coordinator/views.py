@@ -7,6 +7,7 @@ and the data owners' contributions and refusals to a round they were asked for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from flask import Response, current_app, g, request
@@ -14,7 +15,8 @@ from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel, Field
 
-from common.protocol.errors import Conflict, FederatedError, Forbidden
+from common.crypto.paillier import SECURE_KEY_BITS
+from common.protocol.errors import Conflict, FederatedError, Forbidden, ProtocolViolation
 from common.protocol.messages import (
     MAX_ROUND,
     Accepted,
@@ -34,8 +36,10 @@ from common.protocol.messages import (
     ciphertexts_under,
 )
 from common.protocol.spec import GRADIENT, JobId
-from common.service.app import answer, responses, secured
+from common.service.app import answer, responses, secured, settings_of
 from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
+from coordinator.config import CoordinatorSettings
+from coordinator.policy import refusal_reason
 from coordinator.rounds import RoundCollector, RoundRegistry
 from coordinator.runner import RoundRunner
 from coordinator.store import CoordinatorStore
@@ -75,6 +79,12 @@ def _runner() -> RoundRunner:
     return runner
 
 
+def _now() -> float:
+    """The coordinator's wall clock, in seconds since 1970 (tests inject theirs through ``create_app``)."""
+    clock: Callable[[], float] = current_app.extensions["clock"]
+    return clock()
+
+
 # --- the data-owner registry ----------------------------------------------------------------
 
 
@@ -85,14 +95,38 @@ def _runner() -> RoundRunner:
 )
 @requires(ENROLMENT)
 def register_data_owner(body: Enrolment) -> tuple[Response, int]:
-    """Enrol a data owner (with the enrolment secret): its name and the URL it serves rounds on.
+    """Enrol a data owner (with the enrolment secret): its name, the URL it serves rounds on, its identity key.
+
+    The enrolment is signed by the owner's identity key, at most ``enrolment_window`` seconds
+    from the coordinator's clock. The first enrolment binds the name to that key; enrolling again
+    under the name needs a signature by the same key, made later than the last enrolment accepted
+    (PROTOCOL.md section 9). The enrolment secret alone is shared by every owner: without the
+    binding, any holder of it could take over another owner's name, and its place in the member
+    sets other owners rely on.
 
     The answer carries the owner's own credential for calling the coordinator and the token the
-    coordinator will present to it; enrolling again under the same name replaces both (201 for a
-    new owner, 200 for one enrolled again). Only the credential's digest is stored.
+    coordinator will present to it; enrolling again replaces both (201 for a new owner, 200 for
+    one enrolled again). Only the credential's digest is stored. A refused enrolment (403) leaves
+    the owner's credentials as they were.
     """
+    body.verify()
+    settings: CoordinatorSettings = current_app.extensions["settings"]
+    window = settings.enrolment_window
+    drift = body.signed_at - _now()
+    if abs(drift) > window:
+        raise Forbidden(
+            f"body.signed_at: the enrolment was signed {abs(drift):.0f} s {'after' if drift > 0 else 'before'}"
+            f" the coordinator's time; at most {window:g} s either way is accepted"
+        )
     credential, coordinator_token = new_token(), new_token()
-    created = _store().register_data_owner(body.name, body.url.rstrip("/"), token_digest(credential), coordinator_token)
+    created = _store().register_data_owner(
+        body.name,
+        body.url.rstrip("/"),
+        body.identity_key,
+        body.signed_at,
+        token_digest(credential),
+        coordinator_token,
+    )
     enrolled = Enrolled(name=body.name, credential=credential, coordinator_token=coordinator_token)
     return answer(enrolled, 201 if created else 200)
 
@@ -121,10 +155,17 @@ def known_job() -> None:
 def create_job(body: OpenJob) -> tuple[Response, int]:
     """Open a job: its spec, the public key it is computed under and where aggregates go.
 
-    The spec and key are checked against each other; a job id used before is a 409 and leaves
-    the first job as it was.
+    The spec and key are checked against each other; a key under 2048 bits is a 422; a job id
+    used before is a 409 and leaves the first job as it was.
     """
-    job = _store().create_job(body.spec, body.public_key.key(), body.callback_url.rstrip("/"))
+    public_key = body.public_key.key()
+    settings = settings_of(current_app, CoordinatorSettings)
+    if public_key.bits < SECURE_KEY_BITS and not settings.test_only_small_keys:
+        raise ProtocolViolation(
+            f"body.public_key.n: a key of {public_key.bits} bits; jobs need {SECURE_KEY_BITS} or more"
+            " (smaller keys only behind the coordinator's test-only flag)"
+        )
+    job = _store().create_job(body.spec, public_key, body.callback_url.rstrip("/"))
     return answer(JobOpened(job_id=job.job_id, status="running"), 201)
 
 
@@ -210,9 +251,13 @@ def contribute(path: RoundPath, body: Contribution) -> tuple[Response, int]:
 )
 @requires(DATA_OWNER)
 def refuse(path: RoundPath, body: Refusal) -> tuple[Response, int]:
-    """A data owner that cannot reply to a round says so, so the round need not wait for it."""
+    """A data owner that will not reply to a round says so, so the round need not wait for it.
+
+    The refusal is a fixed code and, optionally, the job column concerned; that is all that is
+    recorded of it, and the attempt, which needs every member's reply, is over.
+    """
     collector = _callers_round(path, body.data_owner, body.attempt)
-    collector.fail(body.data_owner, f"could not reply: {body.error}")
+    collector.fail(body.data_owner, refusal_reason(body.code, body.column))
     return answer(Accepted(status="accepted"), 202)
 
 

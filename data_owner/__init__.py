@@ -8,31 +8,39 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from flask_openapi3.openapi import OpenAPI
 
+from common.crypto.identity import IdentityKey
 from common.protocol.errors import FederatedError
 from common.protocol.messages import Enrolment as EnrolmentMessage
 from common.service.app import create_base_app, peer_client, settings_of
-from common.service.auth import COORDINATOR, Authenticator, Caller, same_token
+from common.service.auth import COORDINATOR, OPERATOR, Authenticator, Caller, load_or_create_token, same_token
 from common.service.clients import CoordinatorClient
-from common.service.settings import load_settings, with_secrets
+from common.service.settings import SettingsError, load_settings, with_secrets
 from data_owner.config import DataOwnerSettings
 from data_owner.jobs import JobBook
+from data_owner.ledger import Ledger
+from data_owner.policy import OwnerPolicy, policy_warnings
 from data_owner.processes import ProcessPool
 from data_owner.responder import RoundResponder
-from data_owner.views import jobs
+from data_owner.views import jobs, owner
 
 logger = logging.getLogger(__name__)
+
+IDENTITY_KEY_FILE = "identity_key.pem"
+LEDGER_FILE = "ledger.sqlite3"
+OPERATOR_TOKEN_FILE = "operator_token"
 
 
 def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the data-owner app; it registers with the coordinator only when told to."""
     if not isinstance(settings, DataOwnerSettings):
         settings = load_settings(DataOwnerSettings, settings)
-    settings = with_secrets(settings, ["enrolment_secret"])
+    settings = with_secrets(settings)
     app = create_base_app(
         "data_owner",
         "Data Owner",
@@ -40,18 +48,32 @@ def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) ->
         " and never learns the weights; what leaves it is ciphertexts under the model creator's key.",
         settings,
     )
+    state_dir = settings.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        policy = OwnerPolicy.load(state_dir, settings.policy)
+    except ValueError as exc:
+        raise SettingsError(f"POLICY: {exc}") from None
+    for warning in policy_warnings(policy):
+        logger.warning("%s: %s", settings.name, warning)
+    identity = IdentityKey.load_or_create(state_dir / IDENTITY_KEY_FILE)
+    ledger = Ledger(state_dir / LEDGER_FILE)
+    operator_token = settings.operator_token or load_or_create_token(state_dir / OPERATOR_TOKEN_FILE)
     enrolment = Enrolment()
     coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, enrolment.current_credential)
     processes = ProcessPool(settings.worker_processes)
     app.extensions.update(
         enrolment=enrolment,
-        auth=Authenticator({}, enrolment.identify),
-        job_book=JobBook(str(settings.data)),
+        identity=identity,
+        ledger=ledger,
+        auth=Authenticator({OPERATOR: operator_token}, enrolment.identify),
+        job_book=JobBook(str(settings.data), settings.name, policy, ledger, identity),
         coordinator=coordinator,
-        responder=RoundResponder(settings.name, coordinator, processes),
+        responder=RoundResponder(settings.name, coordinator, processes, policy, ledger),
         processes=processes,
     )
     app.register_api(jobs)
+    app.register_api(owner)
     return app
 
 
@@ -79,13 +101,19 @@ class Enrolment:
 
 
 def register_until_accepted(app: OpenAPI, stop: threading.Event) -> None:
-    """Enrol with the coordinator using the enrolment secret, retrying until it answers."""
+    """Enrol with the coordinator, retrying until it answers.
+
+    The enrolment carries the enrolment secret and is signed, freshly at each try, with this
+    owner's identity key, to which the coordinator binds the owner's name.
+    """
     settings = settings_of(app, DataOwnerSettings)
-    message = EnrolmentMessage(name=settings.name, url=settings.public_url)
+    identity: IdentityKey = app.extensions["identity"]
     enrolling = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, settings.enrolment_secret)
     while not stop.is_set():
         try:
-            enrolled = enrolling.enrol(message)
+            enrolled = enrolling.enrol(
+                EnrolmentMessage.signed(settings.name, settings.public_url, identity, time.time())
+            )
         except FederatedError as exc:
             logger.info("enrolment with the coordinator not accepted yet, retrying: %s", exc.message)
             stop.wait(settings.register_interval)

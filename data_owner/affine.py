@@ -78,11 +78,13 @@ class EncryptedAffineMap:
         pool: ObfuscatorPool | None = None,
         executor: Executor | None = None,
         parts: int = 1,
+        masks: Sequence[int] | None = None,
     ) -> list[mpz]:
-        """E(row count) and E(A_i w − b_i), packed into the job's layout, each re-randomised.
+        """E(row count) and E(A_i w − b_i), packed into the job's layout, masked, re-randomised.
 
         ``pool`` supplies the re-randomisers made ahead of time; ``executor`` and ``parts`` split
-        the matrix–vector product over workers.
+        the matrix–vector product over workers; ``masks`` are this owner's pairwise masks, one per
+        packed ciphertext (PROTOCOL.md section 9).
         """
         if len(encrypted_weights) != len(self.offset):
             raise ProtocolViolation(f"expected {len(self.offset)} encrypted weights, got {len(encrypted_weights)}")
@@ -90,5 +92,5 @@ class EncryptedAffineMap:
         products = self.plan.evaluate(encrypted_weights, nsquare, executor, parts)
         gradient = [public_key.raw_add_constant(product, -b) for product, b in zip(products, self.offset, strict=True)]
         values = [public_key.raw_constant(self.row_count), *gradient]
-        packed = pack_encrypted(public_key, values, spec.layout)
+        packed = pack_encrypted(public_key, values, spec.layout, masks)
         return [public_key.rerandomise(c, pool.take() if pool else None) for c in packed]

@@ -1,31 +1,46 @@
-"""The jobs a data owner has joined: its precomputed statistics for each, in memory.
+"""The jobs a data owner has joined: its precomputed statistics and its job key for each.
 
-Joining reads the owner's CSV for the job's columns and precomputes the encoded statistics, so
-every later round costs the same whatever the number of rows. Nothing here outlives a restart:
-the coordinator re-sends the job to an owner that no longer knows it.
+Joining first applies the owner's policy (data_owner/policy.py): the model creator key it trusts,
+the key size, the models, columns and weight width it allows. Then it reads the owner's CSV for
+the job's columns and precomputes the encoded statistics, so every later round costs the same
+whatever the number of rows, and makes the job's ephemeral X25519 key, signed with the owner's
+identity key, for the pairwise masks. The precomputed job lives in memory: after a restart the
+coordinator joins the owner again, which gives it a new job key (and so fresh masks).
+
+Every refusal is a :class:`~common.protocol.errors.Refused`: a code and the job column concerned,
+nothing else; its details go to this owner's log and ledger only.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
+from common.crypto.identity import IdentityKey
+from common.crypto.masking import JobKeyPair
 from common.crypto.paillier import PublicKey
 from common.crypto.randomness import ObfuscatorPool
 from common.dataset import load_columns
-from common.protocol.errors import NotFound
+from common.protocol.errors import DataError, EncodingOverflow, NotFound, Refused
+from common.protocol.messages import MemberKey
 from common.protocol.models import MODELS, check_binary_labels
 from common.protocol.spec import JobSpec
 from common.protocol.statistics import feature_sums
 from data_owner.affine import EncryptedAffineMap
+from data_owner.ledger import Ledger
+from data_owner.policy import OwnerPolicy, check_job, check_key
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class JoinedJob:
     """A job this owner takes part in, with what it precomputed for it.
 
-    ``statistics`` answers gradient rounds, ``feature_sums`` statistics rounds, and ``pool``
-    supplies the randomness of every ciphertext sent.
+    ``statistics`` answers gradient rounds, ``feature_sums`` statistics rounds, ``pool``
+    supplies the randomness of every ciphertext sent, ``job_keys`` and ``member`` are this owner's
+    ephemeral key pair for the job and its signed public half.
     """
 
     spec: JobSpec
@@ -33,25 +48,44 @@ class JoinedJob:
     statistics: EncryptedAffineMap
     feature_sums: tuple[int, ...]
     pool: ObfuscatorPool
+    job_keys: JobKeyPair
+    member: MemberKey
 
 
 class JobBook:
-    """Thread-safe map of job id → :class:`JoinedJob`."""
+    """Thread-safe map of job id → :class:`JoinedJob`, and the policy every join passes."""
 
-    def __init__(self, data_path: str) -> None:
+    def __init__(self, data_path: str, name: str, policy: OwnerPolicy, ledger: Ledger, identity: IdentityKey) -> None:
         self.data_path = data_path
+        self.name = name
+        self.policy = policy
+        self.ledger = ledger
+        self.identity = identity
         self._lock = threading.Lock()
         self._jobs: dict[str, JoinedJob] = {}
 
+    def trusted_key(self) -> str | None:
+        """The fingerprint of the model creator key this owner computes for (``None``: none yet)."""
+        if self.policy.model_creator_key is not None:
+            return self.policy.model_creator_key
+        trusted = self.ledger.trusted_key()
+        return None if trusted is None else str(trusted["fingerprint"])
+
     def join(self, spec: JobSpec, public_key: PublicKey) -> JoinedJob:
-        """Check the data against the job and precompute; raises DataError or EncodingOverflow."""
-        features, labels = load_columns(self.data_path, spec.features, spec.label)
-        if MODELS[spec.model].binary_labels:
-            check_binary_labels(labels, self.data_path, spec.label)
-        statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
-        sums = tuple(feature_sums(features, spec, self.data_path))
-        pool = ObfuscatorPool(public_key, 2 * spec.reply_ciphertexts()).start()
-        joined = JoinedJob(spec, public_key, statistics, sums, pool)
+        """Apply the policy, check the data against the job and precompute.
+
+        Raises
+        ------
+        Refused
+            With the code and column of what stops this owner; the details are logged here.
+        """
+        try:
+            joined = self._join(spec, public_key)
+        except Refused as refusal:
+            logger.info("refused job %s: %s: %s", spec.job_id, refusal.message, refusal.detail)
+            self.ledger.record_event(spec.job_id, "refused", None, refusal.code, refusal.column, refusal.detail)
+            raise
+        self.ledger.record_event(spec.job_id, "joined", detail=f"{spec.model} on {len(spec.features)} features")
         with self._lock:
             previous = self._jobs.get(spec.job_id)
             self._jobs[spec.job_id] = joined
@@ -59,12 +93,42 @@ class JobBook:
             previous.pool.stop()
         return joined
 
+    def _join(self, spec: JobSpec, public_key: PublicKey) -> JoinedJob:
+        trusted = self.trusted_key()
+        check_key(self.policy, public_key, trusted)
+        check_job(self.policy, spec)
+        try:
+            features, labels = load_columns(self.data_path, spec.features, spec.label)
+            if MODELS[spec.model].binary_labels:
+                check_binary_labels(labels, self.data_path, spec.label)
+            statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
+            sums = tuple(feature_sums(features, spec, self.data_path))
+        except DataError as exc:
+            raise Refused(exc.code, exc.column, exc.message) from None
+        except EncodingOverflow as exc:
+            raise Refused("bound_exceeded", None, exc.message) from None
+        if trusted is None:
+            trusted = self.ledger.trust(public_key.fingerprint, public_key.bits, "trusted on first use")
+            check_key(self.policy, public_key, trusted)
+            logger.warning(
+                "trusting the model creator key %s on first use (pin one with --model-creator-key)",
+                public_key.fingerprint,
+            )
+        job_keys = JobKeyPair.generate()
+        member = MemberKey.signed(self.name, self.identity, job_keys, spec.job_id, public_key.fingerprint)
+        pool = ObfuscatorPool(public_key, 2 * spec.reply_ciphertexts()).start()
+        return JoinedJob(spec, public_key, statistics, sums, pool, job_keys, member)
+
     def get(self, job_id: str) -> JoinedJob:
         with self._lock:
             joined = self._jobs.get(job_id)
         if joined is None:
             raise NotFound(f"job {job_id} is unknown to this data owner")
         return joined
+
+    def job_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._jobs)
 
     def forget(self, job_id: str) -> bool:
         with self._lock:

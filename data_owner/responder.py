@@ -1,78 +1,172 @@
-"""A data owner's answer to a round: computed in its worker, sent to the coordinator.
+"""A data owner's answer to a round: admitted at once, computed in its worker, sent to the TC.
 
-The reply is the packed encrypted gradient (or, for a statistics round, the packed encrypted
-feature sums). When no reply can be computed the owner says so at once, so the round does not
-wait for it until its deadline.
+Admission (:meth:`RoundResponder.admit`, in the request) applies the policy to the round and its
+member set before anything is computed: the round limit, every member's signed job key (and the
+identity key this owner first saw under each name), ``min_peers`` and the differencing guard; the
+member set is written to the ledger before the contribution can leave. A refusal is answered
+there and then, as a code.
+
+The reply (:meth:`RoundResponder.reply`, in the worker) is the packed encrypted gradient (or, for
+a statistics round, the packed encrypted feature sums), with this owner's pairwise masks added to
+its plaintext constants, so that only the sum over the whole member set can be decrypted. When no
+reply can be computed the owner says so at once with a coded refusal, so the round does not wait
+for it until its deadline.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from common.crypto.bigint import mpz
-from common.protocol.errors import FederatedError
-from common.protocol.messages import Contribution, Refusal
-from common.protocol.spec import STATISTICS
+from common.crypto.masking import MaskContext, member_masks
+from common.protocol.errors import EncodingOverflow, FederatedError, Forbidden, Refused
+from common.protocol.messages import Contribution, Refusal, RoundRequest, ciphertexts_under
+from common.protocol.spec import GRADIENT, STATISTICS
 from common.protocol.statistics import encrypt_statistics
 from common.protocol.wire import encode_ciphertexts
 from common.service.app import Worker
 from common.service.clients import CoordinatorClient
 from data_owner.jobs import JoinedJob
+from data_owner.ledger import Ledger
+from data_owner.policy import OwnerPolicy, check_members, check_round
 from data_owner.processes import ProcessPool
 
 logger = logging.getLogger(__name__)
 
 
-class RoundResponder:
-    """Computes and sends this owner's replies, one at a time, in its own worker thread."""
+@dataclass(frozen=True)
+class AdmittedRound:
+    """A round this owner agreed to answer: its request, decoded weights and masks."""
 
-    def __init__(self, name: str, coordinator: CoordinatorClient, processes: ProcessPool) -> None:
+    joined: JoinedJob
+    round: int
+    attempt: int
+    kind: str
+    weights: Sequence[mpz] | None
+    masks: list[int]
+
+
+class RoundResponder:
+    """Admits rounds, then computes and sends this owner's replies one at a time in its worker."""
+
+    def __init__(
+        self,
+        name: str,
+        coordinator: CoordinatorClient,
+        processes: ProcessPool,
+        policy: OwnerPolicy,
+        ledger: Ledger,
+    ) -> None:
         self.name = name
         self.coordinator = coordinator
         self.processes = processes
+        self.policy = policy
+        self.ledger = ledger
         self.worker = Worker("data-owner-rounds")
 
-    def submit(
-        self, joined: JoinedJob, round_number: int, attempt: int, kind: str, weights: Sequence[mpz] | None
-    ) -> None:
-        """Hand a round over to the worker; the request that brought it returns at once."""
-        self.worker.submit(self.reply, joined, round_number, attempt, kind, weights)
+    def admit(self, joined: JoinedJob, request: RoundRequest) -> AdmittedRound:
+        """Check a round against the policy and its member set; the masks it will carry.
 
-    def reply(
-        self, joined: JoinedJob, round_number: int, attempt: int, kind: str, weights: Sequence[mpz] | None
-    ) -> None:
-        """Send the round's reply, or a refusal saying why there is none."""
+        Raises
+        ------
+        Refused
+            With the policy's code; the details are logged and kept in the ledger here.
+        """
+        spec, public_key = joined.spec, joined.public_key
+        public_key.check_fingerprint(request.key_fingerprint, "body.key_fingerprint")
+        weights = None
+        if request.kind == GRADIENT and request.encrypted_weights is not None:
+            weights = ciphertexts_under(request.encrypted_weights, public_key, "body.encrypted_weights", spec.dimension)
+        try:
+            masks = self._masks(joined, request)
+        except Refused as refusal:
+            logger.info(
+                "refused round %d of job %s: %s: %s", request.round, spec.job_id, refusal.message, refusal.detail
+            )
+            self.ledger.record_event(
+                spec.job_id, "refused", request.round, refusal.code, refusal.column, refusal.detail
+            )
+            raise
+        return AdmittedRound(joined, request.round, request.attempt, request.kind, weights, masks)
+
+    def _masks(self, joined: JoinedJob, request: RoundRequest) -> list[int]:
+        spec, public_key = joined.spec, joined.public_key
+        check_round(self.policy, request.round)
+        names = [member.name for member in request.members]
+        for member in request.members:
+            try:
+                member.verify(spec.job_id, public_key.fingerprint)
+            except Forbidden as exc:
+                raise Refused("policy:members", detail=exc.message) from None
+        own = [member for member in request.members if member.name == self.name]
+        if len(own) != 1 or own[0] != joined.member:
+            raise Refused("policy:members", detail="the member list does not carry this owner's own job key")
+        identities = {member.name: member.identity_key for member in request.members}
+        known = self.ledger.peer_identities(names)
+        changed = sorted(name for name, key in known.items() if identities[name] != key)
+        if changed:
+            raise Refused("policy:identity", detail=f"other identity keys than first seen for {', '.join(changed)}")
+        member_set = check_members(self.policy, self.name, names, self.ledger.served_sets(public_key.fingerprint))
+        self.ledger.remember_peers({name: key for name, key in identities.items() if name not in known})
+        self.ledger.record_set(public_key.fingerprint, member_set, spec.job_id, request.round)
+        count = spec.reply_ciphertexts(request.kind)
+        if len(member_set) == 1:
+            return [0] * count
+        context = MaskContext(
+            job_id=spec.job_id,
+            round=request.round,
+            attempt=request.attempt,
+            kind=request.kind,
+            key_fingerprint=public_key.fingerprint,
+            members=tuple(sorted(member_set)),
+        )
+        peers = {member.name: member.job_key for member in request.members if member.name != self.name}
+        return member_masks(self.name, joined.job_keys, peers, context, int(public_key.n), count)
+
+    def submit(self, admitted: AdmittedRound) -> None:
+        """Hand an admitted round over to the worker; the request that brought it returns at once."""
+        self.worker.submit(self.reply, admitted)
+
+    def reply(self, admitted: AdmittedRound) -> None:
+        """Send the round's reply, or a coded refusal saying why there is none."""
+        joined = admitted.joined
         job_id = joined.spec.job_id
         try:
-            ciphertexts = self._compute(joined, kind, weights)
+            ciphertexts = self._compute(admitted)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the round must not wait for us
+            refusal = _as_refusal(exc)
             if isinstance(exc, FederatedError):
-                reason = exc.message
-                logger.warning("job %s round %d: no reply: %s", job_id, round_number, reason)
+                logger.warning("job %s round %d: no reply: %s", job_id, admitted.round, refusal.detail)
             else:
-                reason = f"internal error ({type(exc).__name__})"
-                logger.exception("job %s round %d: no reply: %s", job_id, round_number, reason)
-            self._send(
-                lambda: self.coordinator.refuse(
-                    job_id, round_number, Refusal(data_owner=self.name, attempt=attempt, error=reason[:2000])
-                )
-            )
+                logger.exception("job %s round %d: no reply", job_id, admitted.round)
+            self.ledger.record_event(job_id, "refused", admitted.round, refusal.code, refusal.column, refusal.detail)
+            message = Refusal(data_owner=self.name, attempt=admitted.attempt, code=refusal.code, column=refusal.column)
+            self._send(lambda: self.coordinator.refuse(job_id, admitted.round, message))
             return
         contribution = Contribution(
             data_owner=self.name,
-            attempt=attempt,
+            attempt=admitted.attempt,
             key_fingerprint=joined.public_key.fingerprint,
             ciphertexts=encode_ciphertexts(ciphertexts, joined.public_key),
         )
-        self._send(lambda: self.coordinator.contribute(job_id, round_number, contribution))
+        self.ledger.record_event(job_id, "contributed", admitted.round, detail=f"attempt {admitted.attempt}")
+        self._send(lambda: self.coordinator.contribute(job_id, admitted.round, contribution))
 
-    def _compute(self, joined: JoinedJob, kind: str, weights: Sequence[mpz] | None) -> list[mpz]:
-        if kind == STATISTICS:
-            return encrypt_statistics(joined.public_key, joined.feature_sums, joined.spec, joined.pool)
-        assert weights is not None
+    def _compute(self, admitted: AdmittedRound) -> list[mpz]:
+        joined = admitted.joined
+        if admitted.kind == STATISTICS:
+            return encrypt_statistics(joined.public_key, joined.feature_sums, joined.spec, joined.pool, admitted.masks)
+        assert admitted.weights is not None
         return joined.statistics.evaluate(
-            joined.public_key, weights, joined.spec, joined.pool, self.processes.executor(), self.processes.parts
+            joined.public_key,
+            admitted.weights,
+            joined.spec,
+            joined.pool,
+            self.processes.executor(),
+            self.processes.parts,
+            admitted.masks,
         )
 
     @staticmethod
@@ -81,3 +175,13 @@ class RoundResponder:
             call()
         except FederatedError as exc:
             logger.warning("the coordinator did not take our message: %s", exc.message)
+
+
+def _as_refusal(error: Exception) -> Refused:
+    """What a failure to compute a reply may tell others: a code (details stay in ``detail``)."""
+    if isinstance(error, Refused):
+        return error
+    if isinstance(error, EncodingOverflow):
+        return Refused("bound_exceeded", detail=error.message)
+    detail = error.message if isinstance(error, FederatedError) else f"{type(error).__name__}: {error}"
+    return Refused("internal", detail=detail)

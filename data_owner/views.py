@@ -10,10 +10,11 @@ from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel
 
 from common.protocol.errors import SchemaError
-from common.protocol.messages import JobJoined, JobLeft, JoinJob, RoundAccepted, RoundRequest, ciphertexts_under
-from common.protocol.spec import GRADIENT, JobId
+from common.protocol.messages import JobJoined, JobLeft, JoinJob, OwnerStatus, RoundAccepted, RoundRequest, TrustedKey
+from common.protocol.spec import JobId
 from common.service.app import answer, responses, secured
-from common.service.auth import COORDINATOR, requires
+from common.service.auth import COORDINATOR, OPERATOR, requires
+from data_owner.policy import policy_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +28,18 @@ class JobPath(BaseModel):
 @jobs.put("/jobs/<job_id>", responses=responses(200, JobJoined, 400, 401, 403, 422), security=secured(COORDINATOR))
 @requires(COORDINATOR)
 def join_job(path: JobPath, body: JoinJob) -> tuple[Response, int]:
-    """Join a job if this owner's data can serve it; the error names file, column and row if not.
+    """Join a job if this owner's policy allows it and its data can serve it.
 
     The answer says nothing about the data (not even the row count): the coordinator learns only
-    that this owner takes part.
+    that this owner takes part, and its signed job key. A refusal is a 422 with a code and the
+    job column concerned; the details (file, row, value) stay in this owner's log and status.
     """
     spec = body.spec
     if spec.job_id != path.job_id:
         raise SchemaError(f"body.spec.job_id: {spec.job_id!r} does not match the URL's job {path.job_id!r}")
-    current_app.extensions["job_book"].join(spec, body.public_key.key())
+    joined = current_app.extensions["job_book"].join(spec, body.public_key.key())
     logger.info("joined job %s (%s on %d features)", path.job_id, spec.model, len(spec.features))
-    return answer(JobJoined(job_id=path.job_id, status="joined"))
+    return answer(JobJoined(job_id=path.job_id, status="joined", member=joined.member))
 
 
 @jobs.post(
@@ -48,16 +50,11 @@ def answer_round(path: JobPath, body: RoundRequest) -> tuple[Response, int]:
     """Accept a round; the encrypted reply is computed in the worker and sent to the coordinator.
 
     A gradient round brings encrypted weights and is answered with E(A_i w − b_i); a statistics
-    round is answered with the encrypted feature sums precomputed at join time.
+    round is answered with the encrypted feature sums precomputed at join time. The round and its
+    member set are checked against this owner's policy first; a refusal is a 422 with its code.
     """
-    joined = current_app.extensions["job_book"].get(path.job_id)
-    joined.public_key.check_fingerprint(body.key_fingerprint, "body.key_fingerprint")
-    weights = None
-    if body.kind == GRADIENT and body.encrypted_weights is not None:
-        weights = ciphertexts_under(
-            body.encrypted_weights, joined.public_key, "body.encrypted_weights", joined.spec.dimension
-        )
-    current_app.extensions["responder"].submit(joined, body.round, body.attempt, body.kind, weights)
+    responder = current_app.extensions["responder"]
+    responder.submit(responder.admit(current_app.extensions["job_book"].get(path.job_id), body))
     return answer(RoundAccepted(job_id=path.job_id, round=body.round, status="accepted"), 202)
 
 
@@ -67,3 +64,34 @@ def leave_job(path: JobPath) -> tuple[Response, int]:
     """Forget a job: its precomputed statistics and randomness are dropped."""
     current_app.extensions["job_book"].forget(path.job_id)
     return answer(JobLeft(job_id=path.job_id, status="left"))
+
+
+owner = APIBlueprint(
+    "owner", __name__, abp_tags=[Tag(name="owner", description="The owner's own status, for its operator.")]
+)
+
+
+@owner.get("/status", responses=responses(200, OwnerStatus, 401, 403))
+@requires(OPERATOR)
+def status() -> tuple[Response, int]:
+    """The owner's policy, the model creator key it trusts, what it joined, refused and served."""
+    book = current_app.extensions["job_book"]
+    ledger = current_app.extensions["ledger"]
+    policy = book.policy
+    trusted = None
+    if policy.model_creator_key is not None:
+        trusted = TrustedKey(fingerprint=policy.model_creator_key, source="pinned by the operator")
+    elif (stored := ledger.trusted_key()) is not None:
+        trusted = TrustedKey(fingerprint=stored["fingerprint"], source=stored["source"], since=stored["since"])
+    return answer(
+        OwnerStatus(
+            name=book.name,
+            identity_key=book.identity.public_text,
+            policy=policy.model_dump(mode="json"),
+            warnings=policy_warnings(policy),
+            trusted_key=trusted,
+            jobs=book.job_ids(),
+            events=ledger.events(),
+            served_sets=ledger.member_sets(),
+        )
+    )

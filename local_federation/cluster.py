@@ -15,8 +15,9 @@ from typing import Any
 
 import requests
 
+from common.crypto.paillier import SECURE_KEY_BITS
 from common.service.cli import CHECKOUT
-from common.service.settings import load_or_create_secrets
+from common.service.settings import provision_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class LocalFederation:
     party serves and calls over HTTPS. ``placement`` puts parties on other hosts: party name
     (``coordinator``, ``model_creator``, ``data_owner:NAME``) → (command prefix, address), e.g.
     ``(["ip", "netns", "exec", "ns1"], "10.231.7.2")`` for a network namespace of a test.
+    Each party gets only its own secrets file, from ``workdir/secrets`` (one per kind of party).
     """
 
     workdir: Path
@@ -103,13 +105,16 @@ class LocalFederation:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     placement: dict[str, tuple[list[str], str]] = field(default_factory=dict)
+    owner_options: list[str] = field(default_factory=list)
     parties: dict[str, Party] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.secrets_file = self.workdir / "federation_secrets.json"
-        self.secrets = load_or_create_secrets(self.secrets_file)
+        # One secrets file per party, each passed only to its own party; the federation keeps every
+        # value in memory so that tests can present them as the parties would.
+        self.secrets_dir = self.workdir / "secrets"
+        self.secrets = provision_secrets(self.secrets_dir)
         self.session = requests.Session()
         self.session.trust_env = False  # loopback only: no proxies, and no CA bundle from the environment
         if self.tls_cert:
@@ -128,7 +133,7 @@ class LocalFederation:
         coordinator_args = ["--state-dir", str(self.workdir / "coordinator")]
         if self.coordinator_traffic_log:
             coordinator_args += ["--traffic-log", str(self.coordinator_traffic_log)]
-        self._add("coordinator", "coordinator", coordinator_args)
+        self._add("coordinator", "coordinator", coordinator_args + self._small_keys())
         for name, data in self.owners:
             self.add_data_owner(name, data, start=False)
         creator_args = [
@@ -141,7 +146,7 @@ class LocalFederation:
         ]
         if self.test_data:
             creator_args += ["--test-data", str(self.test_data)]
-        self._add("model_creator", "model_creator", creator_args)
+        self._add("model_creator", "model_creator", creator_args + self._small_keys())
         for party in self.parties.values():
             party.start(self._environment())
         for party in self.parties.values():
@@ -163,6 +168,8 @@ class LocalFederation:
                 self.coordinator.url,
                 "--state-dir",
                 str(self.workdir / f"data_owner_{name}"),
+                *self.owner_options,
+                *self._small_keys(),
             ],
         )
         if start:
@@ -171,8 +178,22 @@ class LocalFederation:
             self.wait_registered([name])
         return party
 
+    def _small_keys(self) -> list[str]:
+        """The test-only flag every party needs to accept a key under 2048 bits (tests use 1024)."""
+        return ["--test-only-small-keys"] if self.key_bits < SECURE_KEY_BITS else []
+
     def data_owner(self, name: str) -> Party:
         return self.parties[f"data_owner:{name}"]
+
+    def owner_status(self, name: str) -> dict[str, Any]:
+        """A data owner's ``GET /status``, as its operator sees it (with the owner's operator token)."""
+        token = (self.workdir / f"data_owner_{name}" / "operator_token").read_text().strip()
+        response = self.session.get(
+            f"{self.data_owner(name).url}/status", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        response.raise_for_status()
+        status: dict[str, Any] = response.json()
+        return status
 
     def start_party(self, party: Party) -> None:
         """Start a stopped party again on its port and wait until it is healthy."""
@@ -247,8 +268,12 @@ class LocalFederation:
         """The Authorization header with one of the federation's secrets, as a party sends it."""
         return {"Authorization": f"Bearer {self.secrets[secret]}"}
 
+    def secrets_file(self, module: str) -> Path:
+        """The secrets file of the party kind ``module`` (``coordinator``, ``data_owner``, ``model_creator``)."""
+        return self.secrets_dir / f"{module}.json"
+
     def _add(self, name: str, module: str, arguments: list[str]) -> Party:
-        arguments = [*arguments, "--secrets-file", str(self.secrets_file)]
+        arguments = [*arguments, "--secrets-file", str(self.secrets_file(module))]
         if self.tls_cert:
             arguments += [
                 "--tls-cert",

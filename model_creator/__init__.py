@@ -33,7 +33,7 @@ def create_app(settings: ModelCreatorSettings | Mapping[str, Any] | None = None)
     """
     if not isinstance(settings, ModelCreatorSettings):
         settings = load_settings(ModelCreatorSettings, settings)
-    settings = with_secrets(settings, ["model_creator_token", "coordinator_token"])
+    settings = with_secrets(settings)
     app = create_base_app(
         "model_creator",
         "Model Creator",
@@ -41,7 +41,7 @@ def create_app(settings: ModelCreatorSettings | Mapping[str, Any] | None = None)
         settings,
     )
     store = ModelStore(settings.state_dir / "model_creator.sqlite3")
-    keys = KeyStore(settings.state_dir, settings.key_bits)
+    keys = KeyStore(settings.state_dir, settings.key_bits, settings.test_only_small_keys)
     coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, settings.model_creator_token)
     # The user API is open when no API token is configured: serve it on loopback only then.
     open_roles = frozenset() if settings.api_token else frozenset({USER})

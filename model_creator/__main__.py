@@ -29,10 +29,18 @@ def main() -> None:
         choices=[1024, 2048, 3072, 4096],
         help="Paillier modulus size for a newly generated key (default: %(default)s)",
     )
+    parser.add_argument(
+        "--test-only-small-keys", action="store_true", help="FOR TESTS ONLY: allow --key-bits 1024 (and such a key)"
+    )
     args = parser.parse_args()
     configure_logging(args.log_level)
     config = base_config(args)
-    config.update(COORDINATOR_URL=args.coordinator, TEST_DATA=str(args.test_data), KEY_BITS=args.key_bits)
+    config.update(
+        COORDINATOR_URL=args.coordinator,
+        TEST_DATA=str(args.test_data),
+        KEY_BITS=args.key_bits,
+        TEST_ONLY_SMALL_KEYS=args.test_only_small_keys,
+    )
     app = start_or_exit(create_app, config)
     app.extensions["key_store"].private_key()
     app.extensions["trainer"].resume_unfinished()

@@ -9,11 +9,12 @@ checks their combination again for each job.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from common.crypto.paillier import SECURE_KEY_BITS
 from common.dataset import read_header
 from common.protocol.errors import DataError
 from common.protocol.messages import Url
@@ -55,11 +56,12 @@ class ModelCreatorSettings(ServiceSettings):
         When set, the user API (``/model``, ``/models``, ``/prediction``, ...) requires
         ``Authorization: Bearer <api_token>``; otherwise it is open (serve it on loopback only).
     model_creator_token, coordinator_token
-        The tokens shared with the coordinator; any left empty is read from (or created in)
-        ``secrets_file``.
+        The tokens shared with the coordinator; any left empty is read from the model creator's
+        own secrets file (see :mod:`common.service.settings`).
     """
 
     model_config = SettingsConfigDict(env_prefix="FT_MODEL_CREATOR_")
+    party: ClassVar[str] = "model_creator"
 
     coordinator_url: Url = "http://localhost:8080"
     public_url: Url = "http://127.0.0.1:9090"
@@ -68,6 +70,8 @@ class ModelCreatorSettings(ServiceSettings):
     default_features: FeatureList = Field(default_factory=lambda: list(DIABETES_FEATURES))
     default_label: ColumnName = "progression"
     key_bits: Literal[1024, 2048, 3072, 4096] = 2048
+    # Keys under 2048 bits (about 112-bit security) only for tests, and only when said so.
+    test_only_small_keys: bool = False
     data_frac_bits: Annotated[int, Field(ge=0, le=256)] = 32
     weight_frac_bits: Annotated[int, Field(ge=0, le=256)] = 32
     data_bits: Annotated[int, Field(ge=1, le=256)] = 64
@@ -78,3 +82,11 @@ class ModelCreatorSettings(ServiceSettings):
     model_creator_token: str | None = None
     coordinator_token: str | None = None
     api_token: str | None = None
+
+    @model_validator(mode="after")
+    def _secure_key(self) -> ModelCreatorSettings:
+        if self.key_bits < SECURE_KEY_BITS and not self.test_only_small_keys:
+            raise ValueError(
+                f"key_bits: keys under {SECURE_KEY_BITS} bits are for tests only (say --test-only-small-keys)"
+            )
+        return self

@@ -13,7 +13,8 @@ import stat
 import threading
 from pathlib import Path
 
-from common.crypto.paillier import PrivateKey
+from common.crypto.paillier import SECURE_KEY_BITS, PrivateKey
+from common.service.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,10 @@ KEY_FILE = "paillier_private_key.json"
 class KeyStore:
     """Loads or creates the key pair on first use, once, thread-safely."""
 
-    def __init__(self, state_dir: str | Path, bits: int) -> None:
+    def __init__(self, state_dir: str | Path, bits: int, test_only_small_keys: bool = False) -> None:
         self.path = Path(state_dir) / KEY_FILE
         self.bits = bits
+        self.test_only_small_keys = test_only_small_keys
         self._lock = threading.Lock()
         self._key: PrivateKey | None = None
 
@@ -41,6 +43,11 @@ class KeyStore:
             logger.warning("%s was readable by others (mode %o); restricting it to 0600", self.path, mode)
             self.path.chmod(0o600)
         key = PrivateKey.from_json(json.loads(self.path.read_text()))
+        if key.public_key.bits < SECURE_KEY_BITS and not self.test_only_small_keys:
+            raise SettingsError(
+                f"{self.path}: the key has {key.public_key.bits} bits, fewer than {SECURE_KEY_BITS}; such keys are"
+                " for tests only (--test-only-small-keys)"
+            )
         logger.info("loaded Paillier key %s (%d bits)", key.public_key.fingerprint[:16], key.public_key.bits)
         return key
 

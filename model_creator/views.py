@@ -21,7 +21,7 @@ from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.dataset import load_columns, read_columns, read_header
-from common.protocol.errors import Conflict, DataError, SchemaError
+from common.protocol.errors import Conflict, DataError, ProtocolViolation, SchemaError
 from common.protocol.messages import (
     Accepted,
     Aggregate,
@@ -40,7 +40,7 @@ from common.protocol.messages import (
 )
 from common.protocol.models import MODELS
 from common.protocol.spec import JobId
-from common.service.app import answer, responses, secured, settings_of
+from common.service.app import answer, documents, responses, secured, settings_of
 from common.service.auth import COORDINATOR, USER, requires
 from model_creator.config import ModelCreatorSettings
 from model_creator.job import Trainer
@@ -95,6 +95,21 @@ class PredictionUpload(BaseModel):
     model_id: JobId | None = None
 
 
+def _training_limits(settings: ModelCreatorSettings) -> dict[str, dict[str, dict[str, Any]]]:
+    """What this model creator takes in a ``POST /model`` body beyond the message's own limits.
+
+    At most as many data owners as it counts, and columns of its test data, when it has any: the
+    bounds :meth:`TrainingRequest.of <model_creator.training.TrainingRequest.of>` and :func:`train`
+    check a body against.
+    """
+    limits: dict[str, dict[str, Any]] = {"min_data_owners": {"maximum": settings.max_data_owners}}
+    if settings.test_data is not None:
+        header = read_header(settings.test_data)
+        limits["features"] = {"items": {"enum": header}}
+        limits["label"] = {"enum": header}
+    return {"TrainingOptions": limits}
+
+
 def _prediction_body() -> dict[str, Any]:
     """The three forms of a ``POST /prediction`` body, for the API document (from the types)."""
     return {
@@ -103,7 +118,7 @@ def _prediction_body() -> dict[str, Any]:
             "description": "Rows as JSON, a CSV body (`?model_id=` optional) or a multipart upload in `file`;"
             " a column with the model's label, if present, adds the metrics on those rows.",
             "content": {
-                "application/json": {"schema": PredictionRows.model_json_schema()},
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictionRows"}},
                 "text/csv": {"schema": {"type": "string"}},
                 "multipart/form-data": {"schema": PredictionUpload.model_json_schema()},
             },
@@ -130,12 +145,18 @@ def _settings() -> ModelCreatorSettings:
 
 @models.post("/model", responses=responses(202, TrainingStarted, 400, 401, 403), security=USER_SECURITY)
 @requires(USER)
+@documents(limits=_training_limits)
 def train(body: TrainingBody) -> tuple[Response, int]:
     """Start training; with no body, the default linear regression on the default columns.
 
     The columns are checked against the header of the model creator's test data, when it has any.
     """
     settings = _settings()
+    features = body.features if body.features is not None else settings.default_features
+    label = body.label if body.label is not None else settings.default_label
+    if label in features:
+        # Only one of them is the default (both given is the message's own check): the settings decide.
+        raise ProtocolViolation(f"body: label {label!r} is also listed as a feature")
     training_request = TrainingRequest.of(body, settings)
     if settings.test_data is not None:
         header = read_header(settings.test_data)
@@ -250,6 +271,7 @@ def prediction(query: ModelQuery) -> tuple[Response, int]:
     openapi_extensions=_prediction_body(),
 )
 @requires(USER)
+@documents(PredictionRows)
 def predict_rows(query: ModelQuery) -> tuple[Response, int]:
     """Predictions for rows given as JSON ``{"model_id", "rows": [{feature: value}]}`` or as CSV.
 

@@ -46,7 +46,7 @@ def coordinator_app(tmp_path: Path):
     from coordinator import create_app
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "coordinator"), "ROUND_TIMEOUT": 5,
-                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5,
+                       "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5, "TEST_ONLY_SMALL_KEYS": True,
                        **secrets_for("ENROLMENT_SECRET", "MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN")})
 
 
@@ -56,14 +56,15 @@ def data_owner_app(tmp_path: Path):
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "data_owner"), "NAME": "owner-under-test",
                        "DATA": str(SHIPPED / "owner_a.csv"), "COORDINATOR_URL": "http://127.0.0.1:9",
-                       "REQUEST_TIMEOUT": 5, **secrets_for("ENROLMENT_SECRET")})
+                       "REQUEST_TIMEOUT": 5, "POLICY": {"test_only_small_keys": True},
+                       **secrets_for("ENROLMENT_SECRET")})
 
 
 @pytest.fixture
 def model_creator_app(tmp_path: Path):
     from model_creator import create_app
 
-    return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "model_creator"), "KEY_BITS": 1024,
+    return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "model_creator"), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
                        "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
                        "REQUEST_TIMEOUT": 5, **secrets_for("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN")})
 

@@ -99,16 +99,20 @@ def pack_plain(values: Sequence[int], layout: SlotLayout) -> list[int]:
     return plaintexts
 
 
-def pack_encrypted(public_key: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout) -> list[mpz]:
+def pack_encrypted(
+    public_key: PublicKey, ciphertexts: Sequence[mpz], layout: SlotLayout, masks: Sequence[int] | None = None
+) -> list[mpz]:
     """Pack ciphertexts of signed values into the layout, homomorphically.
 
     Shifting a ciphertext by a slot multiplies its plaintext by ``2**slot_bits``, which Horner's
-    rule does with ``slot_bits`` squarings per slot below the top one; the biases and the
-    contributor count are added as one plaintext constant per output ciphertext.
+    rule does with ``slot_bits`` squarings per slot below the top one; the biases, the contributor
+    count and this party's mask (``masks[i]`` for output ``i``, mod n; see
+    :mod:`common.crypto.masking`) are added as one plaintext constant per output ciphertext, so
+    masking costs no exponentiation.
     """
     nsquare = public_key.nsquare
     shift = mpz(1) << layout.slot_bits
-    packed = []
+    packed: list[mpz] = []
     for group in _slot_groups(layout, len(ciphertexts)):
         accumulator = None
         constant = 0
@@ -121,7 +125,8 @@ def pack_encrypted(public_key: PublicKey, ciphertexts: Sequence[mpz], layout: Sl
                 accumulator = powmod(accumulator, shift, nsquare) * term % nsquare
             constant |= (1 if index < 0 else layout.bias) << (slot * layout.slot_bits)
         assert accumulator is not None  # every group has at least one slot
-        packed.append(public_key.raw_add_constant(accumulator, constant))
+        mask = masks[len(packed)] if masks is not None else 0
+        packed.append(public_key.raw_add_constant(accumulator, constant + mask))
     return packed
 
 
@@ -130,8 +135,9 @@ def unpack_sum(
 ) -> tuple[int, list[int]]:
     """Split decrypted packed sums into (contributor count K, the K-party sum of each value).
 
-    Raises when a plaintext has bits above its slots or K exceeds what the slots can carry:
-    either means the sum overflowed or was not made by the protocol, and no value is returned.
+    Raises when a plaintext has bits above its slots, K exceeds what the slots can carry, or a
+    value lies beyond what K contributors can sum: each means the sum overflowed or was not made
+    by the protocol (a masked sum missing a member, say), and no value is returned.
     """
     groups = _slot_groups(layout, value_count)
     if len(plaintexts) != len(groups):
@@ -148,4 +154,12 @@ def unpack_sum(
     if not 0 < contributors <= layout.max_contributors:
         raise EncodingOverflow(f"{what}: contributor count {contributors} is outside 1..{layout.max_contributors}")
     offset = contributors * layout.bias
-    return contributors, [slots[i] - offset for i in range(value_count)]
+    values = [slots[i] - offset for i in range(value_count)]
+    # Each contributor's |value| < bias, so K of them sum to less than K·bias in magnitude. A slot
+    # outside that window was not summed by the protocol: masks left uncancelled by a missing,
+    # repeated or forged contribution give a uniformly random plaintext, which fails here (or above)
+    # with overwhelming probability.
+    for index, value in enumerate(values):
+        if abs(value) >= offset:
+            raise EncodingOverflow(f"{what}: value {index} is outside what {contributors} contributor(s) can sum")
+    return contributors, values

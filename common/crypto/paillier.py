@@ -21,6 +21,8 @@ from common.crypto.bigint import gcd, invert, mpz, powmod, random_unit, to_fixed
 from common.protocol.errors import InvalidCiphertext, KeyMismatch, SchemaError
 
 DEFAULT_KEY_BITS = 2048
+#: The smallest key for real data (about 112-bit security); smaller ones only behind a test-only flag.
+SECURE_KEY_BITS = 2048
 ALLOWED_KEY_BITS = (1024, 2048, 3072, 4096)
 
 

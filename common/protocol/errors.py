@@ -12,6 +12,7 @@ Hierarchy::
     ├── NotFound                         unknown job, model, round
     ├── Conflict                         a message for a round or job in another state
     ├── DataError                        a data owner's data cannot serve the job
+    ├── Refused                          a data owner refuses a job or round: a code, nothing more
     ├── EncodingOverflow                 a value does not fit the fixed-point range or slot
     ├── ProtocolViolation                a well-formed message that breaks the job's rules
     ├── TrainingError                    the maths cannot go on (e.g. a singular design)
@@ -84,7 +85,55 @@ class Conflict(FederatedError):
 
 
 class DataError(FederatedError):
-    """A data owner's CSV cannot serve the job (missing column, NaN, empty file, ...)."""
+    """A data owner's CSV cannot serve the job (missing column, NaN, empty file, ...).
+
+    ``code`` and ``column`` are what a data owner may tell others of it (see :class:`Refused`);
+    the message, with file, row and cause, stays with the owner.
+    """
+
+    def __init__(self, message: str, code: str = "bad_value", column: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.column = column
+
+
+#: Every code a data owner's refusal may carry: its data, then its policy (data_owner/policy.py).
+REFUSAL_CODES = (
+    "missing_column",
+    "bad_value",
+    "not_binary",
+    "no_data",
+    "bound_exceeded",
+    "internal",
+    "policy:key",
+    "policy:key_size",
+    "policy:model",
+    "policy:columns",
+    "policy:max_weight_bits",
+    "policy:max_rounds",
+    "policy:min_peers",
+    "policy:members",
+    "policy:identity",
+    "policy:differencing",
+)
+
+
+class Refused(FederatedError):
+    """A data owner's refusal as it travels: a fixed code and the job column concerned, if any.
+
+    PROTOCOL.md section 7: a refusal names no value, row, file path or schema beyond the job's own
+    columns, since it reaches the coordinator and the model creator, who may provoke refusals at
+    will to learn about the owner's data. ``detail`` is what happened, for the owner's own log and
+    status page only; it is never rendered in an answer.
+
+    The codes are :data:`REFUSAL_CODES`.
+    """
+
+    def __init__(self, code: str, column: str | None = None, detail: str | None = None) -> None:
+        super().__init__(code if column is None else f"{code} (column {column!r})")
+        self.code = code
+        self.column = column
+        self.detail = detail or self.message
 
 
 class EncodingOverflow(FederatedError):
@@ -123,6 +172,7 @@ _BY_NAME: dict[str, type[FederatedError]] = {
         NotFound,
         Conflict,
         DataError,
+        Refused,
         EncodingOverflow,
         ProtocolViolation,
         TrainingError,
@@ -135,4 +185,6 @@ _BY_NAME: dict[str, type[FederatedError]] = {
 def from_peer(type_name: object, message: str, peer: str) -> FederatedError:
     """The error a peer answered with, as the class its ``type`` names (else :class:`UpstreamError`)."""
     cls = _BY_NAME.get(type_name, UpstreamError) if isinstance(type_name, str) else UpstreamError
-    return cls(message, peer=peer)
+    error = cls.__new__(cls)
+    FederatedError.__init__(error, message, peer)
+    return error

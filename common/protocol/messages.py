@@ -13,16 +13,20 @@ receiving party has looked up the job, before anything is computed on them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -30,9 +34,12 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from common.crypto.bigint import mpz
+from common.crypto.identity import IdentityKey, canonical, verify
+from common.crypto.masking import JobKeyPair
 from common.crypto.paillier import ALLOWED_KEY_BITS, PublicKey
-from common.protocol.errors import FederatedError
+from common.protocol.errors import REFUSAL_CODES, FederatedError
 from common.protocol.fields import INTEGRAL, inconsistent, validation_error
+from common.protocol.models import MODELS
 from common.protocol.spec import (
     MAX_DATA_OWNERS,
     ColumnName,
@@ -74,8 +81,33 @@ Ciphertext = Annotated[
     Field(description="Base64 of a ciphertext's big-endian bytes, as wide as n²."),
 ]
 Ciphertexts = Annotated[list[Ciphertext], Field(min_length=1, max_length=MAX_VECTOR_LENGTH)]
-Number = Annotated[float, Field(allow_inf_nan=False)]
+# A JSON number may be any size; what a float can hold is what a number field takes.
+Number = Annotated[float, Field(ge=-sys.float_info.max, le=sys.float_info.max, allow_inf_nan=False)]
 Coefficient = Annotated[float, Field(ge=-MAX_ABS_COEFFICIENT, le=MAX_ABS_COEFFICIENT, allow_inf_nan=False)]
+PublicKeyText = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"),
+    Field(description="Base64 of a raw 32-byte Ed25519 (identity) or X25519 (job) public key."),
+]
+SignatureText = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9+/]{85}[AQgw]==$"),
+    Field(description="Base64 of a 64-byte Ed25519 signature."),
+]
+
+
+def _refusal_code(code: str) -> str:
+    if code not in REFUSAL_CODES:
+        raise ValueError(f"unknown refusal code {code!r}")
+    return code
+
+
+RefusalCode = Annotated[
+    str,
+    Field(strict=True),
+    AfterValidator(_refusal_code),
+    WithJsonSchema({"type": "string", "enum": list(REFUSAL_CODES)}),
+]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -164,11 +196,89 @@ class JobKeys(Message):
 # --- Data owner ↔ coordinator: enrolment ----------------------------------------------------
 
 
+ENROL_PURPOSE = "federated_trainer/enrol/v1"
+JOB_KEY_PURPOSE = "federated_trainer/job-key/v1"
+
+
 class Enrolment(Message):
-    """Data owner → coordinator, ``POST /data_owners`` with the enrolment secret."""
+    """Data owner → coordinator, ``POST /data_owners`` with the enrolment secret.
+
+    Signed with the owner's identity key: the coordinator binds the name to that key at the first
+    enrolment, and lets a later enrolment under the name replace the credentials only when it is
+    signed by the same key, later than the last one (PROTOCOL.md section 9).
+    """
 
     name: OwnerName
     url: Url
+    identity_key: PublicKeyText
+    signed_at: Annotated[float, Field(ge=0, le=1e11, description="When the owner signed, in seconds since 1970.")]
+    signature: SignatureText
+
+    def statement(self) -> bytes:
+        """What the signature covers."""
+        return canonical(
+            {
+                "purpose": ENROL_PURPOSE,
+                "name": self.name,
+                "url": self.url,
+                "identity_key": self.identity_key,
+                "signed_at": self.signed_at,
+            }
+        )
+
+    @classmethod
+    def signed(cls, name: str, url: str, identity: IdentityKey, signed_at: float) -> Enrolment:
+        unsigned = cls.model_construct(name=name, url=url, identity_key=identity.public_text, signed_at=signed_at)
+        return cls(
+            name=name,
+            url=url,
+            identity_key=identity.public_text,
+            signed_at=signed_at,
+            signature=identity.sign(unsigned.statement()),
+        )
+
+    def verify(self) -> None:
+        """Raise :class:`~common.protocol.errors.Forbidden` unless the owner's key signed this."""
+        verify(self.identity_key, self.statement(), self.signature, "body.signature")
+
+
+class MemberKey(Message):
+    """A data owner's ephemeral X25519 key for one job, signed with its identity key.
+
+    The coordinator relays the member keys of a round's member set to every member, which checks
+    each signature and derives its pairwise masks from them: a key the coordinator substituted
+    would not carry its owner's signature.
+    """
+
+    name: OwnerName
+    identity_key: PublicKeyText
+    job_key: PublicKeyText
+    signature: SignatureText
+
+    def statement(self, job_id: str, key_fingerprint: str) -> bytes:
+        """What the signature covers: the key is for this job, under this model creator key only."""
+        return canonical(
+            {
+                "purpose": JOB_KEY_PURPOSE,
+                "name": self.name,
+                "identity_key": self.identity_key,
+                "job_key": self.job_key,
+                "job_id": job_id,
+                "key_fingerprint": key_fingerprint,
+            }
+        )
+
+    @classmethod
+    def signed(
+        cls, name: str, identity: IdentityKey, job_keys: JobKeyPair, job_id: str, key_fingerprint: str
+    ) -> MemberKey:
+        unsigned = cls.model_construct(name=name, identity_key=identity.public_text, job_key=job_keys.public_text)
+        signature = identity.sign(unsigned.statement(job_id, key_fingerprint))
+        return cls(name=name, identity_key=identity.public_text, job_key=job_keys.public_text, signature=signature)
+
+    def verify(self, job_id: str, key_fingerprint: str) -> None:
+        """Raise :class:`~common.protocol.errors.Forbidden` unless ``identity_key`` signed this job key."""
+        verify(self.identity_key, self.statement(job_id, key_fingerprint), self.signature, f"member {self.name}")
 
 
 class Enrolled(Answer):
@@ -288,8 +398,11 @@ class JoinJob(JobKeys):
 
 
 class JobJoined(Answer):
+    """A data owner's answer to a join: its signed job key, for the other members' masks."""
+
     job_id: JobId
     status: Literal["joined"]
+    member: MemberKey
 
 
 class RoundRequest(Message):
@@ -300,6 +413,14 @@ class RoundRequest(Message):
     kind: RoundKind = "gradient"
     key_fingerprint: Fingerprint
     encrypted_weights: Ciphertexts | SkipJsonSchema[None] = None
+    members: Annotated[
+        list[MemberKey],
+        Field(
+            min_length=1,
+            max_length=MAX_DATA_OWNERS,
+            description="The attempt's member set: every owner asked, with its signed job key.",
+        ),
+    ]
 
     _no_null_weights = field_validator("encrypted_weights", mode="before")(_not_null)
 
@@ -334,7 +455,8 @@ class Refusal(Message):
 
     data_owner: OwnerName
     attempt: Attempt
-    error: Reason
+    code: RefusalCode
+    column: ColumnName | SkipJsonSchema[None] = None
 
 
 class Accepted(Answer):
@@ -352,8 +474,9 @@ class Aggregate(Message):
     key_fingerprint: Fingerprint
     ciphertexts: Ciphertexts
     contributors: Annotated[list[OwnerName], Field(max_length=MAX_DATA_OWNERS)]
+    # Keyed by owner names: the keys' pattern is the one ``patternProperties`` states, and no other.
     failures: dict[OwnerName, Annotated[str, StringConstraints(max_length=4 * MAX_REASON)]] = Field(
-        default_factory=dict
+        default_factory=dict, json_schema_extra={"additionalProperties": False}
     )
 
 
@@ -361,6 +484,48 @@ class JobFailure(Message):
     """Coordinator → model creator, ``POST /jobs/<id>/failure``: the job cannot go on."""
 
     error: Annotated[str, StringConstraints(min_length=1, max_length=8 * MAX_REASON)]
+
+
+# --- A data owner's own status, for its operator ---------------------------------------------
+
+
+class TrustedKey(Answer):
+    fingerprint: Fingerprint
+    source: str = Field(description="'pinned by the operator' or 'trusted on first use'.")
+    since: float | None = None
+
+
+class OwnerEvent(Answer):
+    """A join, refusal or contribution, with the details that only the owner's operator sees."""
+
+    at: float
+    job_id: str
+    round: int | None
+    outcome: Literal["joined", "refused", "contributed"]
+    code: str | None
+    column: str | None
+    detail: str | None
+
+
+class ServedSet(Answer):
+    key_fingerprint: Fingerprint
+    members: list[str]
+    job_id: str
+    round: int
+    served_at: float
+
+
+class OwnerStatus(Answer):
+    """``GET /status`` of a data owner: its policy, the key it trusts, what it joined and refused."""
+
+    name: OwnerName
+    identity_key: str = Field(description="The owner's Ed25519 identity key (public), base64.")
+    policy: dict[str, Any]
+    warnings: list[str]
+    trusted_key: TrustedKey | None
+    jobs: list[str] = Field(description="The jobs joined now.")
+    events: list[OwnerEvent] = Field(description="The latest events, newest first.")
+    served_sets: list[ServedSet] = Field(description="Every member set this owner contributed to.")
 
 
 # --- Every service --------------------------------------------------------------------------
@@ -380,8 +545,22 @@ class Health(Answer):
 # --- The model creator's user API -----------------------------------------------------------
 
 
+PENALISED_MODELS: list[JsonValue] = [name for name, kind in MODELS.items() if kind.penalised]
+
+
 class TrainingOptions(Message):
-    """A user's ``POST /model`` body; every field is optional, defaults come from the settings."""
+    """A user's ``POST /model`` body; every field is optional, defaults come from the settings.
+
+    ``alpha`` is for the penalised models only (the default model has no penalty), as the schema
+    says; :class:`~model_creator.training.TrainingRequest` refuses it otherwise.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"required": ["alpha"]},
+            "then": {"required": ["model"], "properties": {"model": {"enum": PENALISED_MODELS}}},
+        }
+    )
 
     model: ModelName = "linear_regression"
     features: FeatureList | SkipJsonSchema[None] = None

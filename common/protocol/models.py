@@ -64,7 +64,9 @@ def check_binary_labels(labels: FloatArray, source: str, label: str) -> None:
     """Raise :class:`DataError` naming the first row whose label is not 0 or 1."""
     bad = np.flatnonzero((labels != 0) & (labels != 1))
     if bad.size:
-        raise DataError(f"{source}: row {bad[0] + 1}, column {label!r}: value is not a binary label (0 or 1)")
+        raise DataError(
+            f"{source}: row {bad[0] + 1}, column {label!r}: value is not a binary label (0 or 1)", "not_binary", label
+        )
 
 
 def sigmoid(scores: FloatArray) -> FloatArray:

@@ -37,10 +37,19 @@ def feature_sums(features: npt.NDArray[np.float64], spec: JobSpec, source: str) 
 
 
 def encrypt_statistics(
-    public_key: PublicKey, values: Sequence[int], spec: JobSpec, pool: ObfuscatorPool | None = None
+    public_key: PublicKey,
+    values: Sequence[int],
+    spec: JobSpec,
+    pool: ObfuscatorPool | None = None,
+    masks: Sequence[int] | None = None,
 ) -> list[mpz]:
-    """Pack in the clear, then encrypt each packed plaintext with fresh randomness."""
-    return [public_key.raw_encrypt(p, pool.take() if pool else None) for p in pack_plain(values, spec.layout)]
+    """Pack in the clear, add this party's masks (mod n), encrypt each with fresh randomness."""
+    packed = pack_plain(values, spec.layout)
+    offsets = masks if masks is not None else [0] * len(packed)
+    return [
+        public_key.raw_encrypt((p + m) % int(public_key.n), pool.take() if pool else None)
+        for p, m in zip(packed, offsets, strict=True)
+    ]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from flask_openapi3.models.info import Info
 from flask_openapi3.models.tag import Tag
 from flask_openapi3.openapi import OpenAPI
 from flask_openapi3.types import ResponseDict
+from flask_openapi3.utils import get_model_schema, normalize_name
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 from werkzeug.exceptions import HTTPException
@@ -39,6 +41,7 @@ from common.protocol.errors import (
     Forbidden,
     NotFound,
     ProtocolViolation,
+    Refused,
     SchemaError,
     TrainingError,
     Unauthorized,
@@ -64,6 +67,7 @@ STATUS_OF: dict[type[FederatedError], int] = {
     NotFound: 404,
     Conflict: 409,
     DataError: 422,
+    Refused: 422,
     EncodingOverflow: 422,
     ProtocolViolation: 422,
     TrainingError: 422,
@@ -109,6 +113,27 @@ def secured(*roles: str) -> list[dict[str, list[str]]]:
     return [{"bearerAuth": []}] if roles else []
 
 
+#: What a view's document gains from the service's settings: component → property → keywords.
+SchemaLimits = Callable[[Any], Mapping[str, Mapping[str, Mapping[str, Any]]]]
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def documents(*models: type[BaseModel], limits: SchemaLimits | None = None) -> Callable[[V], V]:
+    """Mark a view for its document: the schemas it names, the limits its settings set.
+
+    ``models`` are the schemas the view's document refers to as ``#/components/schemas/<title>``
+    (a body flask-openapi3 does not read from the view's signature); ``limits(settings)`` gives the
+    keywords to add to a component's properties, from the settings the view checks a body against.
+    """
+
+    def mark(view: V) -> V:
+        view.documented_models = models  # type: ignore[attr-defined]
+        view.schema_limits = limits  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
 def answer(message: BaseModel, status: int = 200) -> tuple[Response, int]:
     """A typed answer as JSON (fields never set are left out)."""
     return jsonify(message.model_dump(mode="json", exclude_unset=True)), status
@@ -125,6 +150,7 @@ class Service(OpenAPI):
 
     def generate_spec_json(self) -> None:
         super().generate_spec_json()  # type: ignore[no-untyped-call]  # unannotated in flask-openapi3 4.3.2
+        self._request_schemas_as_validated()
         views = {
             (_openapi_path(rule.rule), method.lower()): self.view_functions[rule.endpoint]
             for rule in self.url_map.iter_rules()
@@ -142,6 +168,47 @@ class Service(OpenAPI):
                 for status, response in operation["responses"].items():
                     if status.startswith(("4", "5")):
                         response.update(error)
+
+    def _request_schemas_as_validated(self) -> None:
+        """The request models' schemas exactly as pydantic validates them, with the settings' limits.
+
+        flask-openapi3 passes each schema through its own ``Schema`` model, which drops the
+        keywords it does not know (``propertyNames``, ``patternProperties``, ``if``/``then``): the
+        document would allow dictionary keys and combinations that validation refuses.
+        """
+        schemas: dict[str, Any] = self.spec_json.setdefault("components", {}).setdefault("schemas", {})
+        settings = self.extensions.get("settings")
+        for view in self.view_functions.values():
+            hints = _request_hints(view)
+            models = [hints[name] for name in ("body", "form") if name in hints]
+            for model in [*models, *getattr(view, "documented_models", ())]:
+                raw = get_model_schema(model)
+                schemas.update(raw.pop("$defs", {}))
+                schemas[normalize_name(raw.get("title") or model.__name__)] = raw
+        for view in self.view_functions.values():
+            limits: SchemaLimits | None = getattr(view, "schema_limits", None)
+            if limits is None or settings is None:
+                continue
+            for component, properties in limits(settings).items():
+                _merge(schemas[component]["properties"], properties)
+
+
+def _merge(schema: dict[str, Any], keywords: Mapping[str, Any]) -> None:
+    """Add ``keywords`` to ``schema``, into its sub-schemas where both have one."""
+    for keyword, value in keywords.items():
+        if isinstance(value, Mapping) and isinstance(schema.get(keyword), dict):
+            _merge(schema[keyword], value)
+        else:
+            schema[keyword] = value
+
+
+def _request_hints(view: Callable[..., Any]) -> dict[str, Any]:
+    """The annotated request parameters (``body``, ``form``, ...) of a view, as classes."""
+    try:
+        hints = typing.get_type_hints(view)
+    except (NameError, TypeError):  # views of flask-openapi3's own pages, annotated with unimported names
+        return {}
+    return {name: hint for name, hint in hints.items() if isinstance(hint, type) and issubclass(hint, BaseModel)}
 
 
 def _openapi_path(rule: str) -> str:

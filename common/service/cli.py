@@ -12,26 +12,35 @@ F = TypeVar("F")
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def base_parser(description: str, default_port: int, party: str) -> argparse.ArgumentParser:
-    """``--host``, ``--port``, ``--state-dir``, ``--traffic-log`` and ``--log-level``."""
+def base_parser(
+    description: str, default_port: int, party: str, state_dir_default: str | None = None
+) -> argparse.ArgumentParser:
+    """``--host``, ``--port``, ``--state-dir``, ``--traffic-log``, ``--secrets-file``, TLS and ``--log-level``.
+
+    ``--state-dir`` and ``--secrets-file`` are passed on only when given, so that the party's
+    settings (and its ``FT_<PARTY>_...`` variables) decide their defaults; ``state_dir_default``
+    is how the help describes that default (``var/<party>`` unless given).
+    """
     parser = argparse.ArgumentParser(prog=f"python -m {party}", description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=default_port, help="port to listen on (default: %(default)s)")
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=CHECKOUT / "var" / party,
-        help=f"where this party keeps what must survive a restart (default: var/{party} in the checkout)",
+        help="where this party keeps what must survive a restart"
+        f" (default: {state_dir_default or f'var/{party}'} in the checkout)",
     )
     parser.add_argument(
-        "--traffic-log", type=Path, help="append every request and answer exchanged to this JSON-lines file"
+        "--traffic-log",
+        type=Path,
+        help="append every request and answer exchanged to this JSON-lines file (mode 0600, secrets redacted)",
     )
     parser.add_argument(
         "--secrets-file",
         type=Path,
-        default=CHECKOUT / "var" / "federation_secrets.json",
-        help="JSON file of the federation's shared secrets, created (mode 0600) if missing; secrets given"
-        " by environment variables take precedence (default: var/federation_secrets.json)",
+        help="JSON file (mode 0600) of this party's own secrets; secrets given by environment variables take"
+        f" precedence (default: var/secrets/{party}.json in the checkout, where the parties of one checkout"
+        " provision them on first start)",
     )
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate (with --tls-key)")
     parser.add_argument("--tls-key", type=Path, help="the PEM private key of --tls-cert")
@@ -62,11 +71,13 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The app configuration the common options stand for."""
     scheme = "https" if args.tls_cert else "http"
     config: dict[str, Any] = {
-        "STATE_DIR": str(args.state_dir),
         "PUBLIC_URL": f"{scheme}://{_url_host(args.host)}:{args.port}",
-        "SECRETS_FILE": str(args.secrets_file),
         "ALLOW_INSECURE_HTTP": args.allow_insecure_http,
     }
+    if args.state_dir:
+        config["STATE_DIR"] = str(args.state_dir)
+    if args.secrets_file:
+        config["SECRETS_FILE"] = str(args.secrets_file)
     if args.ca_bundle:
         config["CA_BUNDLE"] = str(args.ca_bundle)
     if args.traffic_log:

@@ -10,13 +10,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from common.crypto.bigint import to_fixed_bytes
+from common.crypto.identity import IdentityKey
+from common.crypto.masking import JobKeyPair
 from common.crypto.packing import SlotLayout
 from common.crypto.paillier import PrivateKey
+from common.protocol.messages import MemberKey
 from common.protocol.spec import JobSpec
 from common.protocol.wire import encode_ciphertexts
 
@@ -67,6 +71,30 @@ def enrolled(data_owner_app):
     """The data owner after its enrolment, called by the coordinator with the token issued for it."""
     data_owner_app.extensions["enrolment"].set(OWNER_CREDENTIAL, OWNER_COORDINATOR_TOKEN)
     return client_with(data_owner_app, OWNER_COORDINATOR_TOKEN)
+
+
+def as_operator(data_owner_app):
+    """The data owner, called by its own operator (GET /status) with the token kept in its state dir."""
+    settings = data_owner_app.extensions["settings"]
+    token = settings.operator_token or (settings.state_dir / "operator_token").read_text().strip()
+    return client_with(data_owner_app, token)
+
+
+def peer_member(directory: Path, name: str, key: PrivateKey, job_id: str) -> MemberKey:
+    """Another owner's signed job key for ``job_id``, as its join answer carries it.
+
+    The peer's identity key is kept under ``directory``/``name``, so one peer keeps its identity
+    across jobs; each call makes a fresh job key.
+    """
+    identity = IdentityKey.load_or_create(directory / name / "identity_key.pem")
+    return MemberKey.signed(name, identity, JobKeyPair.generate(), job_id, key.public_key.fingerprint)
+
+
+def assert_refused(response, refusal: str) -> None:
+    """A data owner's refusal: a 422 whose error is exactly the code (and job column), nothing more."""
+    text = response.get_data(as_text=True)
+    assert response.status_code == 422, f"expected 422, got {response.status_code}: {text}"
+    assert response.get_json() == {"error": refusal, "type": "Refused"}, text
 
 
 # Shared with the data owner's PUT /jobs/<id>: (dotted path in the body, value, status, fragment).

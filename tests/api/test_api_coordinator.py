@@ -4,12 +4,20 @@ Every call carries the credential of the party that makes it: the enrolment secr
 model creator's token for jobs and rounds, an owner's own credential (issued at enrolment) for
 its contributions.
 
+Enrolments are signed with the owner's identity key (PROTOCOL.md section 9): the first binds the
+name to the key, and only that key can enrol the name again, later than the last time.
+
 Rounds run for real: a stub peer on a loopback port plays the data owners and the model
 creator's callback, so a round is fanned out, collected and aggregated by the coordinator's own
-code; the test sends the data owners' contributions.
+code; the stub owners answer joins with signed job keys, and the test sends their contributions.
 """
 
 from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
 
 import pytest
 from api_support import (
@@ -26,16 +34,34 @@ from api_support import (
     job_body,
     make_spec,
     patched,
+    restart_config,
 )
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from common.crypto.identity import IdentityKey
+from common.crypto.masking import JobKeyPair
+from common.protocol.messages import Enrolment, MemberKey
 from common.protocol.spec import JobSpec
 from common.protocol.wire import decode_ciphertexts
 from coordinator import create_app
 
 
-def register(app, name: str, url: str):
-    """Enrol a data owner with the enrolment secret."""
-    return as_enrolling_owner(app).post("/data_owners", json={"name": name, "url": url})
+def identity_of(name: str, version: int = 0) -> IdentityKey:
+    """The identity key of the owner ``name`` in these tests (another ``version``: someone else's key)."""
+    seed = hashlib.sha256(f"identity of {name} #{version}".encode()).digest()
+    return IdentityKey(Ed25519PrivateKey.from_private_bytes(seed))
+
+
+def enrolment(name: str, url: str, identity: IdentityKey | None = None, signed_at: float | None = None) -> dict:
+    """An enrolment body signed by ``identity`` (by default the owner's own key), now (by default)."""
+    identity = identity or identity_of(name)
+    signed = Enrolment.signed(name, url, identity, time.time() if signed_at is None else signed_at)
+    return signed.model_dump(mode="json")
+
+
+def register(app, name: str, url: str, identity: IdentityKey | None = None, signed_at: float | None = None):
+    """Enrol a data owner with the enrolment secret, signed by its identity key."""
+    return as_enrolling_owner(app).post("/data_owners", json=enrolment(name, url, identity, signed_at))
 
 
 def as_owner(app, name: str, url: str = "http://127.0.0.1:5001"):
@@ -75,7 +101,7 @@ def test_register_then_reregister_then_list(coordinator_app):
     assert issued["credential"] != issued["coordinator_token"]
     assert register(coordinator_app, "owner-b", "https://owner-b.example:5002").status_code == 201
 
-    again = register(coordinator_app, "owner-a", "http://127.0.0.1:5003")
+    again = register(coordinator_app, "owner-a", "http://127.0.0.1:5003", signed_at=time.time() + 1)
     assert again.status_code == 200
     reissued = again.get_json()
     assert reissued["name"] == "owner-a"
@@ -95,33 +121,201 @@ def test_reenrolment_replaces_the_old_credential(coordinator_app, small_key):
     spec = make_spec(small_key)
     create_job(as_model_creator(coordinator_app), small_key, spec)
     old = as_owner(coordinator_app, "owner-a")
-    new = as_owner(coordinator_app, "owner-a")
+    new = client_with(coordinator_app, register(coordinator_app, "owner-a", "http://127.0.0.1:5001",
+                                                signed_at=time.time() + 1).get_json()["credential"])
     body = contribution_body(small_key, spec, "owner-a")
     assert_json_error(old.post("/jobs/job-1/rounds/0/contributions", json=body), 401, "credentials")
     assert_json_error(new.post("/jobs/job-1/rounds/0/contributions", json=body), 409, "is not open")
 
 
+EMPTY = object()
+"""A registration case whose body is the empty object."""
+
 REGISTRATION_CASES = [
-    pytest.param({}, "body.name", id="empty-object"),
-    pytest.param({"url": "http://127.0.0.1:5000"}, "body.name", id="missing-name"),
-    pytest.param({"name": 5, "url": "http://127.0.0.1:5000"}, "body.name", id="name-int"),
-    pytest.param({"name": True, "url": "http://127.0.0.1:5000"}, "body.name", id="name-bool"),
-    pytest.param({"name": "", "url": "http://127.0.0.1:5000"}, "body.name", id="name-empty"),
-    pytest.param({"name": "x" * 65, "url": "http://127.0.0.1:5000"}, "body.name", id="name-too-long"),
-    pytest.param({"name": ["owner"], "url": "http://127.0.0.1:5000"}, "body.name", id="name-list"),
-    pytest.param({"name": "owner a", "url": "http://127.0.0.1:5000"}, "body.name: String should match pattern", id="name-space"),
-    pytest.param({"name": "../owner", "url": "http://127.0.0.1:5000"}, "body.name: String should match pattern", id="name-path"),
-    pytest.param({"name": "owner"}, "body.url", id="missing-url"),
-    pytest.param({"name": "owner", "url": 5000}, "body.url", id="url-int"),
-    pytest.param({"name": "owner", "url": "ftp://127.0.0.1:5000"}, "body.url: String should match pattern", id="url-ftp"),
-    pytest.param({"name": "owner", "url": "127.0.0.1:5000"}, "body.url: String should match pattern", id="url-no-scheme"),
+    pytest.param(EMPTY, "body.name", id="empty-object"),
+    pytest.param({"name": MISSING}, "body.name", id="missing-name"),
+    pytest.param({"name": 5}, "body.name", id="name-int"),
+    pytest.param({"name": True}, "body.name", id="name-bool"),
+    pytest.param({"name": ""}, "body.name", id="name-empty"),
+    pytest.param({"name": "x" * 65}, "body.name", id="name-too-long"),
+    pytest.param({"name": ["owner"]}, "body.name", id="name-list"),
+    pytest.param({"name": "owner a"}, "body.name: String should match pattern", id="name-space"),
+    pytest.param({"name": "../owner"}, "body.name: String should match pattern", id="name-path"),
+    pytest.param({"url": MISSING}, "body.url", id="missing-url"),
+    pytest.param({"url": 5000}, "body.url", id="url-int"),
+    pytest.param({"url": "ftp://127.0.0.1:5000"}, "body.url: String should match pattern", id="url-ftp"),
+    pytest.param({"url": "127.0.0.1:5000"}, "body.url: String should match pattern", id="url-no-scheme"),
+    pytest.param({"identity_key": MISSING}, "body.identity_key", id="identity-key-missing"),
+    pytest.param({"identity_key": "not a key"}, "body.identity_key", id="identity-key-junk"),
+    pytest.param({"identity_key": 7}, "body.identity_key", id="identity-key-int"),
+    pytest.param({"signed_at": MISSING}, "body.signed_at", id="signed-at-missing"),
+    pytest.param({"signed_at": "now"}, "body.signed_at", id="signed-at-string"),
+    pytest.param({"signed_at": -1.0}, "body.signed_at", id="signed-at-negative"),
+    pytest.param({"signature": MISSING}, "body.signature", id="signature-missing"),
+    pytest.param({"signature": "c2lnbmVk"}, "body.signature", id="signature-short"),
+    pytest.param({"role": "admin"}, "body.role", id="unknown-field"),
 ]
 
 
-@pytest.mark.parametrize(("payload", "fragment"), REGISTRATION_CASES)
-def test_bad_registration(coordinator_app, payload, fragment):
-    assert_json_error(as_enrolling_owner(coordinator_app).post("/data_owners", json=payload), 400, fragment)
+def registration_payload(overrides) -> dict:
+    """A signed enrolment of ``owner`` with ``overrides`` applied (a MISSING value removes the field)."""
+    if overrides is EMPTY:
+        return {}
+    payload = {**enrolment("owner", "http://127.0.0.1:5000"), **overrides}
+    return {name: value for name, value in payload.items() if value is not MISSING}
+
+
+@pytest.mark.parametrize(("overrides", "fragment"), REGISTRATION_CASES)
+def test_bad_registration(coordinator_app, overrides, fragment):
+    response = as_enrolling_owner(coordinator_app).post("/data_owners", json=registration_payload(overrides))
+    assert_json_error(response, 400, fragment)
     assert as_model_creator(coordinator_app).get("/data_owners").get_json() == {"data_owners": []}
+
+
+# -- identity binding ----------------------------------------------------------------------------
+
+def listed(app) -> list[dict]:
+    return as_model_creator(app).get("/data_owners").get_json()["data_owners"]
+
+
+def test_reenrolment_under_a_bound_name_with_another_identity_key_is_refused(coordinator_app, small_key):
+    """Identity hijack: the enrolment secret is shared, but only the name's own key re-enrols it."""
+    spec = make_spec(small_key)
+    create_job(as_model_creator(coordinator_app), small_key, spec)
+    real = as_owner(coordinator_app, "owner-a", "http://127.0.0.1:5001")
+    before = listed(coordinator_app)
+
+    hijack = register(coordinator_app, "owner-a", "http://evil.example:5001", identity=identity_of("owner-a", 1),
+                      signed_at=time.time() + 1)
+    body = assert_json_error(hijack, 403, "data owner 'owner-a' is enrolled with another identity key")
+    assert body["type"] == "Forbidden"
+    assert "credential" not in hijack.get_json() and identity_of("owner-a", 1).public_text not in body["error"]
+
+    assert listed(coordinator_app) == before
+    contribution = contribution_body(small_key, spec, "owner-a")
+    assert_json_error(real.post("/jobs/job-1/rounds/0/contributions", json=contribution), 409, "is not open")
+    # The real owner may still enrol again, with its own key.
+    assert register(coordinator_app, "owner-a", "http://127.0.0.1:5009", signed_at=time.time() + 2).status_code == 200
+    assert listed(coordinator_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5009"}]
+
+
+def test_another_name_may_use_another_key_and_a_key_may_not_take_a_bound_name(coordinator_app):
+    assert register(coordinator_app, "owner-a", "http://127.0.0.1:5001").status_code == 201
+    assert register(coordinator_app, "owner-b", "http://127.0.0.1:5002").status_code == 201
+    taken = register(coordinator_app, "owner-b", "http://127.0.0.1:5002", identity=identity_of("owner-a"),
+                     signed_at=time.time() + 1)
+    assert_json_error(taken, 403, "data owner 'owner-b' is enrolled with another identity key")
+
+
+def test_replayed_enrolment_is_refused(coordinator_app, small_key):
+    spec = make_spec(small_key)
+    create_job(as_model_creator(coordinator_app), small_key, spec)
+    recorded = enrolment("owner-a", "http://127.0.0.1:5001")
+    first = as_enrolling_owner(coordinator_app).post("/data_owners", json=recorded)
+    assert first.status_code == 201
+    replay = as_enrolling_owner(coordinator_app).post("/data_owners", json=recorded)
+    assert_json_error(replay, 403, "signed no later than the last one accepted")
+    earlier = register(coordinator_app, "owner-a", "http://127.0.0.1:5001", signed_at=recorded["signed_at"] - 10)
+    assert_json_error(earlier, 403, "signed no later than the last one accepted")
+    owner = client_with(coordinator_app, first.get_json()["credential"])
+    contribution = contribution_body(small_key, spec, "owner-a")
+    assert_json_error(owner.post("/jobs/job-1/rounds/0/contributions", json=contribution), 409, "is not open")
+
+
+@pytest.fixture
+def clocked_app(tmp_path):
+    """A coordinator whose wall clock stands still at NOW."""
+    return create_app({"TESTING": True, "TEST_ONLY_SMALL_KEYS": True, "STATE_DIR": str(tmp_path / "clocked-coordinator"), **TOKENS},
+                      clock=lambda: NOW)
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("signed_at", "status", "fragment"), [
+    pytest.param(NOW, 201, None, id="now"),
+    pytest.param(NOW - 300, 201, None, id="300-s-old"),
+    pytest.param(NOW + 300, 201, None, id="300-s-ahead"),
+    pytest.param(NOW - 301, 403, "signed 301 s before the coordinator's time; at most 300 s", id="stale"),
+    pytest.param(NOW + 301, 403, "signed 301 s after the coordinator's time", id="from-the-future"),
+    pytest.param(0.0, 403, "before the coordinator's time", id="epoch"),
+])
+def test_enrolment_must_be_signed_within_the_window(clocked_app, signed_at, status, fragment):
+    response = register(clocked_app, "owner-a", "http://127.0.0.1:5001", signed_at=signed_at)
+    if fragment is None:
+        assert response.status_code == status, response.get_json()
+        assert listed(clocked_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001"}]
+    else:
+        assert_json_error(response, status, fragment)
+        assert listed(clocked_app) == []
+
+
+def test_stale_reenrolment_keeps_the_owner(clocked_app):
+    assert register(clocked_app, "owner-a", "http://127.0.0.1:5001", signed_at=NOW - 100).status_code == 201
+    assert_json_error(register(clocked_app, "owner-a", "http://127.0.0.1:5002", signed_at=NOW - 400), 403,
+                      "before the coordinator's time")
+    assert register(clocked_app, "owner-a", "http://127.0.0.1:5003", signed_at=NOW - 99).status_code == 200
+    assert listed(clocked_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5003"}]
+
+
+@pytest.mark.parametrize("forge", [
+    pytest.param(lambda body: {**body, "url": "http://evil.example:5001"}, id="url-changed-after-signing"),
+    pytest.param(lambda body: {**body, "name": "owner-b"}, id="name-changed-after-signing"),
+    pytest.param(lambda body: {**body, "signed_at": body["signed_at"] + 1}, id="time-changed-after-signing"),
+    pytest.param(lambda body: {**body, "identity_key": identity_of("owner-a", 1).public_text},
+                 id="signed-by-another-key"),
+    pytest.param(lambda body: {**body, "signature": "A" * 86 + "=="}, id="zero-signature"),
+    pytest.param(lambda body: {**body, "identity_key": "A" * 43 + "="}, id="small-order-key"),
+])
+def test_badly_signed_enrolment_is_refused(coordinator_app, forge):
+    body = forge(enrolment("owner-a", "http://127.0.0.1:5001"))
+    response = as_enrolling_owner(coordinator_app).post("/data_owners", json=body)
+    assert_json_error(response, 403, "body.signature")
+    assert listed(coordinator_app) == []
+
+
+def test_badly_signed_enrolment_under_a_bound_name_keeps_the_owner(coordinator_app):
+    first = register(coordinator_app, "owner-a", "http://127.0.0.1:5001")
+    body = {**enrolment("owner-a", "http://127.0.0.1:5001", signed_at=time.time() + 1), "url": "http://evil:1"}
+    assert_json_error(as_enrolling_owner(coordinator_app).post("/data_owners", json=body), 403, "body.signature")
+    assert listed(coordinator_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001"}]
+    assert first.status_code == 201
+
+
+def test_an_older_database_is_migrated_and_binds_at_the_next_enrolment(tmp_path):
+    """A registry made before identity keys: its owners stay, and their next enrolment binds the key."""
+    state = tmp_path / "old-coordinator"
+    state.mkdir()
+    with sqlite3.connect(state / "coordinator.sqlite3") as db:
+        db.executescript("""
+        CREATE TABLE data_owners (
+            name TEXT PRIMARY KEY, url TEXT NOT NULL, credential_digest TEXT NOT NULL UNIQUE,
+            coordinator_token TEXT NOT NULL, registered_at REAL NOT NULL
+        );
+        CREATE TABLE members (
+            job_id TEXT NOT NULL, data_owner TEXT NOT NULL, refusal TEXT, PRIMARY KEY (job_id, data_owner)
+        );
+        INSERT INTO data_owners VALUES ('owner-a', 'http://127.0.0.1:5001', 'digest', 'token', 1.0);
+        INSERT INTO members VALUES ('job-1', 'owner-a', NULL);
+        """)
+    app = create_app({"TESTING": True, "TEST_ONLY_SMALL_KEYS": True, "STATE_DIR": str(state), **TOKENS})
+    with sqlite3.connect(state / "coordinator.sqlite3") as db:
+        columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                   for table in ("data_owners", "members")}
+    assert {"identity_key", "signed_at"} <= columns["data_owners"] and "member_key" in columns["members"]
+    store = app.extensions["coordinator_store"]
+    assert listed(app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001"}]
+    assert store.identity_key("owner-a") is None
+    # A job key from before job keys: the owner counts as not joined, and is joined again.
+    assert store.member_keys("job-1") == {}
+
+    assert register(app, "owner-a", "http://127.0.0.1:5002").status_code == 200
+    assert store.identity_key("owner-a") == identity_of("owner-a").public_text
+    assert_json_error(register(app, "owner-a", "http://evil:1", identity=identity_of("owner-a", 1),
+                               signed_at=time.time() + 1), 403, "another identity key")
+    # Opening it again changes nothing.
+    again = create_app({"TESTING": True, "TEST_ONLY_SMALL_KEYS": True, "STATE_DIR": str(state), **TOKENS})
+    assert again.extensions["coordinator_store"].identity_key("owner-a") == identity_of("owner-a").public_text
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -249,33 +443,98 @@ def test_bad_encrypted_weights(coordinator_app, small_key, make):
     assert shown["rounds"] == [] and shown["status"] == "running"
 
 
+def round_app_with(tmp_path, **settings):
+    return create_app({"TESTING": True, "TEST_ONLY_SMALL_KEYS": True, "STATE_DIR": str(tmp_path / "round-coordinator"), "ROUND_TIMEOUT": 30,
+                       "ROUND_RETRIES": 0, "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5, **TOKENS, **settings})
+
+
 @pytest.fixture
 def round_app(tmp_path):
     """A coordinator whose round waits long enough for the test's contributions, and never retries."""
-    return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "round-coordinator"), "ROUND_TIMEOUT": 30,
-                       "ROUND_RETRIES": 0, "RETRY_DELAY": 0, "REQUEST_TIMEOUT": 5, **TOKENS})
+    return round_app_with(tmp_path)
+
+
+class StubOwners:
+    """What stub data owners (and the model creator's callback) answer, as typed as the real ones.
+
+    An owner answers a join as a data owner does: with a fresh job key, signed by its identity key
+    for the job and model creator key it was asked to join. ``join_answers`` and ``round_answers``
+    replace an owner's answer to a join, or to a round request, with what a test wants.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.member_keys: dict[str, list[MemberKey]] = {}
+        self.join_answers: dict = {}
+        self.round_answers: dict = {}
+
+    def latest(self, owner: str) -> MemberKey:
+        """The job key ``owner`` answered its latest join with."""
+        with self._lock:
+            return self.member_keys[owner][-1]
+
+    def member_list(self, *owners: str) -> list[dict]:
+        """The member list a round request to ``owners`` carries: their latest keys, by name."""
+        return [self.latest(owner).model_dump(mode="json") for owner in sorted(owners)]
+
+    def __call__(self, method: str, path: str, body) -> tuple[int, dict]:
+        owner, *_, job_id, last = path.rstrip("/").split("/")[1:]
+        if method == "PUT":
+            if owner in self.join_answers:
+                return self.join_answers[owner](last, body)
+            member = MemberKey.signed(owner, identity_of(owner), JobKeyPair.generate(), last,
+                                      body["public_key"]["fingerprint"])
+            with self._lock:
+                self.member_keys.setdefault(owner, []).append(member)
+            return 200, {"job_id": last, "status": "joined", "member": member.model_dump(mode="json")}
+        if method == "DELETE":
+            return 200, {"job_id": last, "status": "left"}
+        if last == "rounds":
+            answer = self.round_answers.get(owner)
+            replaced = answer(body) if answer else None
+            return replaced or (202, {"job_id": job_id, "round": body["round"], "status": "accepted"})
+        return 202, {"status": "accepted"}
+
+
+def is_round_request(attempt: int | None = None):
+    def matches(recorded) -> bool:
+        return (recorded.method == "POST" and recorded.path.endswith("/jobs/job-1/rounds")
+                and (attempt is None or recorded.body["attempt"] == attempt))
+    return matches
+
+
+def asked_owner(recorded) -> str:
+    return recorded.path.split("/")[1]
 
 
 class OpenRound:
-    """A round in flight at ``round_app``: two stub data owners were asked, neither answered yet."""
+    """A round in flight: the stub data owners ``owners`` were asked, none answered yet.
 
-    owners = ("owner-a", "owner-b")
+    ``prepare(answers)`` may change the stub owners' answers before anything is sent.
+    """
 
-    def __init__(self, app, stub, key):
-        self.app, self.stub, self.key = app, stub, key
+    def __init__(self, app, stub_peer, key, owners=("owner-a", "owner-b"), min_data_owners=1, prepare=None):
+        self.app, self.key, self.owners = app, key, tuple(owners)
+        self.answers = StubOwners()
+        if prepare:
+            prepare(self.answers)
+        self.stub = stub_peer(self.answers)
         self.client = as_model_creator(app)
-        self.spec = make_spec(key, min_data_owners=1)
+        self.spec = make_spec(key, min_data_owners=min_data_owners)
         self.issued = {}
         for owner in self.owners:
-            enrolled = register(app, owner, f"{stub.url}/{owner}")
+            enrolled = register(app, owner, f"{self.stub.url}/{owner}")
             assert enrolled.status_code == 201
             self.issued[owner] = enrolled.get_json()
-        create_job(self.client, key, self.spec, callback_url=f"{stub.url}/model-creator")
+        create_job(self.client, key, self.spec, callback_url=f"{self.stub.url}/model-creator")
         self.weights = weights_body(key, self.spec)
         accepted = self.client.post("/jobs/job-1/rounds", json=self.weights)
         assert accepted.status_code == 202, accepted.get_json()
         assert accepted.get_json() == {"job_id": "job-1", "round": 0, "status": "started"}
-        self.asked = stub.wait_for(lambda r: r.method == "POST" and r.path.endswith("/jobs/job-1/rounds"), count=2)
+
+    def asked(self, attempt: int = 1, count: int | None = None):
+        """The round requests of ``attempt`` (``count`` of them, by default one per owner)."""
+        return self.stub.wait_for(is_round_request(attempt), count=len(self.owners) if count is None else count)
 
     def owner(self, name: str):
         """The coordinator as called by the enrolled owner ``name``."""
@@ -285,26 +544,24 @@ class OpenRound:
         body = {**contribution_body(self.key, self.spec, owner), **overrides}
         return self.owner(owner).post("/jobs/job-1/rounds/0/contributions", json=body)
 
+    def refuse(self, owner: str, attempt: int = 1, **refusal):
+        body = {"data_owner": owner, "attempt": attempt, **refusal}
+        return self.owner(owner).post("/jobs/job-1/rounds/0/refusals", json=body)
+
     def aggregate(self):
         (delivered,) = self.stub.wait_for(lambda r: r.path == "/model-creator/jobs/job-1/aggregates")
         return delivered.body
 
-
-def typed_answer(method: str, path: str, body) -> tuple[int, dict]:
-    """What a real data owner or model creator answers: the coordinator's typed clients check it."""
-    *_, job_id, last = path.rstrip("/").split("/")
-    if method == "PUT":
-        return 200, {"job_id": last, "status": "joined"}
-    if method == "DELETE":
-        return 200, {"job_id": last, "status": "left"}
-    if last == "rounds":
-        return 202, {"job_id": job_id, "round": body["round"], "status": "accepted"}
-    return 202, {"status": "accepted"}
+    def record(self):
+        (record,) = self.client.get("/jobs/job-1").get_json()["rounds"]
+        return record
 
 
 @pytest.fixture
 def open_round(round_app, stub_peer, small_key):
-    return OpenRound(round_app, stub_peer(typed_answer), small_key)
+    round_ = OpenRound(round_app, stub_peer, small_key)
+    round_.asked()
+    return round_
 
 
 def test_round_is_fanned_out_collected_and_aggregated(open_round, small_key):
@@ -315,12 +572,20 @@ def test_round_is_fanned_out_collected_and_aggregated(open_round, small_key):
         assert join.body == {"spec": spec.model_dump(mode="json"), "public_key": small_key.public_key.to_json()}
         owner = join.path.split("/")[1]
         assert join.authorization == f"Bearer {open_round.issued[owner]['coordinator_token']}"
+    # Every member is sent the same request: the whole member set, with each member's signed job key.
     expected = {"round": 0, "attempt": 1, "key_fingerprint": small_key.public_key.fingerprint,
-                "encrypted_weights": open_round.weights["encrypted_weights"]}
-    for asked in open_round.asked:
-        assert {name: asked.body.get(name) for name in expected} == expected
-        owner = asked.path.split("/")[1]
-        assert asked.authorization == f"Bearer {open_round.issued[owner]['coordinator_token']}"
+                "encrypted_weights": open_round.weights["encrypted_weights"],
+                "members": open_round.answers.member_list("owner-a", "owner-b")}
+    asked = open_round.asked()
+    for request in asked:
+        assert {name: request.body.get(name) for name in expected} == expected
+        owner = asked_owner(request)
+        assert request.authorization == f"Bearer {open_round.issued[owner]['coordinator_token']}"
+    members = [MemberKey.model_validate(member) for member in asked[0].body["members"]]
+    assert [member.name for member in members] == ["owner-a", "owner-b"]
+    for member in members:
+        assert member.identity_key == identity_of(member.name).public_text
+        member.verify("job-1", small_key.public_key.fingerprint)
 
     count = spec.reply_ciphertexts()
     first = open_round.contribute("owner-a", ciphertexts=encrypted(small_key, list(range(1, count + 1))))
@@ -343,6 +608,194 @@ def test_round_is_fanned_out_collected_and_aggregated(open_round, small_key):
     assert len(rounds) == 1
     assert rounds[0]["round"] == 0 and rounds[0]["status"] == "aggregated"
     assert rounds[0]["contributors"] == ["owner-a", "owner-b"] and rounds[0]["failures"] == {}
+
+
+def test_joined_owners_job_keys_outlive_a_restart(open_round, small_key):
+    store = open_round.app.extensions["coordinator_store"]
+    keys = {owner: open_round.answers.latest(owner) for owner in open_round.owners}
+    assert store.member_keys("job-1") == keys
+    restarted = create_app(restart_config(open_round.app, "ROUND_TIMEOUT", "ROUND_RETRIES", "TEST_ONLY_SMALL_KEYS"))
+    assert restarted.extensions["coordinator_store"].member_keys("job-1") == keys
+    for owner in open_round.owners:
+        assert open_round.contribute(owner).status_code == 202
+    assert open_round.aggregate()["contributors"] == ["owner-a", "owner-b"]
+
+
+# -- membership: every member, or the attempt is over --------------------------------------------
+
+@pytest.fixture
+def retry_app(tmp_path):
+    """A coordinator that tries a round three times, waiting at most 2 s for an attempt's replies."""
+    return round_app_with(tmp_path, ROUND_TIMEOUT=2, ROUND_RETRIES=2)
+
+
+THREE = ("owner-a", "owner-b", "owner-c")
+
+
+def test_an_attempt_a_member_missed_is_not_aggregated_and_the_next_goes_to_the_others(retry_app, stub_peer,
+                                                                                         small_key):
+    round_ = OpenRound(retry_app, stub_peer, small_key, owners=THREE)
+    first = round_.asked(attempt=1)
+    assert all(request.body["members"] == round_.answers.member_list(*THREE) for request in first)
+    count = round_.spec.reply_ciphertexts()
+    for owner in ("owner-a", "owner-b"):
+        assert round_.contribute(owner, ciphertexts=encrypted(small_key, [1000] * count)).status_code == 202
+    # owner-c does not reply: after the timeout the attempt is over, and nothing was aggregated.
+    second = round_.asked(attempt=2, count=2)
+    assert not [r for r in round_.stub.requests if r.path.endswith("/aggregates")]
+    assert sorted(asked_owner(request) for request in second) == ["owner-a", "owner-b"]
+    for request in second:
+        assert request.body["members"] == round_.answers.member_list("owner-a", "owner-b")
+    assert_json_error(round_.contribute("owner-c"), 409, "job job-1 round 0 attempt 1 is not open")
+    assert_json_error(round_.contribute("owner-c", attempt=2), 409, "'owner-c' was not asked for round 0")
+
+    for owner, value in (("owner-a", 1), ("owner-b", 2)):
+        assert round_.contribute(owner, attempt=2, ciphertexts=encrypted(small_key, [value] * count)).status_code == 202
+    aggregate = round_.aggregate()
+    assert aggregate["contributors"] == ["owner-a", "owner-b"]
+    assert aggregate["failures"] == {"owner-c": "no reply within 2 s"}
+    summed = decode_ciphertexts(aggregate["ciphertexts"], small_key.public_key, "aggregate", count)
+    assert [int(small_key.raw_decrypt(c)) for c in summed] == [3] * count
+    record = round_.record()
+    assert record["status"] == "aggregated" and record["attempts"] == 2
+    assert record["contributors"] == ["owner-a", "owner-b"]
+    assert len([r for r in round_.stub.requests if is_round_request(3)(r)]) == 0
+
+
+@pytest.mark.parametrize(("refusal", "reason"), [
+    pytest.param({"code": "policy:differencing"}, "refused: policy:differencing", id="policy"),
+    pytest.param({"code": "missing_column", "column": "bmi"}, "refused: missing_column (column 'bmi')",
+                 id="with-column"),
+])
+def test_a_refusal_ends_the_attempt_and_is_recorded_as_its_code(retry_app, stub_peer, small_key, refusal, reason):
+    round_ = OpenRound(retry_app, stub_peer, small_key, owners=THREE)
+    round_.asked(attempt=1)
+    assert round_.refuse("owner-b", **refusal).status_code == 202
+    for owner in ("owner-a", "owner-c"):
+        assert round_.contribute(owner).status_code == 202
+    second = round_.asked(attempt=2, count=2)
+    assert sorted(asked_owner(request) for request in second) == ["owner-a", "owner-c"]
+    for owner in ("owner-a", "owner-c"):
+        assert round_.contribute(owner, attempt=2).status_code == 202
+    aggregate = round_.aggregate()
+    assert aggregate["contributors"] == ["owner-a", "owner-c"]
+    assert aggregate["failures"] == {"owner-b": reason}
+
+
+@pytest.mark.parametrize(("refusal", "status", "fragment"), [
+    pytest.param({"code": "out of memory"}, 400, "body.code", id="free-text-code"),
+    pytest.param({"code": "bad_value", "error": "row 17: value 3.2"}, 400, "body.error", id="free-text-detail"),
+    pytest.param({"code": "bad_value", "column": "x" * 201}, 400, "body.column", id="column-too-long"),
+    pytest.param({"code": "bad_value", "column": 3}, 400, "body.column", id="column-int"),
+    pytest.param({}, 400, "body.code", id="code-missing"),
+])
+def test_a_refusal_carries_a_code_only(open_round, refusal, status, fragment):
+    assert_json_error(open_round.refuse("owner-a", **refusal), status, fragment)
+    for owner in open_round.owners:
+        assert open_round.contribute(owner).status_code == 202
+    assert open_round.aggregate()["contributors"] == ["owner-a", "owner-b"]
+
+
+def test_too_few_members_left_fails_the_round_without_asking(retry_app, stub_peer, small_key):
+    round_ = OpenRound(retry_app, stub_peer, small_key, min_data_owners=2)
+    round_.asked(attempt=1)
+    assert round_.refuse("owner-b", code="policy:min_peers").status_code == 202
+    assert round_.contribute("owner-a").status_code == 202
+    (failure,) = round_.stub.wait_for(lambda r: r.path == "/model-creator/jobs/job-1/failure")
+    assert "round 0: not aggregated in 3 attempt(s)" in failure.body["error"]
+    assert "1 member(s), fewer than the 2 required" in failure.body["error"]
+    assert "owner-b: refused: policy:min_peers" in failure.body["error"]
+    # Attempts 2 and 3 had a member set of one, smaller than the quorum: nobody was asked.
+    assert [r.body["attempt"] for r in round_.stub.requests if is_round_request()(r)] == [1, 1]
+    record = round_.record()
+    assert record["status"] == "failed" and record["attempts"] == 3 and record["contributors"] == []
+
+
+def test_a_member_that_forgot_the_job_is_joined_again_and_takes_part_with_its_new_key(retry_app, stub_peer,
+                                                                                        small_key):
+    forgot = threading.Event()
+
+    def forget_once(body):
+        if forgot.is_set():
+            return None
+        forgot.set()
+        return 404, {"error": "job job-1 is unknown to the data owner", "type": "NotFound"}
+
+    round_ = OpenRound(retry_app, stub_peer, small_key, owners=THREE,
+                       prepare=lambda answers: answers.round_answers.update({"owner-c": forget_once}))
+    round_.asked(attempt=1)
+    old_key = round_.answers.latest("owner-c")
+    for owner in ("owner-a", "owner-b"):
+        assert round_.contribute(owner).status_code == 202
+    second = round_.asked(attempt=2)
+    joins = [r for r in round_.stub.requests if r.method == "PUT" and r.path == "/owner-c/jobs/job-1"]
+    assert len(joins) == 2
+    new_key = round_.answers.latest("owner-c")
+    assert new_key != old_key
+    for request in second:
+        assert request.body["members"] == round_.answers.member_list(*THREE)
+    assert new_key.model_dump(mode="json") in second[0].body["members"]
+    for owner in THREE:
+        assert round_.contribute(owner, attempt=2).status_code == 202
+    aggregate = round_.aggregate()
+    assert aggregate["contributors"] == list(THREE) and aggregate["failures"] == {}
+    assert round_.app.extensions["coordinator_store"].member_keys("job-1")["owner-c"] == new_key
+
+
+def join_answer(make):
+    """A join answer of owner-b built by ``make(job_id, fingerprint)`` → member key JSON (or a whole answer)."""
+    def answer(job_id, body):
+        made = make(job_id, body["public_key"]["fingerprint"])
+        if isinstance(made, tuple):
+            return made
+        return 200, {"job_id": job_id, "status": "joined", "member": made}
+    return answer
+
+
+def member_json(name="owner-b", identity=None, job_id="job-1", fingerprint=None, **overrides):
+    def make(asked_job_id, asked_fingerprint):
+        member = MemberKey.signed(name, identity or identity_of("owner-b"), JobKeyPair.generate(), job_id,
+                                  fingerprint or asked_fingerprint)
+        return {**member.model_dump(mode="json"), **overrides}
+    return make
+
+
+BAD_JOINS = [
+    pytest.param(member_json(job_id="job-2"), "member owner-b: the signature is not valid", id="key-for-another-job"),
+    pytest.param(member_json(fingerprint="ab" * 32), "member owner-b: the signature is not valid",
+                 id="key-for-another-model-creator-key"),
+    pytest.param(member_json(name="owner-a", identity=identity_of("owner-a")),
+                 "the job key offered names data owner 'owner-a', not 'owner-b'", id="key-of-another-name"),
+    pytest.param(member_json(identity=identity_of("owner-b", 1)),
+                 "not under the identity key the owner enrolled with", id="key-of-another-identity"),
+    pytest.param(member_json(signature="A" * 86 + "=="), "member owner-b: the signature is not valid",
+                 id="badly-signed"),
+    pytest.param(member_json(job_key=JobKeyPair.generate().public_text), "member owner-b: the signature is not valid",
+                 id="job-key-swapped"),
+    pytest.param(lambda job_id, fingerprint: (200, {"job_id": job_id, "status": "joined"}), "unexpected answer",
+                 id="no-key"),
+    pytest.param(lambda job_id, fingerprint: (200, {"job_id": "job-9", "status": "joined",
+                                                    "member": member_json()(job_id, fingerprint)}),
+                 "the join answer is for job job-9", id="answer-for-another-job"),
+]
+
+
+@pytest.mark.parametrize(("make", "fragment"), BAD_JOINS)
+def test_a_join_answered_with_a_job_key_not_the_owners_own_is_that_owners_failure(round_app, stub_peer, small_key,
+                                                                                    make, fragment):
+    round_ = OpenRound(round_app, stub_peer, small_key,
+                       prepare=lambda answers: answers.join_answers.update({"owner-b": join_answer(make)}))
+    (request,) = round_.asked(count=1)
+    assert asked_owner(request) == "owner-a"
+    assert request.body["members"] == round_.answers.member_list("owner-a")
+    assert round_.contribute("owner-a").status_code == 202
+    aggregate = round_.aggregate()
+    assert aggregate["contributors"] == ["owner-a"]
+    assert set(aggregate["failures"]) == {"owner-b"}
+    assert aggregate["failures"]["owner-b"].startswith("could not join: ")
+    assert fragment in aggregate["failures"]["owner-b"]
+    assert "owner-b" not in round_.app.extensions["coordinator_store"].member_keys("job-1")
+    assert not [r for r in round_.stub.requests if is_round_request()(r) and asked_owner(r) == "owner-b"]
 
 
 def test_late_contribution_is_a_conflict_and_an_aggregated_round_is_delivered_again(open_round):
@@ -380,7 +833,7 @@ def test_round_asked_for_again_while_running_runs_once(open_round):
 
 def test_round_of_a_failed_job_is_a_conflict(round_app, stub_peer, small_key):
     """No data owner is enrolled: the only attempt fails, the job fails, the model creator is told."""
-    model_creator = stub_peer(typed_answer)
+    model_creator = stub_peer(StubOwners())
     client = as_model_creator(round_app)
     spec = make_spec(small_key)
     create_job(client, small_key, spec, callback_url=f"{model_creator.url}/mc")
@@ -493,12 +946,20 @@ def test_bad_requests_change_nothing_stored(coordinator_app, small_key, other_sm
 
     statuses = []
     for case in REGISTRATION_CASES:
-        payload, _ = case.values
-        statuses.append(enrol.post("/data_owners", json=payload).status_code)
-    statuses.append(enrol.post("/data_owners", json={"name": "owner-a", "url": "ftp://elsewhere"}).status_code)
+        overrides, _ = case.values
+        statuses.append(enrol.post("/data_owners", json=registration_payload(overrides)).status_code)
+    for overrides in ({"name": "owner-a"}, {"name": "owner-a", "url": "ftp://elsewhere"}):
+        statuses.append(enrol.post("/data_owners", json=registration_payload(overrides)).status_code)
+    # Signed, but by another key than owner-a's, or a replay of its enrolment, or forged.
+    later = time.time() + 1
+    statuses.append(register(coordinator_app, "owner-a", "http://evil:1", identity_of("owner-a", 1), later).status_code)
+    statuses.append(register(coordinator_app, "owner-a", "http://evil:1", signed_at=time.time() - 3600).status_code)
+    forged = {**enrolment("owner-a", "http://127.0.0.1:5001", signed_at=later), "url": "http://evil:1"}
+    statuses.append(enrol.post("/data_owners", json=forged).status_code)
     # Right body, wrong caller: no credentials, a forged one, another party's.
     for caller in (coordinator_app.test_client(), client_with(coordinator_app, "forged"), client, owner):
-        statuses.append(caller.post("/data_owners", json={"name": "owner-a", "url": "http://evil"}).status_code)
+        body = enrolment("owner-a", "http://evil:1", signed_at=later)
+        statuses.append(caller.post("/data_owners", json=body).status_code)
     for caller in (coordinator_app.test_client(), enrol, owner):
         statuses.append(caller.post("/jobs", json=job_body(small_key, make_spec(small_key, "job-2"))).status_code)
         statuses.append(caller.post("/jobs/job-1/rounds", json=weights_body(small_key, spec)).status_code)

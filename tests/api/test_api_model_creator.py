@@ -355,7 +355,7 @@ class InFlight:
             json.dump(key.to_json(), handle)
         self.key = key
         self.coordinator = StubPeer(coordinator_answer)
-        self.config = {"TESTING": True, "STATE_DIR": str(state_dir), "KEY_BITS": 1024,
+        self.config = {"TESTING": True, "STATE_DIR": str(state_dir), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
                        "COORDINATOR_URL": self.coordinator.url, "PUBLIC_URL": "http://127.0.0.1:9",
                        "TEST_DATA": str(SHIPPED / "test.csv"), "REQUEST_TIMEOUT": 5, **SECRETS}
         self.app = create_app(self.config)
@@ -499,7 +499,7 @@ def test_a_repeated_delivery_is_never_absorbed_twice(tmp_path, small_key):
 # -- the user API behind a token -----------------------------------------------------------------
 
 def test_user_api_with_an_api_token(tmp_path):
-    app = create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "guarded"), "KEY_BITS": 1024,
+    app = create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "guarded"), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
                       "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
                       "REQUEST_TIMEOUT": 5, "API_TOKEN": "api-test-user-token", **SECRETS})
     model_id = insert_finished(app)

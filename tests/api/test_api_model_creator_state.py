@@ -14,7 +14,7 @@ from model_creator import create_app
 from model_creator.keystore import KEY_FILE
 from model_creator.training import TrainingRequest
 
-CONFIG_NAMES = ("KEY_BITS", "COORDINATOR_URL", "TEST_DATA")
+CONFIG_NAMES = ("KEY_BITS", "TEST_ONLY_SMALL_KEYS", "COORDINATOR_URL", "TEST_DATA")
 
 
 def key_path(app) -> Path:

@@ -148,7 +148,7 @@ def another_model_creator(like, state_dir: Path, test_data: Path):
     """A model creator configured as ``like`` but with its own state directory and test data."""
     from model_creator import create_app
 
-    return create_app({"TESTING": True, "STATE_DIR": str(state_dir), "KEY_BITS": 1024,
+    return create_app({"TESTING": True, "STATE_DIR": str(state_dir), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
                        "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(test_data), "REQUEST_TIMEOUT": 5,
                        **{name: getattr(like.extensions["settings"], name.lower()) for name in SECRETS}})
 
@@ -506,7 +506,7 @@ def test_models_survive_a_restart(model_creator_app, client, linear_id):
     listed_before = client.get("/models").get_json()["models"]
     settings = model_creator_app.extensions["settings"]
     restarted = create_app({name: getattr(settings, name.lower()) for name in
-                            ("TESTING", "STATE_DIR", "KEY_BITS", "COORDINATOR_URL", "TEST_DATA", "REQUEST_TIMEOUT",
+                            ("TESTING", "STATE_DIR", "KEY_BITS", "TEST_ONLY_SMALL_KEYS", "COORDINATOR_URL", "TEST_DATA", "REQUEST_TIMEOUT",
                              *SECRETS)})
     again = restarted.test_client()
     assert again.get(f"/prediction?model_id={linear_id}").get_json() == before

@@ -56,7 +56,7 @@ def test_data_with_extra_column(directory: Path) -> Path:
 test_data_with_extra_column.__test__ = False  # a helper, not a test
 
 
-def assert_left_out(model: dict, name: str, path: Path, column: str, row: int) -> None:
+def assert_left_out(model: dict, name: str, path: Path, column: str, row: int, federation) -> None:
     assert model["status"] == "finished", model.get("error")
     assert sorted(model["data_owners"]) == sorted(n for n, _ in GOOD)
     assert model["history"], model
@@ -66,9 +66,13 @@ def assert_left_out(model: dict, name: str, path: Path, column: str, row: int) -
         assert name not in entry["data_owners"]
     reason = model["history"][0]["failures"].get(name)
     assert reason, f"round 0 failures do not name {name}: {model['history'][0]['failures']}"
-    assert str(path.resolve()) in reason, reason
-    assert column in reason, reason
-    assert re.search(rf"\brow {row}\b", reason), reason
+    # What travels is the code and the job's column: no path, file name or row (PROTOCOL.md 7).
+    assert reason.endswith(f"bad_value (column '{column}')"), reason
+    assert str(path.resolve()) not in reason and path.name not in reason, reason
+    assert not re.search(r"\brow\b", reason), reason
+    # The owner's operator sees where the problem is, on the owner's own status page.
+    details = [e["detail"] for e in federation.owner_status(name)["events"] if e["code"] == "bad_value"]
+    assert any(str(path.resolve()) in d and re.search(rf"\brow {row}\b", d) and column in d for d in details), details
     x, y = pooled([p for _, p in GOOD], DIABETES_FEATURES, DIABETES_LABEL)
     assert_matches_lstsq(model, DIABETES_FEATURES, lstsq_reference(x, y))
 
@@ -87,7 +91,7 @@ def with_nan_owner(tmp_path_factory):
 
 def test_owner_with_nan_is_left_out_and_named(with_nan_owner):
     model = post_model(with_nan_owner, None)
-    assert_left_out(model, "bad", with_nan_owner.bad_path, "bmi", 7)
+    assert_left_out(model, "bad", with_nan_owner.bad_path, "bmi", 7, with_nan_owner)
     assert_prediction(with_nan_owner, model, with_nan_owner.test_csv)
 
 
@@ -119,7 +123,7 @@ def test_owner_with_non_numeric_value_is_left_out_and_named(federation, tmp_path
     bad = spoil(SHIPPED / "owner_b.csv", tmp_path / "owner_b_with_text.csv", "s5", 12, "n/a")
     running = federation([*GOOD[:1], ("text", bad), ("good_b", SHIPPED / "owner_b.csv")])
     model = post_model(running, None)
-    assert_left_out(model, "text", bad, "s5", 12)
+    assert_left_out(model, "text", bad, "s5", 12, running)
     # The refusal names where the problem is, never the owner's cell itself.
     assert all("n/a" not in entry["failures"]["text"] for entry in model["history"])
 

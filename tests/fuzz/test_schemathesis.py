@@ -46,6 +46,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.jsonschema import make_validator
 from werkzeug.exceptions import HTTPException
 
 from common.service.auth import COORDINATOR, DATA_OWNER, ENROLMENT, MODEL_CREATOR, USER
@@ -84,6 +85,8 @@ JOB_ID = "fuzz-job"
 OWNER_NAME = "fuzz-owner"
 OWNER_CREDENTIAL = "fuzz-owner-credential"
 COORDINATOR_TOKEN_FOR_OWNER = "coordinator-token-for-owner"
+# The model creator's user API takes a bearer token, as its document says, once it has an API token.
+USER_API_TOKEN = "fuzz-user-api-token"
 LABEL = "progression"
 
 # Numbers at and past the edges of a float: JSON puts no limit on a number, Python reads any
@@ -155,8 +158,13 @@ SECRETS_OF = {
 
 
 def secrets_of(service: str) -> dict[str, Any]:
-    """The test secrets ``service`` is configured with (each party takes only its own)."""
-    return {"SECRETS_FILE": None, **{name: TOKENS[name] for name in SECRETS_OF[service]}}
+    """The test secrets ``service`` is configured with (each party takes only its own).
+
+    The model creator also gets an API token: without one its user API is open, while its document
+    (generated from the views' marks) states the bearer credential the user API then demands.
+    """
+    api_token = {"API_TOKEN": USER_API_TOKEN} if service == "model_creator" else {}
+    return {"SECRETS_FILE": None, **{name: TOKENS[name] for name in SECRETS_OF[service]}, **api_token}
 
 
 def document_of(service: str) -> dict[str, Any]:
@@ -279,7 +287,7 @@ def model_creator_service(tmp_path: Path, mode: str) -> Iterator[Service]:
         {
             "TESTING": True,
             "STATE_DIR": str(tmp_path / "model_creator"),
-            "KEY_BITS": 1024,
+            "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
             "COORDINATOR_URL": NO_PEER,
             "TEST_DATA": str(SHIPPED / "test.csv"),
             **secrets_of("model_creator"),
@@ -298,6 +306,7 @@ def model_creator_service(tmp_path: Path, mode: str) -> Iterator[Service]:
                 "label": LABEL,
                 "coefficients": {name: coefficient for name in names},
             },
+            headers=bearer(USER_API_TOKEN),
         )
         assert imported.status_code == 201, imported.get_json()
         model_ids.append(imported.get_json()["model_id"])
@@ -306,7 +315,7 @@ def model_creator_service(tmp_path: Path, mode: str) -> Iterator[Service]:
         app,
         {
             COORDINATOR: TOKENS["COORDINATOR_TOKEN"],
-            USER: app.config.get("API_TOKEN"),
+            USER: USER_API_TOKEN,
             MODEL_CREATOR: TOKENS["MODEL_CREATOR_TOKEN"],
         },
         mode,
@@ -324,6 +333,14 @@ def model_creator_service(tmp_path: Path, mode: str) -> Iterator[Service]:
     stop_background_work(app)
 
 
+def body_validity(operation: Any) -> Any:
+    """Whether a JSON body is valid by ``operation``'s document, as schemathesis validates it."""
+    alternative = operation.get_body_for_media_type("application/json") if operation is not None else None
+    if alternative is None:
+        return lambda _: True
+    return make_validator(alternative.optimized_schema, operation.schema.adapter.jsonschema_validator_cls).is_valid
+
+
 def with_fitting_values(schema: Any, service: Service) -> Any:
     """Have about half of the generated path parameters and body fields fit the service's state."""
 
@@ -338,7 +355,13 @@ def with_fitting_values(schema: Any, service: Service) -> Any:
         return substitute(service.path_values, path_parameters)
 
     def flatmap_body(context: Any, body: Any) -> st.SearchStrategy:
-        return substitute(service.body_values, body)
+        # A substitution never makes a body the document allows into one it rules out (the extreme
+        # numbers, past a field's bounds): positive cases stay positive, negative ones are free.
+        if not isinstance(body, dict):
+            return st.just(body)
+        valid = body_validity(context.operation)
+        keep = (lambda _: True) if not valid(body) else valid
+        return substitute(service.body_values, body).map(lambda new: new if keep(new) else body)
 
     schema.hook(flatmap_path_parameters)
     schema.hook(flatmap_body)

@@ -111,8 +111,8 @@ def trainer_over(tmp_path: Path, key, coordinator: StandInCoordinator) -> Traine
     descriptor = os.open(tmp_path / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(key.to_json(), handle)
-    settings = ModelCreatorSettings(state_dir=tmp_path, key_bits=1024, test_data=None)
-    return Trainer(ModelStore(tmp_path / "models.sqlite3"), KeyStore(tmp_path, 1024), coordinator,  # type: ignore[arg-type]
+    settings = ModelCreatorSettings(state_dir=tmp_path, key_bits=1024, test_only_small_keys=True, test_data=None)
+    return Trainer(ModelStore(tmp_path / "models.sqlite3"), KeyStore(tmp_path, 1024, test_only_small_keys=True), coordinator,  # type: ignore[arg-type]
                    Worker("test-trainer"), settings)
 
 

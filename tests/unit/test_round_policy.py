@@ -1,8 +1,10 @@
 """The coordinator's round policy (coordinator/policy.py), without HTTP, threads or storage.
 
-Who is asked in an attempt, whether its replies meet the quorum, when a round is tried again or
-fails and with what reason, what an owner's error means, and aggregation: the slot-wise product
-of the replies' ciphertexts, which adds their plaintexts.
+Who takes part, an attempt's member set, the rule that an attempt is aggregated only when every
+member replied (the masks cancel over the whole member set only, PROTOCOL.md section 9), who is
+left out of the next attempt, when a round fails and with what reason, what an owner's error
+means, and aggregation: the slot-wise product of the replies' ciphertexts, which adds their
+plaintexts.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from common.protocol.errors import (
     NotFound,
     PeerUnreachable,
     ProtocolViolation,
+    Refused,
     SchemaError,
     UpstreamError,
 )
 from common.protocol.spec import JobSpec
-from coordinator.policy import Accept, Fail, Retry, RoundPolicy, aggregate, describe, refuses_job
+from coordinator.policy import Accept, Fail, Retry, RoundPolicy, aggregate, describe, refusal_reason, refuses_job
 
 OWNER = "http://127.0.0.1:5001/jobs/job-1"
 
@@ -32,19 +35,34 @@ OWNER = "http://127.0.0.1:5001/jobs/job-1"
 # --- who is asked -----------------------------------------------------------------------------
 
 
-def test_every_registered_owner_is_asked():
+def test_every_registered_owner_takes_part():
     assert RoundPolicy(1, 1).participants(["b", "a", "c"], {}) == ["a", "b", "c"]
 
 
-def test_owners_that_refused_the_job_are_not_asked():
+def test_owners_that_refused_the_job_do_not_take_part():
     refused = {"b": "refused the job: missing column 'bmi'"}
     assert RoundPolicy(1, 3).participants(["a", "b", "c"], refused) == ["a", "c"]
 
 
-def test_nobody_is_asked_when_nobody_is_registered_or_everybody_refused():
+def test_nobody_takes_part_when_nobody_is_registered_or_everybody_refused():
     policy = RoundPolicy(1, 3)
     assert policy.participants([], {}) == []
     assert policy.participants(["a"], {"a": "refused the job: x"}) == []
+
+
+def test_the_member_set_is_the_joined_participants_not_left_out_by_name():
+    policy = RoundPolicy(1, 3)
+    assert policy.member_set(["c", "a", "b", "d"], {"a", "b", "c"}, {}) == ["a", "b", "c"]
+    assert policy.member_set(["a", "b", "c"], {"a", "b", "c"}, {"b": "no reply within 5 s"}) == ["a", "c"]
+    assert policy.member_set(["a"], {"a", "z"}, {}) == ["a"]
+    assert policy.member_set([], {"a"}, {}) == []
+
+
+def test_a_member_set_smaller_than_the_quorum_is_not_asked():
+    assert RoundPolicy(2, 1).quorate(["a", "b"])
+    assert not RoundPolicy(2, 1).quorate(["a"])
+    assert not RoundPolicy(1, 1).quorate([])
+    assert not RoundPolicy(0, 1).quorate([])
 
 
 def test_the_policy_of_a_job_takes_its_quorum_and_the_retries(small_key):
@@ -56,62 +74,117 @@ def test_the_policy_of_a_job_takes_its_quorum_and_the_retries(small_key):
     assert RoundPolicy.for_job(spec, retries=0).attempts == 1
 
 
-# --- quorum, retries, failure -----------------------------------------------------------------
+# --- every member, or no aggregate ------------------------------------------------------------
 
 
-def test_quorum_met_aggregates_who_replied_and_keeps_the_others_failures():
-    decision = RoundPolicy(2, 3).decide(0, 1, ["a", "b", "c"], ["c", "a"], {"b": "no reply within 5 s"})
-    assert decision == Accept(contributors=("a", "c"), failures={"b": "no reply within 5 s"})
+def test_every_member_replied_aggregates_the_member_set_and_keeps_the_others_failures():
+    failures = {"b": "refused the job: x", "d": "could not join: connection refused"}
+    decision = RoundPolicy(2, 3).decide(0, 1, ["a", "b", "c", "d"], ["c", "a"], ["c", "a"], failures)
+    assert decision == Accept(contributors=("a", "c"), failures=failures)
 
 
-def test_quorum_met_exactly_on_the_last_attempt():
-    decision = RoundPolicy(1, 2).decide(4, 2, ["a", "b"], ["b"], {"a": "refused the job: x"})
-    assert decision == Accept(contributors=("b",), failures={"a": "refused the job: x"})
+def test_every_member_replied_on_the_last_attempt():
+    decision = RoundPolicy(1, 2).decide(4, 2, ["a", "b"], ["b"], ["b"], {"a": "no reply within 5 s"})
+    assert decision == Accept(contributors=("b",), failures={"a": "no reply within 5 s"})
 
 
-def test_a_failure_of_an_owner_that_replied_after_all_does_not_count():
+def test_a_failure_of_a_member_that_replied_after_all_does_not_count():
     """A request timed out although the owner had accepted it, and its reply came: it contributed."""
-    decision = RoundPolicy(2, 1).decide(0, 1, ["a", "b"], ["a", "b"], {"a": "read timed out"})
+    decision = RoundPolicy(2, 1).decide(0, 1, ["a", "b"], ["a", "b"], ["a", "b"], {"a": "read timed out"})
     assert decision == Accept(contributors=("a", "b"), failures={})
 
 
-def test_quorum_not_met_with_attempts_left_is_a_retry():
-    decision = RoundPolicy(2, 3).decide(0, 1, ["a", "b"], ["a"], {"b": "no reply within 5 s"})
+def test_one_member_missing_is_not_aggregated_however_many_replied():
+    """Masks cancel only over the whole member set: a quorum of replies is not enough."""
+    members = ["a", "b", "c", "d"]
+    decision = RoundPolicy(2, 3).decide(0, 1, members, members, ["a", "b", "c"], {"d": "no reply within 5 s"})
+    assert decision == Retry(
+        "attempt 1: 3 of 4 member(s) replied, and every member's reply is needed; d: no reply within 5 s;"
+        " replied: a, b, c",
+        left_out={"d": "no reply within 5 s"},
+    )
+
+
+def test_the_members_that_failed_are_left_out_of_the_next_attempt_not_the_others():
+    failures = {"b": "refused: policy:differencing", "c": "no reply within 5 s", "x": "refused the job: y"}
+    decision = RoundPolicy(1, 3).decide(0, 2, ["a", "b", "c", "x"], ["a", "b", "c"], ["a"], failures)
     assert isinstance(decision, Retry)
-    assert decision.reason == "attempt 1: 1 of 2 required replies; b: no reply within 5 s; replied: a"
+    assert decision.left_out == {"b": "refused: policy:differencing", "c": "no reply within 5 s"}
+    assert RoundPolicy(1, 3).member_set(["a", "b", "c"], {"a", "b", "c"}, decision.left_out) == ["a"]
+
+
+def test_a_member_that_forgot_the_job_is_not_left_out():
+    """It is joined again, and takes part in the next attempt with its new job key."""
+    failures = {"b": "forgot the job (it is joined again before its next attempt): HTTP 404"}
+    decision = RoundPolicy(1, 2).decide(0, 1, ["a", "b"], ["a", "b"], ["a"], failures, rejoining=["b"])
+    assert isinstance(decision, Retry)
+    assert decision.left_out == {}
+
+
+def test_a_member_with_neither_reply_nor_failure_is_counted_as_no_reply():
+    decision = RoundPolicy(1, 2).decide(0, 1, ["a", "b"], ["a", "b"], ["a"], {})
+    assert isinstance(decision, Retry) and decision.left_out == {"b": "no reply"}
+
+
+def test_replies_of_non_members_do_not_count():
+    decision = RoundPolicy(1, 1).decide(0, 1, ["a", "b"], ["a"], ["b"], {"a": "no reply within 5 s"})
+    assert isinstance(decision, Fail)
+    assert decision.failures == {"a": "no reply within 5 s"}
+
+
+def test_too_few_members_is_not_aggregated_even_if_all_replied():
+    decision = RoundPolicy(3, 2).decide(0, 1, ["a", "b", "c"], ["a", "b"], ["a", "b"], {"c": "refused the job: x"})
+    assert isinstance(decision, Retry)
+    assert decision.reason == (
+        "attempt 1: 2 member(s), fewer than the 3 required; a: not asked: too few members;"
+        " b: not asked: too few members; c: refused the job: x"
+    )
+    # Nobody was asked, so nobody failed: the next attempt may still have them.
+    assert decision.left_out == {}
 
 
 def test_retries_exhausted_fail_the_round_naming_the_real_cause():
-    failures = {"a": "no reply within 5 s", "b": "refused the job: missing column 'bmi'"}
-    decision = RoundPolicy(2, 3).decide(7, 3, ["a", "b"], [], failures)
+    failures = {"a": "no reply within 5 s", "b": "refused: missing_column (column 'bmi')"}
+    decision = RoundPolicy(2, 3).decide(7, 3, ["a", "b"], ["a", "b"], [], failures)
     assert decision == Fail(
-        "round 7: fewer than 2 data owner(s) answered in 3 attempt(s);"
-        " a: no reply within 5 s; b: refused the job: missing column 'bmi'",
+        "round 7: not aggregated in 3 attempt(s); last attempt: 0 of 2 member(s) replied, and every member's"
+        " reply is needed; a: no reply within 5 s; b: refused: missing_column (column 'bmi')",
         failures,
     )
     assert "no data owner is registered" not in decision.reason
 
 
 def test_a_failed_round_names_who_did_reply():
-    decision = RoundPolicy(3, 1).decide(0, 1, ["a", "b", "c"], ["a", "c"], {"b": "could not reply: out of memory"})
+    decision = RoundPolicy(2, 1).decide(0, 1, ["a", "b", "c"], ["a", "b", "c"], ["a", "c"],
+                                        {"b": "refused: internal"})
     assert isinstance(decision, Fail)
     assert decision.reason == (
-        "round 0: fewer than 3 data owner(s) answered in 1 attempt(s); b: could not reply: out of memory; replied: a, c"
+        "round 0: not aggregated in 1 attempt(s); last attempt: 2 of 3 member(s) replied, and every member's"
+        " reply is needed; b: refused: internal; replied: a, c"
     )
-    assert decision.failures == {"b": "could not reply: out of memory"}
+    assert decision.failures == {"b": "refused: internal"}
 
 
-def test_registered_owners_that_all_replied_but_too_few_are_not_called_unregistered():
-    decision = RoundPolicy(2, 1).decide(0, 1, ["a"], ["a"], {})
+def test_failures_of_earlier_attempts_stay_in_the_record():
+    left_out = {"c": "no reply within 5 s"}
+    decision = RoundPolicy(1, 2).decide(0, 2, ["a", "b", "c"], ["a", "b"], ["a", "b"], left_out)
+    assert decision == Accept(("a", "b"), {"c": "no reply within 5 s"})
+
+
+def test_registered_owners_all_members_but_too_few_are_not_called_unregistered():
+    decision = RoundPolicy(2, 1).decide(0, 1, ["a"], ["a"], [], {})
     assert isinstance(decision, Fail)
     assert "no data owner is registered" not in decision.reason
-    assert decision.reason.endswith("answered in 1 attempt(s); replied: a")
+    assert decision.reason.endswith(
+        "last attempt: 1 member(s), fewer than the 2 required; a: not asked: too few members"
+    )
 
 
 def test_no_registered_owner_fails_saying_so():
-    decision = RoundPolicy(1, 1).decide(0, 1, [], [], {})
+    decision = RoundPolicy(1, 1).decide(0, 1, [], [], [], {})
     assert decision == Fail(
-        "round 0: fewer than 1 data owner(s) answered in 1 attempt(s); no data owner is registered with the coordinator",
+        "round 0: not aggregated in 1 attempt(s); last attempt: 0 member(s), fewer than the 1 required;"
+        " no data owner is registered with the coordinator",
         {},
     )
 
@@ -119,7 +192,7 @@ def test_no_registered_owner_fails_saying_so():
 @pytest.mark.parametrize(("attempt", "attempts", "expected"), [(1, 1, Fail), (1, 2, Retry), (2, 2, Fail),
                                                                (2, 3, Retry), (3, 3, Fail)])
 def test_a_round_is_retried_until_its_attempts_are_used(attempt, attempts, expected):
-    assert isinstance(RoundPolicy(1, attempts).decide(0, attempt, ["a"], [], {"a": "x"}), expected)
+    assert isinstance(RoundPolicy(1, attempts).decide(0, attempt, ["a"], ["a"], [], {"a": "x"}), expected)
 
 
 def test_describe():
@@ -128,12 +201,33 @@ def test_describe():
     assert describe(["a", "b"], [], {"b": "y", "a": "x"}) == "a: x; b: y"
 
 
+@pytest.mark.parametrize(("code", "column", "reason"), [
+    ("policy:min_peers", None, "refused: policy:min_peers"),
+    ("missing_column", "bmi", "refused: missing_column (column 'bmi')"),
+])
+def test_a_refusal_is_recorded_as_its_code_and_column(code, column, reason):
+    assert refusal_reason(code, column) == reason
+
+
 # --- what an owner's error means --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error_class", [NotFound, BadRequest, SchemaError, DataError, Conflict, ProtocolViolation])
-def test_an_error_the_owner_answered_with_refuses_the_job(error_class):
-    assert refuses_job(error_class("PUT ...: HTTP 4xx: no", peer=OWNER))
+def answered_by_the_owner(error: FederatedError) -> FederatedError:
+    error.peer = OWNER
+    return error
+
+
+@pytest.mark.parametrize("error", [
+    NotFound("PUT ...: HTTP 404: no"),
+    BadRequest("PUT ...: HTTP 400: no"),
+    SchemaError("PUT ...: HTTP 400: no"),
+    DataError("PUT ...: HTTP 422: no"),
+    Conflict("PUT ...: HTTP 409: no"),
+    ProtocolViolation("PUT ...: HTTP 422: no"),
+    Refused("policy:key"),
+])
+def test_an_error_the_owner_answered_with_refuses_the_job(error):
+    assert refuses_job(answered_by_the_owner(error))
 
 
 @pytest.mark.parametrize(
@@ -177,7 +271,8 @@ def test_aggregate_property(small_key, rows):
     total = aggregate(public_key.nsquare, replies)
     assert len(total) == len(rows[0])
     assert all(0 < c < public_key.nsquare for c in total)
-    assert [small_key.raw_decrypt(c) for c in total] == [sum(column) % public_key.n for column in zip(*rows)]
+    sums = [sum(column) % public_key.n for column in zip(*rows, strict=True)]
+    assert [small_key.raw_decrypt(c) for c in total] == sums
 
 
 def test_aggregate_of_one_reply_is_that_reply(small_key):

@@ -1,0 +1,130 @@
+"""What a data owner remembers to enforce its policy across jobs and restarts.
+
+One SQLite file in the owner's state directory (``ledger.sqlite3``):
+
+* the model creator key it trusts: pinned by its operator, or the first one it saw (trust on
+  first use, logged and shown on its status page);
+* the identity key of each peer owner, as first seen in a round's member list: a coordinator
+  that later presents another key under the same name is refused (``policy:identity``);
+* every member set it contributed to, per model creator key: the differencing guard of
+  PROTOCOL.md section 9 compares each new set against them. A set is recorded *before* the
+  contribution leaves, since a coordinator may keep a contribution it says never arrived;
+* the jobs it joined and refused, with the local details its refusal codes hide from others.
+
+The ledger is written with ``synchronous=FULL``: a member set it forgot would let a second sum
+through that isolates an owner.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from common.service.storage import SQLiteStore
+
+
+class Ledger(SQLiteStore):
+    schema = """
+    CREATE TABLE IF NOT EXISTS trusted_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL, bits INTEGER NOT NULL,
+        source TEXT NOT NULL, since REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS peers (
+        name TEXT PRIMARY KEY, identity_key TEXT NOT NULL, since REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS member_sets (
+        key_fingerprint TEXT NOT NULL, members TEXT NOT NULL, job_id TEXT NOT NULL, round INTEGER NOT NULL,
+        served_at REAL NOT NULL, PRIMARY KEY (key_fingerprint, members)
+    );
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, job_id TEXT NOT NULL, round INTEGER,
+        outcome TEXT NOT NULL, code TEXT, column_name TEXT, detail TEXT
+    );
+    """
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        with super().connect() as connection:
+            connection.execute("PRAGMA synchronous=FULL")
+            yield connection
+
+    def trusted_key(self) -> dict[str, Any] | None:
+        """The model creator key this owner trusts: fingerprint, bits, source, since."""
+        with self.connect() as db:
+            row = db.execute("SELECT fingerprint, bits, source, since FROM trusted_key WHERE id = 1").fetchone()
+        return dict(row) if row else None
+
+    def trust(self, fingerprint: str, bits: int, source: str) -> str:
+        """Trust ``fingerprint`` unless a key is trusted already; returns the trusted fingerprint."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO trusted_key VALUES (1, ?, ?, ?, ?)", (fingerprint, bits, source, time.time())
+            )
+            row = db.execute("SELECT fingerprint FROM trusted_key WHERE id = 1").fetchone()
+        return str(row["fingerprint"])
+
+    def peer_identities(self, names: list[str]) -> dict[str, str]:
+        """The identity keys first seen for ``names`` (those not seen yet are absent)."""
+        with self.connect() as db:
+            rows = db.execute(
+                f"SELECT name, identity_key FROM peers WHERE name IN ({','.join('?' * len(names))})", names
+            ).fetchall()
+        return {row["name"]: row["identity_key"] for row in rows}
+
+    def remember_peers(self, identities: dict[str, str]) -> None:
+        with self.connect() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO peers VALUES (?, ?, ?)",
+                [(name, key, time.time()) for name, key in identities.items()],
+            )
+
+    def served_sets(self, key_fingerprint: str) -> list[frozenset[str]]:
+        """Every member set this owner contributed to under the model creator key."""
+        with self.connect() as db:
+            rows = db.execute("SELECT members FROM member_sets WHERE key_fingerprint = ?", (key_fingerprint,))
+            return [frozenset(json.loads(row["members"])) for row in rows]
+
+    def record_set(self, key_fingerprint: str, members: frozenset[str], job_id: str, round_number: int) -> None:
+        with self.connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO member_sets VALUES (?, ?, ?, ?, ?)",
+                (key_fingerprint, json.dumps(sorted(members)), job_id, round_number, time.time()),
+            )
+
+    def record_event(
+        self,
+        job_id: str,
+        outcome: str,
+        round_number: int | None = None,
+        code: str | None = None,
+        column: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """A join, a refusal or a contribution, with the details only this owner may see."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO events (at, job_id, round, outcome, code, column_name, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), job_id, round_number, outcome, code, column, detail),
+            )
+
+    def events(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The latest events, newest first."""
+        with self.connect() as db:
+            rows = db.execute(
+                'SELECT at, job_id, round, outcome, code, column_name AS "column", detail FROM events'
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def member_sets(self) -> list[dict[str, Any]]:
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT key_fingerprint, members, job_id, round, served_at FROM member_sets ORDER BY served_at"
+            ).fetchall()
+        return [{**dict(row), "members": json.loads(row["members"])} for row in rows]
