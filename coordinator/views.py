@@ -181,7 +181,7 @@ def show_job(path: JobPath) -> tuple[Response, int]:
 
 @jobs.post(
     "/jobs/<job_id>/rounds",
-    responses=responses(202, RoundStarted, 400, 401, 403, 404, 409),
+    responses=responses(202, RoundStarted, 400, 401, 403, 404, 409, 422),
     security=secured(MODEL_CREATOR),
 )
 @requires(MODEL_CREATOR)
@@ -190,7 +190,8 @@ def start_round(path: JobPath, body: RoundOrder) -> tuple[Response, int]:
 
     Asking again for a round picks it up: one still running goes on, an aggregated one is
     delivered again, a failed one is a 409. The weights are checked against the job's key
-    (width, range, gcd with n) and its dimension before any owner sees them.
+    (fingerprint, width, range, gcd with n) and its dimension before any owner sees them; what
+    fails there is a 422, since no document can tell which values fit the job.
     """
     job = _store().job(path.job_id)
     if job.status != "running":
@@ -220,7 +221,7 @@ def finish_job(path: JobPath, body: FinishJob) -> tuple[Response, int]:
 
 @contributions.post(
     "/jobs/<job_id>/rounds/<round_number>/contributions",
-    responses=responses(202, Accepted, 400, 401, 403, 409),
+    responses=responses(202, Accepted, 400, 401, 403, 409, 422),
     security=secured(DATA_OWNER),
 )
 @requires(DATA_OWNER)

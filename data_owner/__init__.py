@@ -18,9 +18,9 @@ from common.crypto.identity import IdentityKey
 from common.protocol.errors import FederatedError
 from common.protocol.messages import Enrolment as EnrolmentMessage
 from common.service.app import create_base_app, peer_client, settings_of
-from common.service.auth import COORDINATOR, OPERATOR, Authenticator, Caller, load_or_create_token, same_token
+from common.service.auth import COORDINATOR, OPERATOR, Authenticator, Caller, same_token
 from common.service.clients import CoordinatorClient
-from common.service.settings import SettingsError, load_settings, with_secrets
+from common.service.settings import SettingsError, load_or_create_token, load_settings, with_secrets
 from data_owner.config import DataOwnerSettings
 from data_owner.jobs import JobBook
 from data_owner.ledger import Ledger

@@ -9,7 +9,7 @@ from flask_openapi3.blueprint import APIBlueprint
 from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel
 
-from common.protocol.errors import SchemaError
+from common.protocol.errors import ProtocolViolation
 from common.protocol.messages import JobJoined, JobLeft, JoinJob, OwnerStatus, RoundAccepted, RoundRequest, TrustedKey
 from common.protocol.spec import JobId
 from common.service.app import answer, responses, secured
@@ -36,22 +36,26 @@ def join_job(path: JobPath, body: JoinJob) -> tuple[Response, int]:
     """
     spec = body.spec
     if spec.job_id != path.job_id:
-        raise SchemaError(f"body.spec.job_id: {spec.job_id!r} does not match the URL's job {path.job_id!r}")
+        # Both are well-formed job ids; no document can say they must agree: a 422, not a 400.
+        raise ProtocolViolation(f"body.spec.job_id: {spec.job_id!r} does not match the URL's job {path.job_id!r}")
     joined = current_app.extensions["job_book"].join(spec, body.public_key.key())
     logger.info("joined job %s (%s on %d features)", path.job_id, spec.model, len(spec.features))
     return answer(JobJoined(job_id=path.job_id, status="joined", member=joined.member))
 
 
 @jobs.post(
-    "/jobs/<job_id>/rounds", responses=responses(202, RoundAccepted, 400, 401, 403, 404), security=secured(COORDINATOR)
+    "/jobs/<job_id>/rounds",
+    responses=responses(202, RoundAccepted, 400, 401, 403, 404, 422),
+    security=secured(COORDINATOR),
 )
 @requires(COORDINATOR)
 def answer_round(path: JobPath, body: RoundRequest) -> tuple[Response, int]:
     """Accept a round; the encrypted reply is computed in the worker and sent to the coordinator.
 
     A gradient round brings encrypted weights and is answered with E(A_i w − b_i); a statistics
-    round is answered with the encrypted feature sums precomputed at join time. The round and its
-    member set are checked against this owner's policy first; a refusal is a 422 with its code.
+    round is answered with the encrypted feature sums precomputed at join time. The weights are
+    checked against the job's key (fingerprint, width, range, gcd, count), and the round and its
+    member set against this owner's policy, first: a 422 naming the field, or a refusal's code.
     """
     responder = current_app.extensions["responder"]
     responder.submit(responder.admit(current_app.extensions["job_book"].get(path.job_id), body))

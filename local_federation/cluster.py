@@ -154,8 +154,8 @@ class LocalFederation:
         self.wait_registered([name for name, _ in self.owners])
         return self
 
-    def add_data_owner(self, name: str, data: Path, start: bool = True) -> Party:
-        """Add (and by default start) a data owner serving ``data``."""
+    def add_data_owner(self, name: str, data: Path, start: bool = True, options: Sequence[str] = ()) -> Party:
+        """Add (and by default start) a data owner serving ``data``, with ``options`` after ``owner_options``."""
         party = self._add(
             f"data_owner:{name}",
             "data_owner",
@@ -169,6 +169,7 @@ class LocalFederation:
                 "--state-dir",
                 str(self.workdir / f"data_owner_{name}"),
                 *self.owner_options,
+                *options,
                 *self._small_keys(),
             ],
         )
@@ -195,9 +196,9 @@ class LocalFederation:
         status: dict[str, Any] = response.json()
         return status
 
-    def start_party(self, party: Party) -> None:
-        """Start a stopped party again on its port and wait until it is healthy."""
-        party.start(self._environment())
+    def start_party(self, party: Party, environment: dict[str, str] | None = None) -> None:
+        """Start a stopped party again on its port (``environment`` added to its own only) and wait until healthy."""
+        party.start({**self._environment(), **(environment or {})})
         self.wait_healthy(party)
 
     def restart(self, party: Party, down_seconds: float = 0.0) -> None:

@@ -87,6 +87,7 @@ class ModelCreatorSettings(ServiceSettings):
     def _secure_key(self) -> ModelCreatorSettings:
         if self.key_bits < SECURE_KEY_BITS and not self.test_only_small_keys:
             raise ValueError(
-                f"key_bits: keys under {SECURE_KEY_BITS} bits are for tests only (say --test-only-small-keys)"
+                f"KEY_BITS (--key-bits) {self.key_bits}: keys under {SECURE_KEY_BITS} bits are for tests only"
+                " (say --test-only-small-keys)"
             )
         return self

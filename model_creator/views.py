@@ -291,7 +291,8 @@ def predict_rows(query: ModelQuery) -> tuple[Response, int]:
             parts = ([f"missing feature(s) {', '.join(map(repr, missing))}"] if missing else []) + (
                 [f"unknown feature(s) {', '.join(map(repr, unknown))}"] if unknown else []
             )
-            raise SchemaError(f"body.rows[{index}]: {'; '.join(parts)}")
+            # Any feature names fit the document; only the stored model says which: a 422.
+            raise ProtocolViolation(f"body.rows[{index}]: {'; '.join(parts)}")
         table[index] = [row[feature] for feature in model.features]
     return answer(_predict(model, table, None))
 
@@ -306,16 +307,15 @@ def _predict_csv(query: ModelQuery) -> tuple[Response, int]:
     else:
         raw, model_id, source = request.get_data(), query.model_id, "body"
     model = _finished_or_latest(model_id)
+    # The document takes any file (any text for text/csv); what the CSV must hold (UTF-8 text, the
+    # model's columns, numbers) it cannot say, so a CSV that cannot serve the model is a 422.
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SchemaError(f"{source}: CSV is not UTF-8 text") from exc
+        raise DataError(f"{source}: CSV is not UTF-8 text", "no_data") from exc
     header = next(csv.reader(io.StringIO(text)), [])
     label = model.label if model.label in [h.strip() for h in header] else None
-    try:
-        features, labels = read_columns(io.StringIO(text), model.features, label, source, allow_extra=False)
-    except DataError as exc:
-        raise SchemaError(exc.message) from exc
+    features, labels = read_columns(io.StringIO(text), model.features, label, source, allow_extra=False)
     return answer(_predict(model, features, labels))
 
 
@@ -364,7 +364,7 @@ def _finished(model_id: str) -> ModelRecord:
 
 @callbacks.post(
     "/jobs/<job_id>/aggregates",
-    responses=responses(202, Accepted, 400, 401, 403, 404, 409),
+    responses=responses(202, Accepted, 400, 401, 403, 404, 409, 422),
     security=secured(COORDINATOR),
 )
 @requires(COORDINATOR)

@@ -4,9 +4,7 @@ Hierarchy::
 
     FederatedError                       anything this project raises on purpose
     ├── BadRequest                       the caller sent something unusable
-    │   ├── SchemaError                  malformed JSON, missing or mistyped field
-    │   ├── InvalidCiphertext            not an integer c with 0 < c < n², gcd(c, n) = 1
-    │   └── KeyMismatch                  message names another public key than the job's
+    │   └── SchemaError                  malformed JSON, missing or mistyped field
     ├── Unauthorized                     no credentials, or credentials nobody issued
     ├── Forbidden                        valid credentials of a party whose role may not call this
     ├── NotFound                         unknown job, model, round
@@ -15,9 +13,17 @@ Hierarchy::
     ├── Refused                          a data owner refuses a job or round: a code, nothing more
     ├── EncodingOverflow                 a value does not fit the fixed-point range or slot
     ├── ProtocolViolation                a well-formed message that breaks the job's rules
+    │   ├── InvalidCiphertext            not n²'s width, or not 0 < c < n² with gcd(c, n) = 1
+    │   └── KeyMismatch                  message names another public key than the job's
     ├── TrainingError                    the maths cannot go on (e.g. a singular design)
     └── UpstreamError                    another party failed, timed out or answered an error
         └── PeerUnreachable              it could not be reached or did not answer in time
+
+Only what a party's API document itself rules out is a :class:`BadRequest` (400). A message the
+document allows but that contradicts the job's key, the URL's job or what the party holds (a
+stored model, say) is no malformation, since no document can say which values fit: a ciphertext
+that is not one under the job's key, or a fingerprint that is not the job's, is therefore a
+:class:`ProtocolViolation` (422), like any other value that breaks the job's rules.
 
 An error that a peer answered with is re-raised on the caller's side as the class its ``type``
 names, with ``peer`` set to who said it (:func:`from_peer`), so callers branch on what went wrong
@@ -58,14 +64,6 @@ class BadRequest(FederatedError):
 
 class SchemaError(BadRequest):
     """A request body or field does not have the expected shape."""
-
-
-class InvalidCiphertext(BadRequest):
-    """A value that cannot be a Paillier ciphertext under the job's key."""
-
-
-class KeyMismatch(BadRequest):
-    """A message encrypted under, or naming, another public key than the job's."""
 
 
 class Unauthorized(FederatedError):
@@ -146,6 +144,14 @@ class EncodingOverflow(FederatedError):
 
 class ProtocolViolation(FederatedError):
     """A well-formed message that breaks the job's rules (e.g. too few contributors)."""
+
+
+class InvalidCiphertext(ProtocolViolation):
+    """A value that cannot be a Paillier ciphertext under the job's key (width, range, gcd)."""
+
+
+class KeyMismatch(ProtocolViolation):
+    """A message encrypted under, or naming, another public key than the job's."""
 
 
 class TrainingError(FederatedError):

@@ -8,7 +8,8 @@ Each message names who sends it to whom; the endpoint it travels on is in the pe
 Ciphertexts travel as :data:`Ciphertexts`: base64 of fixed-width big-endian bytes. Their shape is
 checked with the message; what only the job's key can tell (width n², range 0 < c < n²,
 gcd(c, n) = 1, how many a round carries) is checked by :func:`ciphertexts_under` as soon as the
-receiving party has looked up the job, before anything is computed on them.
+receiving party has looked up the job, before anything is computed on them. No document can state
+those, so a failure there is a 422 (:class:`~common.protocol.errors.ProtocolViolation`), not a 400.
 """
 
 from __future__ import annotations
@@ -77,7 +78,11 @@ Attempt = Annotated[
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REASON)]
 Ciphertext = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9+/]+={0,2}$", min_length=4, max_length=_MAX_CIPHERTEXT_CHARS),
+    StringConstraints(
+        pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        min_length=4,
+        max_length=_MAX_CIPHERTEXT_CHARS,
+    ),
     Field(description="Base64 of a ciphertext's big-endian bytes, as wide as n²."),
 ]
 Ciphertexts = Annotated[list[Ciphertext], Field(min_length=1, max_length=MAX_VECTOR_LENGTH)]

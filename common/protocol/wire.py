@@ -16,7 +16,7 @@ from typing import Any
 
 from common.crypto.bigint import from_bytes, mpz, to_fixed_bytes
 from common.crypto.paillier import PublicKey
-from common.protocol.errors import SchemaError
+from common.protocol.errors import InvalidCiphertext, ProtocolViolation, SchemaError
 
 MAX_VECTOR_LENGTH = 4096
 
@@ -28,13 +28,19 @@ def encode_ciphertexts(ciphertexts: Sequence[int | mpz], public_key: PublicKey) 
 
 
 def decode_ciphertexts(payload: Any, public_key: PublicKey, where: str, length: int | None = None) -> list[mpz]:
-    """Parse a list of base64 ciphertexts and check each one against ``public_key``."""
+    """Parse a list of base64 ciphertexts and check each one against ``public_key``.
+
+    What no message's type can say is a violation of the job's rules, not malformation: a count
+    other than ``length`` (what the job's spec makes of the round) is a
+    :class:`~common.protocol.errors.ProtocolViolation`, and a value of another width than the
+    key's n², or outside Z*_{n²}, an :class:`~common.protocol.errors.InvalidCiphertext`.
+    """
     if not isinstance(payload, list):
         raise SchemaError(f"{where}: expected a list of ciphertexts")
-    if length is not None and len(payload) != length:
-        raise SchemaError(f"{where}: expected {length} ciphertexts, got {len(payload)}")
     if not payload or len(payload) > MAX_VECTOR_LENGTH:
         raise SchemaError(f"{where}: expected 1 to {MAX_VECTOR_LENGTH} ciphertexts")
+    if length is not None and len(payload) != length:
+        raise ProtocolViolation(f"{where}: expected {length} ciphertexts, got {len(payload)}")
     width = public_key.ciphertext_bytes
     result = []
     for index, item in enumerate(payload):
@@ -46,7 +52,7 @@ def decode_ciphertexts(payload: Any, public_key: PublicKey, where: str, length: 
         except (binascii.Error, ValueError) as exc:
             raise SchemaError(f"{field}: not valid base64") from exc
         if len(raw) != width:
-            raise SchemaError(f"{field}: expected {width} bytes, got {len(raw)}")
+            raise InvalidCiphertext(f"{field}: expected {width} bytes, got {len(raw)}")
         result.append(public_key.check_ciphertext(from_bytes(raw), field))
     return result
 

@@ -39,6 +39,8 @@ from common.protocol.errors import (
     EncodingOverflow,
     FederatedError,
     Forbidden,
+    InvalidCiphertext,
+    KeyMismatch,
     NotFound,
     ProtocolViolation,
     Refused,
@@ -60,6 +62,8 @@ API_VERSION = "0.2.0"
 
 #: The HTTP status of each error class (the first class of an error's MRO found here). An error
 #: that a peer answered with (``error.peer`` set) is this service's upstream failure: 502.
+#: 400 is for what the API document itself rules out; a value it allows that the job's key, the
+#: URL's job or the party's state contradicts is a 422 (see :mod:`common.protocol.fields`).
 STATUS_OF: dict[type[FederatedError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
@@ -70,6 +74,8 @@ STATUS_OF: dict[type[FederatedError], int] = {
     Refused: 422,
     EncodingOverflow: 422,
     ProtocolViolation: 422,
+    InvalidCiphertext: 422,
+    KeyMismatch: 422,
     TrainingError: 422,
     UpstreamError: 502,
     FederatedError: 500,

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import g, request
@@ -48,29 +46,6 @@ class Caller:
 
     role: str
     name: str | None = None
-
-
-def load_or_create_token(path: Path) -> str:
-    """A credential kept in a file of its own (mode 0600), made at first use.
-
-    A data owner's operator token lives there, so that only who can read the owner's state dir
-    can read the owner's status page.
-    """
-    if path.exists():
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-        token = path.read_text().strip()
-        if token:
-            return token
-    token = new_token()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-    os.replace(temporary, path)
-    return token
 
 
 def new_token() -> str:

@@ -131,9 +131,12 @@ def load_settings(kind: type[T], overrides: Mapping[str, Any] | None = None) -> 
         return kind(**given)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        name = str(error["loc"][0]) if error["loc"] else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across settings: its message names them
+            raise SettingsError(message) from None
+        name = str(error["loc"][0])
         where = name.upper() if name in given else f"{prefix}{name}".upper()
-        raise SettingsError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
+        raise SettingsError(f"{where}: {message}") from None
 
 
 def with_secrets(settings: T) -> T:

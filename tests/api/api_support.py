@@ -217,10 +217,21 @@ def raw_ciphertext(value: int, width: int) -> str:
     return base64.b64encode(to_fixed_bytes(value, width)).decode("ascii")
 
 
-def ciphertext_cases(field: str) -> list:
-    """Bad ciphertext vectors for ``field``: each case maps (key, a good vector) to (payload, fragment).
+# The ciphertext cases only the job's key or spec can rule out (the count, the width of n², the
+# range and the gcd): no document states them, so they are a 422, the others (the document's own
+# types and pattern) a 400.
+JOB_KEY_CIPHERTEXT_CASES = {
+    "one-too-few", "one-too-many", "one-byte-short", "one-byte-long", "zero", "n-squared", "above-n-squared",
+    "last-one-zero", "shares-factor-p", "multiple-of-n",
+}
 
-    The fragment is what the 400 error must contain: the field path, down to the index.
+
+def ciphertext_cases(field: str) -> list:
+    """Bad ciphertext vectors for ``field``: (make, status) where make maps (key, a good vector) to
+    (payload, fragment).
+
+    The fragment is what the error must contain: the field path, down to the index. The status is
+    422 for the cases in :data:`JOB_KEY_CIPHERTEXT_CASES`, else 400.
     """
 
     def width(key: PrivateKey) -> int:
@@ -240,7 +251,9 @@ def ciphertext_cases(field: str) -> list:
         "one-too-many": lambda k, g: ([*g, g[0]], f"{field}: expected {len(g)} ciphertexts, got {len(g) + 1}"),
         "integer-item": lambda k, g: (at(g, 0, 12345), f"{field}[0]: expected a string"),
         "not-base64": lambda k, g: (at(g, 1, "not base64!"), f"{field}[1]: String should match pattern"),
-        "base64-missing-padding": lambda k, g: (at(g, 0, g[0].rstrip("=")[:-1]), f"{field}[0]: not valid base64"),
+        # Base64 without its padding is ruled out by the document itself (the pattern).
+        "base64-missing-padding": lambda k, g: (at(g, 0, g[0].rstrip("=")[:-1]),
+                                                f"{field}[0]: String should match pattern"),
         "one-byte-short": lambda k, g: (
             at(g, 1, base64.b64encode(bytes(width(k) - 1)).decode()),
             f"{field}[1]: expected {width(k)} bytes, got {width(k) - 1}",
@@ -270,7 +283,10 @@ def ciphertext_cases(field: str) -> list:
             f"{field}[1]: ciphertext shares a factor with n",
         ),
     }
-    return [pytest.param(make, id=name) for name, make in cases.items()]
+    assert JOB_KEY_CIPHERTEXT_CASES <= cases.keys()
+    return [
+        pytest.param(make, 422 if name in JOB_KEY_CIPHERTEXT_CASES else 400, id=name) for name, make in cases.items()
+    ]
 
 
 def assert_json_error(response, status: int, fragment: str) -> dict[str, Any]:

@@ -55,9 +55,11 @@ def test_unknown_route_is_a_json_404(service):
     assert_json_error(app.test_client().get("/no/such/route"), 404, "")
 
 
-def test_wrong_method_is_a_json_405(service):
+def test_wrong_method_is_a_json_405_that_says_what_is_allowed(service):
     _, app = service
-    assert_json_error(app.test_client().delete("/health"), 405, "")
+    response = app.test_client().delete("/health")
+    assert_json_error(response, 405, "")
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
 
 
 def test_oversized_body_is_a_json_413(service):

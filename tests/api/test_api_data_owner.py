@@ -152,7 +152,7 @@ def test_bad_spec_is_refused(data_owner_app, small_key, other_small_key, tmp_pat
 def test_spec_for_another_job_than_the_url(data_owner_app, small_key):
     body = job_body(small_key, make_spec(small_key, "job-1"), callback_url=None)
     response = enrolled(data_owner_app).put("/jobs/job-2", json=body)
-    assert_json_error(response, 400, "spec.job_id: 'job-1' does not match the URL's job 'job-2'")
+    assert_json_error(response, 422, "spec.job_id: 'job-1' does not match the URL's job 'job-2'")
 
 
 @pytest.mark.parametrize(
@@ -319,45 +319,45 @@ def test_failed_rejoin_keeps_the_joined_job(joined, small_key, other_small_key):
     spec = make_spec(small_key)
     assert client.post("/jobs/job-1/rounds", json=round_body(small_key, spec, joined.members)).status_code == 202
     short = round_body(small_key, make_spec(small_key, features=["age", "glucose"]), joined.members, 1)
-    assert_json_error(client.post("/jobs/job-1/rounds", json=short), 400,
+    assert_json_error(client.post("/jobs/job-1/rounds", json=short), 422,
                       "body.encrypted_weights: expected 11 ciphertexts, got 3")
 
 
 # -- rounds --------------------------------------------------------------------------------------
 
 ROUND_CASES = [
-    pytest.param("key_fingerprint", MISSING, "body.key_fingerprint", id="fingerprint-missing"),
-    pytest.param("key_fingerprint", ["abc"], "body.key_fingerprint", id="fingerprint-list"),
-    pytest.param("key_fingerprint", lambda k, o: o.public_key.fingerprint, "body.key_fingerprint",
+    pytest.param("key_fingerprint", MISSING, 400, "body.key_fingerprint", id="fingerprint-missing"),
+    pytest.param("key_fingerprint", ["abc"], 400, "body.key_fingerprint", id="fingerprint-list"),
+    pytest.param("key_fingerprint", lambda k, o: o.public_key.fingerprint, 422, "body.key_fingerprint",
                  id="fingerprint-of-other-key"),
-    pytest.param("round", MISSING, "body.round", id="round-missing"),
-    pytest.param("round", True, "body.round", id="round-bool"),
-    pytest.param("round", "1", "body.round", id="round-string"),
-    pytest.param("round", -3, "body.round", id="round-negative"),
-    pytest.param("attempt", MISSING, "body.attempt", id="attempt-missing"),
-    pytest.param("attempt", 0, "body.attempt", id="attempt-zero"),
-    pytest.param("attempt", False, "body.attempt", id="attempt-bool"),
-    pytest.param("attempt", 1001, "body.attempt", id="attempt-too-big"),
-    pytest.param("kind", "weights", "body.kind", id="kind-unknown"),
-    pytest.param("members", MISSING, "body.members", id="members-missing"),
-    pytest.param("members", [], "body.members", id="members-empty"),
-    pytest.param("members", "owner-under-test", "body.members", id="members-string"),
-    pytest.param("members", [{"name": "owner-under-test"}], "body.members[0]", id="member-without-keys"),
+    pytest.param("round", MISSING, 400, "body.round", id="round-missing"),
+    pytest.param("round", True, 400, "body.round", id="round-bool"),
+    pytest.param("round", "1", 400, "body.round", id="round-string"),
+    pytest.param("round", -3, 400, "body.round", id="round-negative"),
+    pytest.param("attempt", MISSING, 400, "body.attempt", id="attempt-missing"),
+    pytest.param("attempt", 0, 400, "body.attempt", id="attempt-zero"),
+    pytest.param("attempt", False, 400, "body.attempt", id="attempt-bool"),
+    pytest.param("attempt", 1001, 400, "body.attempt", id="attempt-too-big"),
+    pytest.param("kind", "weights", 400, "body.kind", id="kind-unknown"),
+    pytest.param("members", MISSING, 400, "body.members", id="members-missing"),
+    pytest.param("members", [], 400, "body.members", id="members-empty"),
+    pytest.param("members", "owner-under-test", 400, "body.members", id="members-string"),
+    pytest.param("members", [{"name": "owner-under-test"}], 400, "body.members[0]", id="member-without-keys"),
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "fragment"), ROUND_CASES)
-def test_bad_round(joined, small_key, other_small_key, path, value, fragment):
+@pytest.mark.parametrize(("path", "value", "status", "fragment"), ROUND_CASES)
+def test_bad_round(joined, small_key, other_small_key, path, value, status, fragment):
     body = patched(round_body(small_key, make_spec(small_key), joined.members), path, value, small_key,
                    other_small_key)
-    assert_json_error(joined.client.post("/jobs/job-1/rounds", json=body), 400, fragment)
+    assert_json_error(joined.client.post("/jobs/job-1/rounds", json=body), status, fragment)
 
 
-@pytest.mark.parametrize("make", ciphertext_cases("body.encrypted_weights"))
-def test_bad_encrypted_weights(joined, small_key, make):
+@pytest.mark.parametrize(("make", "status"), ciphertext_cases("body.encrypted_weights"))
+def test_bad_encrypted_weights(joined, small_key, make, status):
     body = round_body(small_key, make_spec(small_key), joined.members)
     body["encrypted_weights"], fragment = make(small_key, body["encrypted_weights"])
-    assert_json_error(joined.client.post("/jobs/job-1/rounds", json=body), 400, fragment)
+    assert_json_error(joined.client.post("/jobs/job-1/rounds", json=body), status, fragment)
 
 
 def test_round_of_an_unknown_job(data_owner_app, small_key, tmp_path):

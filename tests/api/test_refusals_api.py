@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common.crypto.identity import IdentityKey
+from common.protocol.messages import Enrolment
 from coordinator.rounds import RoundCollector
 from tests.api.api_support import as_enrolling_owner, assert_json_error, client_with
 
 
 def _enrol(coordinator_app, name: str) -> str:
-    answer = as_enrolling_owner(coordinator_app).post("/data_owners", json={"name": name, "url": "http://127.0.0.1:9"})
+    """Enrol ``name`` with the enrolment secret, signed by a fresh identity key of its own."""
+    identity = IdentityKey(Ed25519PrivateKey.generate())
+    enrolment = Enrolment.signed(name, "http://127.0.0.1:9", identity, time.time())
+    answer = as_enrolling_owner(coordinator_app).post("/data_owners", json=enrolment.model_dump(mode="json"))
     assert answer.status_code == 201
     return answer.get_json()["credential"]
 
@@ -24,13 +32,13 @@ def test_a_refusal_ends_the_wait_for_that_owner(coordinator_app):
     waiter.start()
 
     answer = client_with(coordinator_app, credential).post(
-        "/jobs/job-1/rounds/4/refusals", json={"data_owner": "owner-a", "attempt": 1, "error": "out of memory"}
+        "/jobs/job-1/rounds/4/refusals", json={"data_owner": "owner-a", "attempt": 1, "code": "internal"}
     )
 
     assert answer.status_code == 202
     waiter.join(10)
     assert not waiter.is_alive(), "the round still waited for the owner that refused"
-    assert collector.failures == {"owner-a": "could not reply: out of memory"}
+    assert collector.failures == {"owner-a": "refused: internal"}
 
 
 def test_a_refusal_for_another_owner_or_a_closed_round_is_refused(coordinator_app):
@@ -40,12 +48,12 @@ def test_a_refusal_for_another_owner_or_a_closed_round_is_refused(coordinator_ap
     coordinator_app.extensions["round_registry"].open(collector)
     client = client_with(coordinator_app, credential)
 
-    posing = client.post("/jobs/job-1/rounds/2/refusals", json={"data_owner": "owner-b", "attempt": 1, "error": "x"})
+    refusal = {"code": "bad_value", "column": "bmi"}
+    path = "/jobs/job-1/rounds/2/refusals"
+    posing = client.post(path, json={"data_owner": "owner-b", "attempt": 1, **refusal})
     assert_json_error(posing, 403, "may not speak for 'owner-b'")
-    late = client.post("/jobs/job-1/rounds/2/refusals", json={"data_owner": "owner-a", "attempt": 2, "error": "x"})
+    late = client.post(path, json={"data_owner": "owner-a", "attempt": 2, **refusal})
     assert_json_error(late, 409, "attempt 2 is not open")
-    anonymous = coordinator_app.test_client().post(
-        "/jobs/job-1/rounds/2/refusals", json={"data_owner": "owner-a", "attempt": 1, "error": "x"}
-    )
+    anonymous = coordinator_app.test_client().post(path, json={"data_owner": "owner-a", "attempt": 1, **refusal})
     assert_json_error(anonymous, 401, "credentials")
     assert collector.failures == {}

@@ -11,10 +11,11 @@ another party's. Whatever arrives, a service must
 * refuse a protected operation to a caller without credentials (401) or of another role (401/403).
 
 Random requests rarely get past the first checks of a handler, so each service first gets some
-state (an enrolled data owner and an open job at the coordinator, a joined job at the data owner,
-an ordinary and an extreme finished model at the model creator), and about half of the generated
-path parameters and body fields are replaced by values that fit it: its ids, key, spec, valid
-ciphertexts, the model's features. Numbers come with extremes (past the float range too), which
+state (a data owner enrolled with a signed enrolment and an open job at the coordinator, a joined
+job at the data owner, an ordinary and an extreme finished model at the model creator), and about
+half of the generated path parameters and body fields are replaced by values that fit it: its
+ids, key, spec, valid ciphertexts, a round's member set (the owner's own signed job key), the
+model's features. Numbers come with extremes (past the float range too), which
 JSON allows.
 
 Each test is one operation in one mode, with a bounded number of examples from a fixed seed; the
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from urllib.parse import unquote
 
 import pytest
 import schemathesis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,11 +52,13 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.jsonschema import make_validator
 from werkzeug.exceptions import HTTPException
 
-from common.service.auth import COORDINATOR, DATA_OWNER, ENROLMENT, MODEL_CREATOR, USER
+from common.crypto.identity import IdentityKey
 from common.crypto.packing import SlotLayout
 from common.crypto.paillier import PrivateKey
+from common.protocol.messages import Enrolment
 from common.protocol.spec import JOB_ID_PATTERN, JobSpec
 from common.protocol.wire import encode_ciphertexts
+from common.service.auth import COORDINATOR, DATA_OWNER, ENROLMENT, MODEL_CREATOR, OPERATOR, USER
 from tests.conftest import DIABETES_FEATURES, SHIPPED, TOKENS, bearer
 
 # A float overflow in numpy is a warning; the services run without warnings turned into errors, so
@@ -85,6 +90,8 @@ JOB_ID = "fuzz-job"
 OWNER_NAME = "fuzz-owner"
 OWNER_CREDENTIAL = "fuzz-owner-credential"
 COORDINATOR_TOKEN_FOR_OWNER = "coordinator-token-for-owner"
+# The data owner's operator reads its GET /status with this token.
+OPERATOR_TOKEN = "fuzz-operator-token"
 # The model creator's user API takes a bearer token, as its document says, once it has an API token.
 USER_API_TOKEN = "fuzz-user-api-token"
 LABEL = "progression"
@@ -219,8 +226,11 @@ def stop_background_work(app: Flask) -> None:
 def coordinator_service(coordinator_app: Flask, small_key: PrivateKey, mode: str) -> Iterator[Service]:
     app = coordinator_app
     client = app.test_client()
+    # The app is configured with TEST_ONLY_SMALL_KEYS (tests/conftest.py), for the 1024-bit job key.
+    assert app.extensions["settings"].test_only_small_keys
+    enrolment = Enrolment.signed(OWNER_NAME, NO_PEER, IdentityKey(Ed25519PrivateKey.generate()), time.time())
     enrolled = client.post(
-        "/data_owners", json={"name": OWNER_NAME, "url": NO_PEER}, headers=bearer(TOKENS["ENROLMENT_SECRET"])
+        "/data_owners", json=enrolment.model_dump(mode="json"), headers=bearer(TOKENS["ENROLMENT_SECRET"])
     )
     assert enrolled.status_code == 201, enrolled.get_json()
     created = client.post(
@@ -259,6 +269,9 @@ def data_owner_service(tmp_path: Path, small_key: PrivateKey, mode: str) -> Iter
             "DATA": str(SHIPPED / "owner_a.csv"),
             "COORDINATOR_URL": NO_PEER,
             "WORKER_PROCESSES": 1,
+            # The job key is the session's 1024-bit one, which only this test-only policy accepts.
+            "POLICY": {"test_only_small_keys": True},
+            "OPERATOR_TOKEN": OPERATOR_TOKEN,
             **secrets_of("data_owner"),
         }
     )
@@ -269,12 +282,18 @@ def data_owner_service(tmp_path: Path, small_key: PrivateKey, mode: str) -> Iter
         json={"spec": job_spec(small_key).model_dump(mode="json"), "public_key": small_key.public_key.to_json()},
     )
     assert joined.status_code == 200, joined.get_json()
+    # A round's member set that fits: this owner alone, with the signed job key it joined with.
+    member = joined.get_json()["member"]
     yield Service(
         app,
-        {COORDINATOR: COORDINATOR_TOKEN_FOR_OWNER, MODEL_CREATOR: TOKENS["MODEL_CREATOR_TOKEN"]},
+        {
+            COORDINATOR: COORDINATOR_TOKEN_FOR_OWNER,
+            OPERATOR: OPERATOR_TOKEN,
+            MODEL_CREATOR: TOKENS["MODEL_CREATOR_TOKEN"],
+        },
         mode,
         path_values={"job_id": st.just(JOB_ID)},
-        body_values=job_values(small_key),
+        body_values={**job_values(small_key), "members": st.just([member])},
     )
     stop_background_work(app)
 
