@@ -77,7 +77,7 @@ def round_comparison(keys: KeyMaterial, dimension: int, owners: int, repeats: in
         owner.member = MemberKey.signed(owner.name, owner.identity, owner.job_keys, spec.job_id, public_key.fingerprint)
     members = [owner.member for owner in party if owner.member is not None]
     names = tuple(sorted(owner.name for owner in party))
-    context = MaskContext(spec.job_id, 0, 1, "gradient", public_key.fingerprint, names)
+    context = MaskContext(spec.job_id, 0, 1, "gradient", public_key.fingerprint, names, "bench-request")
     count = spec.reply_ciphertexts()
     weights = [public_key.raw_encrypt(q) for q in federation.query]
     pool = ObfuscatorPool(public_key, count)
@@ -133,7 +133,7 @@ def key_agreement(owners: int, repeats: int, workdir: Path) -> dict[str, Any]:
     joined = join()
     members = [member for _, member in joined]
     names = tuple(sorted(member.name for member in members))
-    context = MaskContext("bench", 0, 1, "gradient", fingerprint, names)
+    context = MaskContext("bench", 0, 1, "gradient", fingerprint, names, "bench-request")
 
     def round_of_one_owner() -> None:
         for member in members:

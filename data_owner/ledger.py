@@ -47,9 +47,14 @@ class Ledger(SQLiteStore):
     """
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection; ``durable`` ones (the trusted key, peers, member sets) sync every commit.
+
+        Events are only the owner's record for its status page, so they are written with
+        ``synchronous=NORMAL``: a crash may lose the last ones, never a member set.
+        """
         with super().connect() as connection:
-            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             yield connection
 
     def trusted_key(self) -> dict[str, Any] | None:
@@ -105,7 +110,7 @@ class Ledger(SQLiteStore):
         detail: str | None = None,
     ) -> None:
         """A join, a refusal or a contribution, with the details only this owner may see."""
-        with self.connect() as db:
+        with self.connect(durable=False) as db:
             db.execute(
                 "INSERT INTO events (at, job_id, round, outcome, code, column_name, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -15,11 +15,13 @@ for it until its deadline.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common.crypto.bigint import mpz
+from common.crypto.identity import canonical
 from common.crypto.masking import MaskContext, member_masks
 from common.protocol.errors import EncodingOverflow, FederatedError, Forbidden, Refused
 from common.protocol.messages import Contribution, Refusal, RoundRequest, ciphertexts_under
@@ -108,9 +110,12 @@ class RoundResponder:
         changed = sorted(name for name, key in known.items() if identities[name] != key)
         if changed:
             raise Refused("policy:identity", detail=f"other identity keys than first seen for {', '.join(changed)}")
-        member_set = check_members(self.policy, self.name, names, self.ledger.served_sets(public_key.fingerprint))
-        self.ledger.remember_peers({name: key for name, key in identities.items() if name not in known})
-        self.ledger.record_set(public_key.fingerprint, member_set, spec.job_id, request.round)
+        served = self.ledger.served_sets(public_key.fingerprint)
+        member_set = check_members(self.policy, self.name, names, served)
+        if len(known) < len(identities):
+            self.ledger.remember_peers({name: key for name, key in identities.items() if name not in known})
+        if member_set not in served:
+            self.ledger.record_set(public_key.fingerprint, member_set, spec.job_id, request.round)
         count = spec.reply_ciphertexts(request.kind)
         if len(member_set) == 1:
             return [0] * count
@@ -121,6 +126,7 @@ class RoundResponder:
             kind=request.kind,
             key_fingerprint=public_key.fingerprint,
             members=tuple(sorted(member_set)),
+            request=request_digest(request),
         )
         peers = {member.name: member.job_key for member in request.members if member.name != self.name}
         return member_masks(self.name, joined.job_keys, peers, context, int(public_key.n), count)
@@ -175,6 +181,13 @@ class RoundResponder:
             call()
         except FederatedError as exc:
             logger.warning("the coordinator did not take our message: %s", exc.message)
+
+
+def request_digest(request: RoundRequest) -> str:
+    """SHA-256 of what a round asks: its kind and encrypted weights (bound into the masks)."""
+    asked = {"purpose": "federated_trainer/round-request/v1", "kind": request.kind}
+    asked["encrypted_weights"] = ",".join(request.encrypted_weights or [])
+    return hashlib.sha256(canonical(asked)).hexdigest()
 
 
 def _as_refusal(error: Exception) -> Refused:

@@ -7,26 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import SHIPPED, UNREACHABLE, secrets_for
 
 from common.crypto.paillier import PrivateKey
 from local_federation.cluster import LocalFederation
-
-SHIPPED = Path(__file__).resolve().parent.parent / "data" / "diabetes"
-DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-
-# The secrets the in-process apps are configured with; tests present them as the parties would.
-TOKENS = {"ENROLMENT_SECRET": "test-enrolment-secret", "MODEL_CREATOR_TOKEN": "test-model-creator-token",
-          "COORDINATOR_TOKEN": "test-coordinator-token", "SECRETS_FILE": None}
-
-
-def secrets_for(*names: str) -> dict[str, str | None]:
-    """The test secrets one party is configured with (each party takes only its own)."""
-    return {"SECRETS_FILE": None, **{name: TOKENS[name] for name in names}}
-
-
-def bearer(token: str) -> dict[str, str]:
-    """An Authorization header carrying ``token``."""
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +39,7 @@ def data_owner_app(tmp_path: Path):
     from data_owner import create_app
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "data_owner"), "NAME": "owner-under-test",
-                       "DATA": str(SHIPPED / "owner_a.csv"), "COORDINATOR_URL": "http://127.0.0.1:9",
+                       "DATA": str(SHIPPED / "owner_a.csv"), "COORDINATOR_URL": UNREACHABLE,
                        "REQUEST_TIMEOUT": 5, "POLICY": {"test_only_small_keys": True},
                        **secrets_for("ENROLMENT_SECRET")})
 
@@ -65,7 +49,7 @@ def model_creator_app(tmp_path: Path):
     from model_creator import create_app
 
     return create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "model_creator"), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
-                       "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
+                       "COORDINATOR_URL": UNREACHABLE, "TEST_DATA": str(SHIPPED / "test.csv"),
                        "REQUEST_TIMEOUT": 5, **secrets_for("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN")})
 
 

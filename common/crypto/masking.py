@@ -137,6 +137,11 @@ class MaskContext:
     members
         The names of the members, at least two and all different; stored sorted, whatever order
         they were given in.
+    request
+        A digest of what the round asks (its encrypted weights). An owner asked the same attempt
+        twice with other weights must not add the same masks twice: the quotient of its two
+        replies would be E(A_i·Δw), its statistics unmasked. With the request bound, a replay with
+        other weights gets unrelated masks, and the quotient is noise.
 
     Raises
     ------
@@ -152,9 +157,10 @@ class MaskContext:
     kind: str
     key_fingerprint: str
     members: tuple[str, ...]
+    request: str
 
     def __post_init__(self) -> None:
-        for name in ("job_id", "kind", "key_fingerprint"):
+        for name in ("job_id", "kind", "key_fingerprint", "request"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise SchemaError(f"mask context: {name} must be a non-empty string")
@@ -182,6 +188,7 @@ class MaskContext:
             "kind": self.kind,
             "key_fingerprint": self.key_fingerprint,
             "members": list(self.members),
+            "request": self.request,
         }
 
     def info(self) -> bytes:

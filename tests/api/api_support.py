@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import (
+    DIABETES_FEATURES,
+    DIABETES_LABEL,
+    OWNER_COORDINATOR_TOKEN,
+    OWNER_CREDENTIAL,
+    TOKENS,
+    UNREACHABLE,
+)
 
 from common.crypto.bigint import to_fixed_bytes
 from common.crypto.identity import IdentityKey
@@ -24,24 +32,16 @@ from common.protocol.messages import MemberKey
 from common.protocol.spec import JobSpec
 from common.protocol.wire import encode_ciphertexts
 
-FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-LABEL = "progression"
+# The encoding of the job specs these tests open over the diabetes columns.
 DATA_FRAC_BITS = 32
 WEIGHT_FRAC_BITS = 32
 WEIGHT_BITS = 8
 # What the model creator would choose: DATA_BITS + DATA_FRAC_BITS + weight bits + WEIGHT_FRAC_BITS.
 VALUE_BITS = 64 + DATA_FRAC_BITS + WEIGHT_BITS + WEIGHT_FRAC_BITS
-UNREACHABLE = "http://127.0.0.1:9"
 
 MISSING = object()
 """A patch value meaning: remove the field."""
 
-# The shared secrets of the apps these tests build themselves (the shared fixtures bring their own).
-TOKENS = {"ENROLMENT_SECRET": "api-test-enrolment-secret", "MODEL_CREATOR_TOKEN": "api-test-model-creator-token",
-          "COORDINATOR_TOKEN": "api-test-coordinator-token", "SECRETS_FILE": None}
-# What a data owner would have been given by the coordinator at enrolment.
-OWNER_CREDENTIAL = "api-test-credential-of-the-owner"
-OWNER_COORDINATOR_TOKEN = "api-test-coordinator-token-for-the-owner"
 
 
 def client_with(app, token: str | None):
@@ -162,13 +162,13 @@ SPEC_CASES = [
 ]
 
 
-def make_spec(key: PrivateKey, job_id: str = "job-1", *, features: list[str] | None = None, label: str = LABEL,
+def make_spec(key: PrivateKey, job_id: str = "job-1", *, features: list[str] | None = None, label: str = DIABETES_LABEL,
               value_bits: int = VALUE_BITS, weight_bits: int = WEIGHT_BITS, min_data_owners: int = 1) -> JobSpec:
     """A valid job spec for ``key`` over the diabetes columns."""
     return JobSpec(
         job_id=job_id,
         model="linear_regression",
-        features=tuple(features or FEATURES),
+        features=tuple(features or DIABETES_FEATURES),
         label=label,
         data_frac_bits=DATA_FRAC_BITS,
         weight_frac_bits=WEIGHT_FRAC_BITS,

@@ -62,11 +62,16 @@ def joined_member(coordinator, key, spec) -> MemberKey:
     return MemberKey.model_validate(response.get_json()["member"])
 
 
-def ask_round(coordinator, key, spec, members, round_number: int = 0, attempt: int = 1, weights=None):
-    """POST /jobs/<id>/rounds over ``members``, as the coordinator would."""
-    body = {"round": round_number, "attempt": attempt, "key_fingerprint": key.public_key.fingerprint,
+def round_request(key, spec, members, round_number: int = 0, attempt: int = 1, weights=None) -> dict:
+    """The body of a round request over ``members``; the coordinator relays one body to every member."""
+    return {"round": round_number, "attempt": attempt, "key_fingerprint": key.public_key.fingerprint,
             "encrypted_weights": encrypted(key, weights or [1] * spec.dimension),
             "members": [member.model_dump(mode="json") for member in members]}
+
+
+def ask_round(coordinator, key, spec, members, round_number: int = 0, attempt: int = 1, weights=None):
+    """POST /jobs/<id>/rounds over ``members``, as the coordinator would."""
+    body = round_request(key, spec, members, round_number, attempt, weights)
     return coordinator.post(f"/jobs/{spec.job_id}/rounds", json=body)
 
 
@@ -382,8 +387,9 @@ def test_only_the_sum_over_the_whole_member_set_can_be_decrypted(tmp_path, stub_
     spec = make_spec(small_key)
     members = [joined_member(client, small_key, spec) for client in clients.values()]
     weights = [3 << 30, 1 << 32, 0, 5, 1 << 20, 7, 2 << 32, 1, 0, 9, 4 << 31]
+    body = round_request(small_key, spec, members, 0, 1, weights)
     for client in clients.values():
-        assert ask_round(client, small_key, spec, members, 0, 1, weights).status_code == 202
+        assert client.post(f"/jobs/{spec.job_id}/rounds", json=body).status_code == 202
 
     replies = coordinator.wait_for(lambda r: r.path == "/jobs/job-1/rounds/0/contributions", count=2)
     ciphertexts = {reply.body["data_owner"]: decode_ciphertexts(reply.body["ciphertexts"], small_key.public_key,

@@ -1643,11 +1643,6 @@ def signed_slots(plaintext: int, n: int, layout: dict[str, int]) -> list[int]:
     return slots
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PRODUCT LEAK: an owner answers the same (job, round, attempt, member set) again with other "
-    "encrypted weights and the same masks (data_owner/responder.py _masks: MaskContext binds no "
-    "weights, nothing refuses an attempt already served), so the quotient of its two replies is "
-    "E(A_i·δ): a rogue coordinator with the model creator reads one owner's XᵀX column per replay"))
 def test_a_replayed_attempt_with_other_weights_reveals_nothing(tmp_path):
     """Section 1.
 

@@ -74,6 +74,7 @@ def context_for(members: list[str] | tuple[str, ...] | str, **changes: object) -
         "kind": "gradient",
         "key_fingerprint": "ab" * 32,
         "members": members if isinstance(members, str) else tuple(members),
+        "request": "digest-of-the-round-request",
     }
     fields.update(changes)
     return MaskContext(**fields)  # type: ignore[arg-type]
@@ -93,6 +94,7 @@ contexts = st.fixed_dictionaries(
         "attempt": st.integers(0, 100),
         "kind": st.sampled_from(["gradient", "statistics", "hessian"]),
         "key_fingerprint": st.text(alphabet="0123456789abcdef", min_size=1, max_size=64),
+        "request": st.text(alphabet="0123456789abcdef", min_size=1, max_size=64),
     }
 )
 
@@ -211,6 +213,8 @@ def test_strict_subset_sums_are_uniform() -> None:
         {"job_id": "job-2"},
         {"kind": "statistics"},
         {"key_fingerprint": "cd" * 32},
+        # A replay of the same attempt with other weights must not reuse its masks.
+        {"request": "digest-of-another-request"},
     ],
 )
 def test_any_context_change_changes_every_mask(changes: dict[str, object]) -> None:
