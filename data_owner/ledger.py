@@ -6,6 +6,7 @@ One SQLite file in the owner's state directory (``ledger.sqlite3``):
   first use, logged and shown on its status page);
 * the identity key of each peer owner, as first seen in a round's member list: a coordinator
   that later presents another key under the same name is refused (``policy:identity``);
+* the distinct round requests it answered per job, which its ``max_rounds`` bounds;
 * every member set it contributed to, per model creator key: the differencing guard of
   PROTOCOL.md section 9 compares each new set against them. A set is recorded *before* the
   contribution leaves, since a coordinator may keep a contribution it says never arrived;
@@ -39,6 +40,9 @@ class Ledger(SQLiteStore):
     CREATE TABLE IF NOT EXISTS member_sets (
         key_fingerprint TEXT NOT NULL, members TEXT NOT NULL, job_id TEXT NOT NULL, round INTEGER NOT NULL,
         served_at REAL NOT NULL, PRIMARY KEY (key_fingerprint, members)
+    );
+    CREATE TABLE IF NOT EXISTS answered (
+        job_id TEXT NOT NULL, request TEXT NOT NULL, PRIMARY KEY (job_id, request)
     );
     CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, job_id TEXT NOT NULL, round INTEGER,
@@ -99,6 +103,21 @@ class Ledger(SQLiteStore):
                 "INSERT OR IGNORE INTO member_sets VALUES (?, ?, ?, ?, ?)",
                 (key_fingerprint, json.dumps(sorted(members)), job_id, round_number, time.time()),
             )
+
+    def answer_request(self, job_id: str, request: str, limit: int) -> bool:
+        """Count a distinct round request of a job; False, recording nothing, past ``limit`` of them.
+
+        A request asked again (a retry with the same weights, a repeated delivery) counts once.
+        The owner's ``max_rounds`` bounds these, not the round numbers the coordinator chooses.
+        """
+        with self.connect() as db:
+            if db.execute("SELECT 1 FROM answered WHERE job_id = ? AND request = ?", (job_id, request)).fetchone():
+                return True
+            (count,) = db.execute("SELECT COUNT(*) FROM answered WHERE job_id = ?", (job_id,)).fetchone()
+            if count >= limit:
+                return False
+            db.execute("INSERT INTO answered VALUES (?, ?)", (job_id, request))
+            return True
 
     def record_event(
         self,

@@ -15,7 +15,9 @@ policy:model            the policy names the models it serves and the job's is n
 policy:columns          the job reads a column the policy does not publish
 policy:max_weight_bits  the weights may be wider than the policy allows (wide weights let a model
                         creator read several statistics from one coordinate)
-policy:max_rounds       the job asks for more rounds than the policy allows
+policy:max_rounds       the job asks for more rounds than the policy allows: a round number beyond
+                        it, or more distinct round requests (the ledger counts them, so attempts
+                        with other weights under one round number count too)
 policy:min_peers        a round's member set has fewer owners than the policy's ``min_peers``
 policy:members          the member set does not include this owner, or repeats a name
 policy:differencing     the member set differs from one this owner already served under the same

@@ -114,6 +114,9 @@ class RoundResponder:
         member_set = check_members(self.policy, self.name, names, served)
         if len(known) < len(identities):
             self.ledger.remember_peers({name: key for name, key in identities.items() if name not in known})
+        digest = request_digest(request)
+        if not self.ledger.answer_request(spec.job_id, digest, self.policy.max_rounds):
+            raise Refused("policy:max_rounds", detail=f"more than {self.policy.max_rounds} distinct round requests")
         if member_set not in served:
             self.ledger.record_set(public_key.fingerprint, member_set, spec.job_id, request.round)
         count = spec.reply_ciphertexts(request.kind)
@@ -126,7 +129,7 @@ class RoundResponder:
             kind=request.kind,
             key_fingerprint=public_key.fingerprint,
             members=tuple(sorted(member_set)),
-            request=request_digest(request),
+            request=digest,
         )
         peers = {member.name: member.job_key for member in request.members if member.name != self.name}
         return member_masks(self.name, joined.job_keys, peers, context, int(public_key.n), count)

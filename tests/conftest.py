@@ -1,5 +1,6 @@
-"""Fixtures shared by every test: a small session-wide key pair, app factories with test
-configuration for each service, and a factory for whole federations of real processes."""
+"""Fixtures shared by every test: session-wide key pairs (two small ones, one of the real size),
+app factories with test configuration for each service, and a factory for whole federations of
+real processes."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def small_key() -> PrivateKey:
 def other_small_key() -> PrivateKey:
     """A second, unrelated key pair, for wrong-key tests."""
     return PrivateKey.generate(1024)
+
+
+@pytest.fixture(scope="session")
+def real_key() -> PrivateKey:
+    """A key pair of the default production size (2048 bits), for the few real-size checks."""
+    return PrivateKey.generate(2048)
 
 
 @pytest.fixture

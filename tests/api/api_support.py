@@ -43,7 +43,6 @@ MISSING = object()
 """A patch value meaning: remove the field."""
 
 
-
 def client_with(app, token: str | None):
     """A test client that presents ``token`` as its bearer credential on every request."""
     client = app.test_client()

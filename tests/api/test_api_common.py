@@ -13,8 +13,10 @@ from api_support import (
     client_with,
     enrolled,
 )
+from support import SERVICES
 
-SERVICES = ["coordinator_app", "data_owner_app", "model_creator_app"]
+# The shared fixture that builds each service's app.
+SERVICE_APPS = [f"{name}_app" for name in SERVICES]
 
 # One endpoint per service that reads a JSON body before anything else.
 BODY_ENDPOINTS = {
@@ -32,7 +34,7 @@ AUTHORIZED = {
 }
 
 
-@pytest.fixture(params=SERVICES)
+@pytest.fixture(params=SERVICE_APPS)
 def service(request):
     """(fixture name, app) for each of the three services."""
     return request.param, request.getfixturevalue(request.param)

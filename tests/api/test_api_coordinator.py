@@ -23,8 +23,6 @@ import pytest
 from api_support import (
     MISSING,
     SPEC_CASES,
-    TOKENS,
-    UNREACHABLE,
     as_enrolling_owner,
     as_model_creator,
     assert_json_error,
@@ -37,6 +35,7 @@ from api_support import (
     restart_config,
 )
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from support import TOKENS, UNREACHABLE
 
 from common.crypto.identity import IdentityKey
 from common.crypto.masking import JobKeyPair
@@ -404,7 +403,7 @@ def test_finished_job_takes_no_round(coordinator_app, small_key):
 
 # -- rounds --------------------------------------------------------------------------------------
 
-ROUND_CASES = [
+ROUND_START_CASES = [
     pytest.param("key_fingerprint", MISSING, 400, "body.key_fingerprint", id="fingerprint-missing"),
     pytest.param("key_fingerprint", 5, 400, "body.key_fingerprint", id="fingerprint-int"),
     pytest.param("key_fingerprint", lambda k, o: o.public_key.fingerprint, 422, "body.key_fingerprint",
@@ -421,7 +420,7 @@ ROUND_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "status", "fragment"), ROUND_CASES)
+@pytest.mark.parametrize(("path", "value", "status", "fragment"), ROUND_START_CASES)
 def test_bad_round_start(coordinator_app, small_key, other_small_key, path, value, status, fragment):
     client = as_model_creator(coordinator_app)
     spec = make_spec(small_key)
@@ -970,7 +969,7 @@ def test_bad_requests_change_nothing_stored(coordinator_app, small_key, other_sm
         statuses.append(client.post("/jobs", json=body).status_code)
     changed_spec = make_spec(small_key, features=["age"], min_data_owners=2)
     statuses.append(client.post("/jobs", json=job_body(small_key, changed_spec)).status_code)
-    for case in ROUND_CASES:
+    for case in ROUND_START_CASES:
         path, value, _, _ = case.values
         body = patched(weights_body(small_key, spec), path, value, small_key, other_small_key)
         statuses.append(client.post("/jobs/job-1/rounds", json=body).status_code)

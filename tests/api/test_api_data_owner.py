@@ -14,12 +14,8 @@ from pathlib import Path
 
 import pytest
 from api_support import (
-    FEATURES,
-    LABEL,
     MISSING,
-    OWNER_CREDENTIAL,
     SPEC_CASES,
-    UNREACHABLE,
     as_operator,
     assert_json_error,
     assert_refused,
@@ -32,20 +28,18 @@ from api_support import (
     patched,
     peer_member,
 )
+from support import DIABETES_HEADER as HEADER
+from support import DIABETES_LABEL, OWNER_CREDENTIAL, SHIPPED, UNREACHABLE, secrets_for
+from support import DIABETES_ROW as GOOD_ROW
 
 from common.crypto.packing import SlotLayout, unpack_sum
-from common.crypto.paillier import PrivateKey
 from common.protocol.errors import EncodingOverflow, Forbidden
 from common.protocol.messages import MemberKey, Refusal
 from common.protocol.wire import decode_ciphertexts
 from common.service.settings import SettingsError
 from data_owner import create_app
 from data_owner.affine import EncryptedAffineMap
-from tests.conftest import secrets_for
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
-HEADER = ",".join([*FEATURES, LABEL])
-GOOD_ROW = "59,2,32.1,101,157,93.2,38,4,4.8598,87,151"
 SHIPPED_ROWS = len((SHIPPED / "owner_a.csv").read_text().splitlines()) - 1
 
 
@@ -158,7 +152,7 @@ def test_spec_for_another_job_than_the_url(data_owner_app, small_key):
 @pytest.mark.parametrize(
     ("features", "label", "column"),
     [
-        pytest.param(["age", "glucose"], LABEL, "glucose", id="unknown-feature"),
+        pytest.param(["age", "glucose"], DIABETES_LABEL, "glucose", id="unknown-feature"),
         pytest.param(["age", "bmi"], "outcome", "outcome", id="unknown-label"),
     ],
 )
@@ -194,12 +188,6 @@ def test_slots_narrower_than_one_weight_are_a_4xx_not_a_500(data_owner_app, smal
     text = response.get_data(as_text=True)
     assert 400 <= response.status_code < 500, f"{response.status_code}: {text}"
     assert response.get_json()["type"] != "InternalError", text
-
-
-@pytest.fixture(scope="module")
-def real_key() -> PrivateKey:
-    """A key of the default (real) size, 2048 bits."""
-    return PrivateKey.generate(2048)
 
 
 def test_join_at_the_real_key_size(tmp_path, real_key):
@@ -325,7 +313,7 @@ def test_failed_rejoin_keeps_the_joined_job(joined, small_key, other_small_key):
 
 # -- rounds --------------------------------------------------------------------------------------
 
-ROUND_CASES = [
+ROUND_REQUEST_CASES = [
     pytest.param("key_fingerprint", MISSING, 400, "body.key_fingerprint", id="fingerprint-missing"),
     pytest.param("key_fingerprint", ["abc"], 400, "body.key_fingerprint", id="fingerprint-list"),
     pytest.param("key_fingerprint", lambda k, o: o.public_key.fingerprint, 422, "body.key_fingerprint",
@@ -346,7 +334,7 @@ ROUND_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "status", "fragment"), ROUND_CASES)
+@pytest.mark.parametrize(("path", "value", "status", "fragment"), ROUND_REQUEST_CASES)
 def test_bad_round(joined, small_key, other_small_key, path, value, status, fragment):
     body = patched(round_body(small_key, make_spec(small_key), joined.members), path, value, small_key,
                    other_small_key)

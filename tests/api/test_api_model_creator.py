@@ -17,10 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from api_support import (
-    FEATURES,
-    LABEL,
     MISSING,
-    TOKENS,
     StubPeer,
     as_coordinator,
     assert_json_error,
@@ -29,6 +26,9 @@ from api_support import (
     encrypted,
     patched,
 )
+from support import DIABETES_FEATURES as FEATURES
+from support import DIABETES_LABEL as LABEL
+from support import SHIPPED, TOKENS, UNREACHABLE, secrets_for
 
 from common.crypto.packing import pack_plain
 from common.protocol.messages import RoundHistory, TrainingOptions
@@ -38,9 +38,8 @@ from model_creator import create_app
 from model_creator.keystore import KEY_FILE
 from model_creator.training import TrainingRequest
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
 # The secrets a model creator takes (the coordinator's enrolment secret is not one of them).
-SECRETS = {name: TOKENS[name] for name in ("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN", "SECRETS_FILE")}
+MODEL_CREATOR_SECRETS = secrets_for("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN")
 
 
 def finished_result(intercept: float = 152.0) -> dict:
@@ -202,13 +201,13 @@ PREDICTION_CASES = [
 
 # Rows the document allows but that do not name the stored model's features: only the model can
 # tell, so they are a 422; the rest a 400.
-MODEL_DEPENDENT_ROWS = {"row-missing-feature", "row-unknown-feature"}
+MODEL_DEPENDENT_PREDICTION_CASES = {"row-missing-feature", "row-unknown-feature"}
 
 
 @pytest.mark.parametrize(("payload", "fragment"), PREDICTION_CASES)
 def test_bad_prediction_rows(model_creator_app, request, payload, fragment):
     insert_finished(model_creator_app)
-    status = 422 if request.node.callspec.id in MODEL_DEPENDENT_ROWS else 400
+    status = 422 if request.node.callspec.id in MODEL_DEPENDENT_PREDICTION_CASES else 400
     assert_json_error(model_creator_app.test_client().post("/prediction", json=payload), status, fragment)
 
 
@@ -363,8 +362,8 @@ class InFlight:
         self.key = key
         self.coordinator = StubPeer(coordinator_answer)
         self.config = {"TESTING": True, "STATE_DIR": str(state_dir), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
-                       "COORDINATOR_URL": self.coordinator.url, "PUBLIC_URL": "http://127.0.0.1:9",
-                       "TEST_DATA": str(SHIPPED / "test.csv"), "REQUEST_TIMEOUT": 5, **SECRETS}
+                       "COORDINATOR_URL": self.coordinator.url, "PUBLIC_URL": UNREACHABLE,
+                       "TEST_DATA": str(SHIPPED / "test.csv"), "REQUEST_TIMEOUT": 5, **MODEL_CREATOR_SECRETS}
         self.app = create_app(self.config)
         self.client = self.app.test_client()
         started = self.client.post("/model", json={"features": FEATURES, "label": LABEL})
@@ -507,8 +506,8 @@ def test_a_repeated_delivery_is_never_absorbed_twice(tmp_path, small_key):
 
 def test_user_api_with_an_api_token(tmp_path):
     app = create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "guarded"), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
-                      "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(SHIPPED / "test.csv"),
-                      "REQUEST_TIMEOUT": 5, "API_TOKEN": "api-test-user-token", **SECRETS})
+                      "COORDINATOR_URL": UNREACHABLE, "TEST_DATA": str(SHIPPED / "test.csv"),
+                      "REQUEST_TIMEOUT": 5, "API_TOKEN": "api-test-user-token", **MODEL_CREATOR_SECRETS})
     model_id = insert_finished(app)
     user = client_with(app, "api-test-user-token")
     views = ["/models", f"/model/{model_id}", "/prediction", f"/model/{model_id}/export"]

@@ -4,10 +4,10 @@ reused) and its models (finished ones survive unchanged; ones in flight are kept
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
-from api_support import FEATURES, restart_config
+from api_support import restart_config
+from support import DIABETES_FEATURES, file_mode
 
 from common.protocol.messages import RoundHistory, TrainingOptions
 from model_creator import create_app
@@ -21,10 +21,6 @@ def key_path(app) -> Path:
     return Path(app.extensions["settings"].state_dir) / KEY_FILE
 
 
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
 def restarted(app):
     return create_app(restart_config(app, *CONFIG_NAMES))
 
@@ -34,7 +30,7 @@ def test_key_is_created_on_first_use_with_mode_0600(model_creator_app):
     assert not path.exists(), "creating the app must not generate a key"
     key = model_creator_app.extensions["key_store"].private_key()
     assert key.public_key.bits == 1024
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
     assert not list(path.parent.glob("*.tmp"))
     assert model_creator_app.extensions["key_store"].private_key() is key
 
@@ -45,7 +41,7 @@ def test_key_is_reused_after_a_restart(model_creator_app):
     second = restarted(model_creator_app).extensions["key_store"].private_key()
     assert second.public_key.fingerprint == first.public_key.fingerprint
     assert key_path(model_creator_app).read_bytes() == content
-    assert mode(key_path(model_creator_app)) == 0o600
+    assert file_mode(key_path(model_creator_app)) == 0o600
 
 
 def test_loosened_key_mode_is_tightened_back(model_creator_app):
@@ -54,12 +50,12 @@ def test_loosened_key_mode_is_tightened_back(model_creator_app):
     for loose in (0o644, 0o640, 0o666):
         path.chmod(loose)
         reloaded = restarted(model_creator_app).extensions["key_store"].private_key()
-        assert mode(path) == 0o600
+        assert file_mode(path) == 0o600
         assert reloaded.public_key.fingerprint == fingerprint
 
 
 def finished_result() -> dict:
-    return {"coefficients": {"intercept": 150.0, **dict.fromkeys(FEATURES, 1.5)}, "stop_reason": "converged",
+    return {"coefficients": {"intercept": 150.0, **dict.fromkeys(DIABETES_FEATURES, 1.5)}, "stop_reason": "converged",
             "data_owners": ["owner-a"], "metrics": {"mse": 2900.0}}
 
 

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 from api_support import (
-    FEATURES,
-    LABEL,
-    UNREACHABLE,
     as_operator,
     assert_json_error,
     assert_refused,
@@ -26,6 +23,16 @@ from api_support import (
     make_spec,
     peer_member,
 )
+from support import (
+    DIABETES_COLUMNS,
+    DIABETES_FEATURES,
+    DIABETES_HEADER,
+    DIABETES_LABEL,
+    SHIPPED,
+    UNREACHABLE,
+    secrets_for,
+)
+from support import DIABETES_ROW as ROW
 
 from common.crypto.identity import IdentityKey
 from common.crypto.masking import JobKeyPair
@@ -36,10 +43,6 @@ from common.protocol.messages import MemberKey
 from common.protocol.wire import decode_ciphertexts
 from data_owner import create_app
 from data_owner.affine import EncryptedAffineMap
-from tests.conftest import secrets_for
-
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
-HEADER = [*FEATURES, LABEL]
 
 
 def owner_app(tmp_path: Path, name: str = "owner-a", data: Path = SHIPPED / "owner_a.csv",
@@ -97,7 +100,7 @@ def assert_reveals_nothing(response, data: Path, refusal: str, column: str | Non
     text = response.get_data(as_text=True)
     assert not any(character.isdigit() for character in text), text
     assert str(data) not in text and data.name not in text and "row" not in text, text
-    for name in HEADER:
+    for name in DIABETES_COLUMNS:
         assert name == column or f"'{name}'" not in text and f" {name}" not in text, text
 
 
@@ -319,12 +322,12 @@ def test_rounds_beyond_max_rounds_are_refused(tmp_path, small_key):
 @pytest.mark.parametrize(
     ("features", "label", "column"),
     [
-        pytest.param(FEATURES, LABEL, "bmi", id="feature"),
+        pytest.param(DIABETES_FEATURES, DIABETES_LABEL, "bmi", id="feature"),
         pytest.param(["age", "sex"], "bmi", "bmi", id="label"),
     ],
 )
 def test_a_column_the_policy_does_not_publish_is_refused(tmp_path, small_key, features, label, column):
-    published = [name for name in HEADER if name != "bmi"]
+    published = [name for name in DIABETES_COLUMNS if name != "bmi"]
     app = owner_app(tmp_path, allow_columns=published)
     coordinator = enrolled(app)
     assert_refused(join(coordinator, small_key, make_spec(small_key, features=features, label=label)),
@@ -340,17 +343,16 @@ def test_a_model_the_policy_does_not_serve_is_refused(tmp_path, small_key):
 
 # -- refusals that would leak (section 7) -------------------------------------------------------
 
-ROW = "59,2,32.1,101,157,93.2,38,4,4.8598,87,151"
 LEAKS = [
-    pytest.param(f"{','.join(HEADER)}\n{ROW}\n", dict(features=["age", "glucose"]), "linear_regression",
+    pytest.param(f"{DIABETES_HEADER}\n{ROW}\n", dict(features=["age", "glucose"]), "linear_regression",
                  "missing_column (column 'glucose')", "glucose", ["missing column 'glucose'", "the header has"],
                  id="missing-column"),
-    pytest.param(f"{','.join(HEADER)}\n{ROW}\n{ROW.replace(',101,', ',NaN,')}\n", {}, "linear_regression",
+    pytest.param(f"{DIABETES_HEADER}\n{ROW}\n{ROW.replace(',101,', ',NaN,')}\n", {}, "linear_regression",
                  "bad_value (column 'bp')", "bp", ["row 2, column 'bp'", "not a finite number"], id="nan"),
-    pytest.param(f"{','.join(HEADER)}\n{ROW.rsplit(',', 1)[0]},1\n{ROW}\n", {}, "logistic_regression",
+    pytest.param(f"{DIABETES_HEADER}\n{ROW.rsplit(',', 1)[0]},1\n{ROW}\n", {}, "logistic_regression",
                  "not_binary (column 'progression')", "progression", ["row 2, column 'progression'"],
                  id="non-binary-label"),
-    pytest.param(f"{','.join(HEADER)}\n{ROW}\n", dict(value_bits=80), "linear_regression", "bound_exceeded", None,
+    pytest.param(f"{DIABETES_HEADER}\n{ROW}\n", dict(value_bits=80), "linear_regression", "bound_exceeded", None,
                  ["does not fit"], id="tiny-slots"),
 ]
 

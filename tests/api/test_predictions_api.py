@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import DIABETES_FEATURES as DIABETES
+from support import SHIPPED, UNREACHABLE, brute_force_auc
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
-DIABETES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 DIABETES_COEFFICIENTS = [-330.5, 0.07, -22.1, 5.6, 1.1, -1.05, 0.76, 0.4, 6.9, 68.4, 0.3]
 
-BINARY_FEATURES = ["sqft", "year_built", "has_pool"]
-BINARY_LABEL = "sold"
-BINARY_COEFFICIENTS = [5.4, 0.0009, -0.004, 0.8]
+SALE_FEATURES = ["sqft", "year_built", "has_pool"]
+SALE_LABEL = "sold"
+SALE_COEFFICIENTS = [5.4, 0.0009, -0.004, 0.8]
 # Settings an app needs besides its state and test data; the secrets are given so that no secrets
 # file outside the test's directory is ever read or created.
-SECRETS = ("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN", "SECRETS_FILE", "API_TOKEN")
+SECRET_SETTINGS = ("MODEL_CREATOR_TOKEN", "COORDINATOR_TOKEN", "SECRETS_FILE", "API_TOKEN")
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,12 +57,6 @@ def scores(coefficients: list[float], table: np.ndarray) -> np.ndarray:
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0, -values))
-
-
-def brute_force_auc(values: np.ndarray, labels: np.ndarray) -> float:
-    positives, negatives = values[labels == 1], values[labels == 0]
-    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
 
 
 def classification_reference(coefficients: list[float], table: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -117,7 +111,7 @@ def binary_rows(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         rng.integers(1950, 2021, count).astype(float),
         (rng.random(count) < 0.3).astype(float),
     ])
-    probability = sigmoid(scores(BINARY_COEFFICIENTS, table) + rng.normal(0, 1, count))
+    probability = sigmoid(scores(SALE_COEFFICIENTS, table) + rng.normal(0, 1, count))
     labels = (rng.random(count) < probability).astype(float)
     return table, labels
 
@@ -138,7 +132,7 @@ def binary_test_csv(tmp_path) -> Path:
     """The model creator's test data for a 0/1 label: columns in another order plus an unused one."""
     table, labels = binary_rows(7, 120)
     path = tmp_path / "binary_test.csv"
-    columns = ["has_pool", BINARY_LABEL, "sqft", "listing_id", "year_built"]
+    columns = ["has_pool", SALE_LABEL, "sqft", "listing_id", "year_built"]
     data = np.column_stack([table[:, 2], labels, table[:, 0], np.arange(len(labels)) + 1000, table[:, 1]])
     path.write_text(to_csv(columns, data), encoding="utf-8")
     return path
@@ -149,8 +143,8 @@ def another_model_creator(like, state_dir: Path, test_data: Path):
     from model_creator import create_app
 
     return create_app({"TESTING": True, "STATE_DIR": str(state_dir), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
-                       "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(test_data), "REQUEST_TIMEOUT": 5,
-                       **{name: getattr(like.extensions["settings"], name.lower()) for name in SECRETS}})
+                       "COORDINATOR_URL": UNREACHABLE, "TEST_DATA": str(test_data), "REQUEST_TIMEOUT": 5,
+                       **{name: getattr(like.extensions["settings"], name.lower()) for name in SECRET_SETTINGS}})
 
 
 @pytest.fixture
@@ -165,7 +159,7 @@ def logistic_scaling() -> dict[str, dict[str, float]]:
 
 @pytest.fixture
 def logistic_id(binary_app) -> str:
-    return insert_model(binary_app, "logistic_regression", BINARY_FEATURES, BINARY_LABEL, BINARY_COEFFICIENTS,
+    return insert_model(binary_app, "logistic_regression", SALE_FEATURES, SALE_LABEL, SALE_COEFFICIENTS,
                         scaling=logistic_scaling(), metrics={"accuracy": 0.7, "log_loss": 0.6, "auc": 0.75})
 
 
@@ -190,11 +184,11 @@ def test_rows_of_a_regression_model_are_predicted(client, linear_id):
 
 def test_rows_of_a_logistic_model_give_probabilities_and_classes(binary_app, logistic_id):
     table, _ = binary_rows(8, 25)
-    rows = [dict(zip(BINARY_FEATURES, map(float, row), strict=True)) for row in table]
+    rows = [dict(zip(SALE_FEATURES, map(float, row), strict=True)) for row in table]
     response = binary_app.test_client().post("/prediction", json={"model_id": logistic_id, "rows": rows})
     assert response.status_code == 200, response.get_data(as_text=True)
     answer = response.get_json()
-    expected = sigmoid(scores(BINARY_COEFFICIENTS, table))
+    expected = sigmoid(scores(SALE_COEFFICIENTS, table))
     np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-12)
     assert answer["predictions"] == [int(p >= 0.5) for p in expected]
     assert 0 < sum(answer["predictions"]) < 25, "the check needs both classes among the rows"
@@ -210,7 +204,7 @@ def test_without_model_id_the_latest_finished_model_predicts(model_creator_app, 
 
 
 # Rows the document allows whose feature names are not the stored model's: only it can tell.
-MODEL_DEPENDENT_ROWS = {"missing-feature", "unknown-feature", "missing-and-unknown-in-second-row"}
+MODEL_DEPENDENT_ROW_CASES = {"missing-feature", "unknown-feature", "missing-and-unknown-in-second-row"}
 
 
 @pytest.mark.parametrize(("rows", "fragments"), [
@@ -238,7 +232,7 @@ def test_bad_rows_are_refused_naming_what_is_wrong(client, request, linear_id, r
     body = {"model_id": linear_id}
     if rows is not None:
         body["rows"] = rows
-    status = 422 if request.node.callspec.id in MODEL_DEPENDENT_ROWS else 400
+    status = 422 if request.node.callspec.id in MODEL_DEPENDENT_ROW_CASES else 400
     assert_error(client.post("/prediction", json=body), status, *fragments)
 
 
@@ -303,23 +297,23 @@ def test_csv_body_with_label_adds_metrics(client, linear_id):
 
 def test_multipart_upload_of_a_logistic_csv_with_label(binary_app, logistic_id, binary_test_csv):
     table, labels = binary_rows(9, 60)
-    text = to_csv([BINARY_LABEL, *BINARY_FEATURES[::-1]], np.column_stack([labels, table[:, ::-1]]))
+    text = to_csv([SALE_LABEL, *SALE_FEATURES[::-1]], np.column_stack([labels, table[:, ::-1]]))
     response = binary_app.test_client().post("/prediction", data={
         "model_id": logistic_id, "file": (io.BytesIO(text.encode()), "rows.csv"),
     }, content_type="multipart/form-data")
     assert response.status_code == 200, response.get_data(as_text=True)
     answer = response.get_json()
-    reference = classification_reference(BINARY_COEFFICIENTS, table, labels)
+    reference = classification_reference(SALE_COEFFICIENTS, table, labels)
     assert answer["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-12)
     assert answer["log_loss"] == pytest.approx(reference["log_loss"], rel=1e-9)
     assert answer["auc"] == pytest.approx(reference["auc"], abs=1e-12)
-    np.testing.assert_allclose(answer["probabilities"], sigmoid(scores(BINARY_COEFFICIENTS, table)), rtol=1e-12)
+    np.testing.assert_allclose(answer["probabilities"], sigmoid(scores(SALE_COEFFICIENTS, table)), rtol=1e-12)
     assert answer["labels"] == labels.tolist()
 
 
 def test_multipart_upload_without_label_uses_the_latest_model(binary_app, logistic_id):
     table, _ = binary_rows(10, 12)
-    text = to_csv(BINARY_FEATURES, table)
+    text = to_csv(SALE_FEATURES, table)
     response = binary_app.test_client().post("/prediction", data={"file": (io.BytesIO(text.encode()), "x.csv")},
                                              content_type="multipart/form-data")
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -379,14 +373,14 @@ def test_get_prediction_of_a_regression_model(client, linear_id):
 def test_get_prediction_of_a_logistic_model_reports_accuracy_log_loss_and_auc(binary_app, logistic_id,
                                                                               binary_test_csv):
     answer = binary_app.test_client().get("/prediction", query_string={"model_id": logistic_id}).get_json()
-    table = read_csv(binary_test_csv, BINARY_FEATURES)
-    labels = read_csv(binary_test_csv, [BINARY_LABEL])[:, 0]
-    reference = classification_reference(BINARY_COEFFICIENTS, table, labels)
+    table = read_csv(binary_test_csv, SALE_FEATURES)
+    labels = read_csv(binary_test_csv, [SALE_LABEL])[:, 0]
+    reference = classification_reference(SALE_COEFFICIENTS, table, labels)
     assert 0.5 < reference["auc"] < 1.0
     assert answer["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-12)
     assert answer["log_loss"] == pytest.approx(reference["log_loss"], rel=1e-9)
     assert answer["auc"] == pytest.approx(reference["auc"], abs=1e-12)
-    expected = sigmoid(scores(BINARY_COEFFICIENTS, table))
+    expected = sigmoid(scores(SALE_COEFFICIENTS, table))
     np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-12)
     assert answer["predictions"] == [int(p >= 0.5) for p in expected]
     assert answer["labels"] == labels.tolist()
@@ -408,14 +402,14 @@ def test_models_are_listed_with_status_type_features_metrics_and_increasing_vers
     second = insert_model(model_creator_app, "ridge", ["bmi", "s5"], "progression", [1.0, 2.0, 3.0], finish=False)
     third = insert_model(model_creator_app, "ridge", ["bp"], "progression", [0.0, 1.0], finish=False)
     store.fail(third, "coordinator: no data owner answered")
-    fourth = insert_model(model_creator_app, "logistic_regression", BINARY_FEATURES, BINARY_LABEL,
-                          BINARY_COEFFICIENTS, scaling=logistic_scaling(), metrics={"accuracy": 0.8})
+    fourth = insert_model(model_creator_app, "logistic_regression", SALE_FEATURES, SALE_LABEL,
+                          SALE_COEFFICIENTS, scaling=logistic_scaling(), metrics={"accuracy": 0.8})
 
     listed = client.get("/models").get_json()["models"]
     assert [m["model_id"] for m in listed] == [first, second, third, fourth]
     assert [m["status"] for m in listed] == ["finished", "pending", "failed", "finished"]
     assert [m["model"] for m in listed] == ["linear_regression", "ridge", "ridge", "logistic_regression"]
-    assert [m["features"] for m in listed] == [DIABETES, ["bmi", "s5"], ["bp"], BINARY_FEATURES]
+    assert [m["features"] for m in listed] == [DIABETES, ["bmi", "s5"], ["bp"], SALE_FEATURES]
     assert listed[0]["metrics"] == {"mse": 2900.5}
     assert listed[0]["label"] == "progression"
     assert listed[2]["error"] == "coordinator: no data owner answered"
@@ -443,10 +437,10 @@ def test_export_is_self_contained_json(binary_app, logistic_id):
     assert exported["format"] == "federated_trainer.model/1"
     assert exported["model_id"] == logistic_id
     assert exported["model"] == "logistic_regression"
-    assert exported["features"] == BINARY_FEATURES and exported["label"] == BINARY_LABEL
-    assert exported["coefficients"] == dict(zip(["intercept", *BINARY_FEATURES], BINARY_COEFFICIENTS, strict=True))
+    assert exported["features"] == SALE_FEATURES and exported["label"] == SALE_LABEL
+    assert exported["coefficients"] == dict(zip(["intercept", *SALE_FEATURES], SALE_COEFFICIENTS, strict=True))
     assert exported["scaling"] == logistic_scaling()
-    assert set(exported["standardized_coefficients"]) == {"intercept", *BINARY_FEATURES}
+    assert set(exported["standardized_coefficients"]) == {"intercept", *SALE_FEATURES}
     training = exported["training"]
     assert training["request"]["model"] == "logistic_regression"
     assert training["stop_reason"] == "exact: gradient is zero"
@@ -475,11 +469,11 @@ def test_import_makes_a_new_finished_model_with_identical_predictions(binary_app
     assert imported["coefficients"] == exported["coefficients"]
     assert imported["scaling"] == exported["scaling"]
     assert imported["standardized_coefficients"] == exported["standardized_coefficients"]
-    assert imported["model"] == "logistic_regression" and imported["features"] == BINARY_FEATURES
+    assert imported["model"] == "logistic_regression" and imported["features"] == SALE_FEATURES
     original_version = client.get(f"/model/{logistic_id}").get_json()["version"]
     assert imported["version"] > original_version
 
-    rows = [dict(zip(BINARY_FEATURES, map(float, row), strict=True)) for row in binary_rows(11, 20)[0]]
+    rows = [dict(zip(SALE_FEATURES, map(float, row), strict=True)) for row in binary_rows(11, 20)[0]]
     before = client.post("/prediction", json={"model_id": logistic_id, "rows": rows}).get_json()
     after = client.post("/prediction", json={"model_id": body["model_id"], "rows": rows}).get_json()
     assert after["probabilities"] == before["probabilities"]
@@ -503,7 +497,7 @@ def test_model_moves_to_another_model_creator_with_identical_predictions(binary_
     there = target.get(f"/prediction?model_id={new_id}").get_json()
     for name in ("accuracy", "log_loss", "auc", "probabilities", "predictions", "labels", "rows"):
         assert there[name] == here[name], name
-    text = to_csv(BINARY_FEATURES, binary_rows(12, 15)[0])
+    text = to_csv(SALE_FEATURES, binary_rows(12, 15)[0])
     csv_here = source.post(f"/prediction?model_id={logistic_id}", data=text, content_type="text/csv").get_json()
     csv_there = target.post(f"/prediction?model_id={new_id}", data=text, content_type="text/csv").get_json()
     assert csv_there["probabilities"] == csv_here["probabilities"]
@@ -517,7 +511,7 @@ def test_models_survive_a_restart(model_creator_app, client, linear_id):
     settings = model_creator_app.extensions["settings"]
     restarted = create_app({name: getattr(settings, name.lower()) for name in
                             ("TESTING", "STATE_DIR", "KEY_BITS", "TEST_ONLY_SMALL_KEYS", "COORDINATOR_URL", "TEST_DATA", "REQUEST_TIMEOUT",
-                             *SECRETS)})
+                             *SECRET_SETTINGS)})
     again = restarted.test_client()
     assert again.get(f"/prediction?model_id={linear_id}").get_json() == before
     shown = again.get(f"/model/{linear_id}").get_json()

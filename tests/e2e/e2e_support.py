@@ -17,14 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from local_federation.cluster import LocalFederation
+# The shipped data and the design matrix are shared with the other suites (tests/support.py);
+# they are importable from here too, for e2e tests written before they moved there.
+from support import CHECKOUT, DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNERS, design  # noqa: F401
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-SHIPPED = CHECKOUT / "data" / "diabetes"
-SHIPPED_OWNERS = [("owner_a", SHIPPED / "owner_a.csv"), ("owner_b", SHIPPED / "owner_b.csv"),
-                  ("owner_c", SHIPPED / "owner_c.csv")]
-DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-DIABETES_LABEL = "progression"
+from local_federation.cluster import LocalFederation
 
 RTOL = 1e-6
 
@@ -125,10 +122,6 @@ def numbers_in_csv(path: Path) -> tuple[list[str], list[float]]:
 # --------------------------------------------------------------------------------------------
 # References and checks
 # --------------------------------------------------------------------------------------------
-
-def design(features: np.ndarray) -> np.ndarray:
-    return np.hstack([np.ones((features.shape[0], 1)), features])
-
 
 def lstsq_reference(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Least squares on [1, X] in float64: intercept first."""

@@ -34,15 +34,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from e2e_support import (
-    CHECKOUT,
-    DIABETES_FEATURES,
-    DIABETES_LABEL,
-    SHIPPED,
-    SHIPPED_OWNERS,
     assert_finished_exact,
     assert_matches_lstsq,
     coordinator_job,
-    design,
     get_json,
     load,
     lstsq_reference,
@@ -51,6 +45,16 @@ from e2e_support import (
     read_table,
     running_federation,
     wait_coordinator_job,
+)
+from support import (
+    CHECKOUT,
+    DIABETES_FEATURES,
+    DIABETES_LABEL,
+    FAST_RETRIES,
+    SHIPPED,
+    SHIPPED_OWNER_NAMES,
+    SHIPPED_OWNERS,
+    design,
 )
 
 from common.crypto.identity import IdentityKey
@@ -62,11 +66,8 @@ from local_federation.cluster import LocalFederation, Party, free_port
 
 pytestmark = pytest.mark.e2e
 
-OWNER_NAMES = [name for name, _ in SHIPPED_OWNERS]
 OWNER_DATA = dict(SHIPPED_OWNERS)
 TEST_CSV = SHIPPED / "test.csv"
-# Rounds that cannot be aggregated are retried; the attacks need not wait the default 2 s each time.
-FAST_RETRIES = {"FT_COORDINATOR_RETRY_DELAY": "0.1"}
 # What the impostor's log says each time the coordinator refuses to enrol it.
 REFUSED_ENROLMENT = "HTTP 403: data owner 'owner_b' is enrolled with another identity key"
 # What a gradient round's aggregate can decrypt to when it was not summed by the protocol
@@ -181,7 +182,7 @@ def shared(tmp_path_factory) -> Iterator[LocalFederation]:
     with running_federation(directory / "federation", SHIPPED_OWNERS, TEST_CSV, environment=dict(FAST_RETRIES),
                             coordinator_traffic_log=directory / "coordinator_traffic.jsonl") as federation:
         first = post_model(federation, None)
-        assert_finished_exact(first, OWNER_NAMES, DIABETES_FEATURES)
+        assert_finished_exact(first, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
         yield federation
 
 
@@ -190,7 +191,7 @@ def shared(tmp_path_factory) -> Iterator[LocalFederation]:
 def test_rogue_coordinator_cannot_substitute_its_own_key(shared):
     trusted = model_creator_fingerprint(shared)
     rogue = PrivateKey.generate(1024)
-    for number, owner in enumerate(OWNER_NAMES):
+    for number, owner in enumerate(SHIPPED_OWNER_NAMES):
         job_id = f"rogue-key-{number}"
         answer = rogue_join(shared, owner, job_id, rogue)
         # A refusal is the code and nothing else: no job key, nothing computed under the rogue key.
@@ -333,7 +334,7 @@ def test_refusals_carry_a_code_and_nothing_of_the_owners_data(shared):
             leak = leaked_form(OPAQUE.sub('"<opaque>"', text), value)
             assert leak is None, f"{party.name}'s log holds {leak!r}, {name}'s largest XᵀX entry {value!r}"
     # What they hold is the code alone, each owner's, and nothing was aggregated.
-    refused_job_everywhere(model, job, OWNER_NAMES, "bound_exceeded")
+    refused_job_everywhere(model, job, SHIPPED_OWNER_NAMES, "bound_exceeded")
 
     # The owner's operator has the details: the file and the quantity that does not fit.
     for name, value in largest.items():
@@ -376,7 +377,7 @@ def test_a_second_process_under_a_running_owners_name_is_refused_enrolment(share
 
         # The real owner keeps its place: a job still has all three owners and is exact.
         model = post_model(shared, None)
-        assert_finished_exact(model, OWNER_NAMES, DIABETES_FEATURES)
+        assert_finished_exact(model, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
         x, y = pooled([path for _, path in SHIPPED_OWNERS], DIABETES_FEATURES, DIABETES_LABEL)
         assert_matches_lstsq(model, DIABETES_FEATURES, lstsq_reference(x, y))
         assert any(event["outcome"] == "contributed"
@@ -398,8 +399,8 @@ def test_a_second_process_under_a_running_owners_name_is_refused_enrolment(share
 def test_weights_wider_than_the_owners_allow_are_refused(shared):
     model = post_model(shared, {"max_abs_weight": 2.0**100})
     job = wait_coordinator_job(shared, model["model_id"])
-    refused_job_everywhere(model, job, OWNER_NAMES, "policy:max_weight_bits")
-    for name in OWNER_NAMES:
+    refused_job_everywhere(model, job, SHIPPED_OWNER_NAMES, "policy:max_weight_bits")
+    for name in SHIPPED_OWNER_NAMES:
         detail = refusal_of(shared.owner_status(name), model["model_id"], "policy:max_weight_bits")["detail"]
         assert "132 bits" in detail and "64" in detail, detail
 
@@ -411,8 +412,8 @@ def test_more_rounds_than_the_owners_allow_are_refused(federation):
     assert model.get("coefficients") is None
     assert [entry["round"] for entry in model["history"]] == [0, 1, 2]
     assert "round 3: not aggregated" in model["error"], model["error"]
-    assert_refused_by(model["error"], OWNER_NAMES, "policy:max_rounds", at_join=False)
-    for name in OWNER_NAMES:
+    assert_refused_by(model["error"], SHIPPED_OWNER_NAMES, "policy:max_rounds", at_join=False)
+    for name in SHIPPED_OWNER_NAMES:
         detail = refusal_of(running.owner_status(name), model["model_id"], "policy:max_rounds")["detail"]
         assert "round 3" in detail, detail
     job = wait_coordinator_job(running, model["model_id"])
@@ -424,8 +425,8 @@ def test_more_rounds_than_the_owners_allow_are_refused(federation):
 def test_sums_over_member_sets_differing_by_one_owner_are_refused(federation):
     running = federation(SHIPPED_OWNERS, owner_options=["--min-peers", "2"], environment=dict(FAST_RETRIES))
     first = post_model(running, None)
-    assert_finished_exact(first, OWNER_NAMES, DIABETES_FEATURES)
-    everyone = sorted(OWNER_NAMES)
+    assert_finished_exact(first, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
+    everyone = sorted(SHIPPED_OWNER_NAMES)
 
     # The model creator asks for a column owner_c does not publish: the round would run over a and b.
     restart_owner_with(running, "owner_c", ["--allow-columns", ",".join(

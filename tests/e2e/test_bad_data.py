@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 
 from e2e_support import (
-    DIABETES_FEATURES,
-    DIABETES_LABEL,
-    SHIPPED,
     assert_matches_lstsq,
     assert_prediction,
     coordinator_job,
@@ -23,12 +20,11 @@ from e2e_support import (
     read_table,
     running_federation,
 )
+from support import DIABETES_FEATURES, DIABETES_LABEL, FAST_RETRIES, SHIPPED
 
 pytestmark = pytest.mark.e2e
 
 GOOD = [("good_a", SHIPPED / "owner_a.csv"), ("good_b", SHIPPED / "owner_b.csv")]
-# Retrying a round that lacks its quorum need not wait the production default between attempts.
-FAST_RETRIES = {"FT_COORDINATOR_RETRY_DELAY": "0.2"}
 
 
 def spoil(source: Path, target: Path, column: str, row: int, text: str) -> Path:

@@ -13,12 +13,8 @@ import numpy as np
 import pytest
 
 from e2e_support import (
-    DIABETES_FEATURES,
-    DIABETES_LABEL,
     RAW_FEATURES,
     RAW_LABEL,
-    SHIPPED,
-    SHIPPED_OWNERS,
     STD_FEATURES,
     STD_LABEL,
     assert_finished_exact,
@@ -33,6 +29,7 @@ from e2e_support import (
     running_federation,
     validation_mse,
 )
+from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNERS
 
 pytestmark = pytest.mark.e2e
 

@@ -13,15 +13,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNERS_ABC
 
 from common.dataset import load_columns
 from local_federation.cluster import LocalFederation
-from tests.conftest import DIABETES_FEATURES, SHIPPED
 
 pytestmark = pytest.mark.e2e
 
 GD_JOB = {"optimizer": "gd", "learning_rate": 1e-5, "max_rounds": 40}
-OWNERS = [(name, SHIPPED / f"owner_{name}.csv") for name in "abc"]
 
 
 @pytest.fixture
@@ -29,8 +28,8 @@ def federation_factory(tmp_path) -> Iterator:
     started: list[LocalFederation] = []
 
     def start(**options) -> LocalFederation:
-        federation = LocalFederation(tmp_path / f"federation{len(started)}", OWNERS, test_data=SHIPPED / "test.csv",
-                                     key_bits=1024, **options)
+        federation = LocalFederation(tmp_path / f"federation{len(started)}", SHIPPED_OWNERS_ABC,
+                                     test_data=SHIPPED / "test.csv", key_bits=1024, **options)
         started.append(federation)
         return federation.start()
 
@@ -87,7 +86,7 @@ def test_exact_job_survives_a_model_creator_restart(federation_factory):
     model = federation.wait_model(model_id, timeout=180)
 
     _assert_rounds_once_each(model, len(DIABETES_FEATURES) + 2, federation)
-    parts = [load_columns(path, DIABETES_FEATURES, "progression") for _, path in OWNERS]
+    parts = [load_columns(path, DIABETES_FEATURES, DIABETES_LABEL) for _, path in SHIPPED_OWNERS_ABC]
     design = np.hstack([np.ones((400, 1)), np.vstack([x for x, _ in parts])])
     expected = np.linalg.lstsq(design, np.concatenate([y for _, y in parts]), rcond=None)[0]
     got = [model["coefficients"][name] for name in ["intercept", *DIABETES_FEATURES]]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import UNREACHABLE, brute_force_auc, design
 
 from local_federation.cluster import LocalFederation
 from tests.e2e.e2e_support import write_csv
@@ -105,10 +106,6 @@ class Data:
 # References
 # --------------------------------------------------------------------------------------------
 
-def design(x: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones(len(x)), x])
-
-
 def ridge_closed_form(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     a = design(x)
     penalty = np.diag([0.0] + [1.0] * x.shape[1])
@@ -136,13 +133,6 @@ def newton_logistic(z: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.nd
         if np.linalg.norm(step) < 1e-12 * max(1.0, np.linalg.norm(w)):
             break
     return w
-
-
-def brute_force_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    positives, negatives = scores[labels == 1], scores[labels == 0]
-    greater = (positives[:, None] > negatives[None, :]).sum()
-    ties = (positives[:, None] == negatives[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
 
 
 def classification(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -375,7 +365,7 @@ def test_get_prediction_of_logistic_reports_metrics_of_the_returned_coefficients
     refused = federation.session.post(f"{federation.model_creator.url}/prediction",
                                       params={"model_id": logistic["model_id"]}, data=text,
                                       headers={"Content-Type": "text/csv"}, timeout=30)
-    assert refused.status_code == 400 and "'agent'" in refused.json()["error"], refused.text
+    assert refused.status_code == 422 and "'agent'" in refused.json()["error"], refused.text
     keep = [columns.index(name) for name in [*RAW, SOLD]]
     lines = [",".join(line.split(",")[i] for i in keep) for line in text.decode().splitlines()]
     uploaded = federation.session.post(f"{federation.model_creator.url}/prediction",
@@ -535,7 +525,7 @@ def test_a_model_survives_a_restart_and_moves_to_another_model_creator(federatio
     assert shown["history"] == logistic["history"]
 
     other = create_app({"TESTING": True, "STATE_DIR": str(tmp_path / "other_model_creator"), "KEY_BITS": 1024, "TEST_ONLY_SMALL_KEYS": True,
-                        "COORDINATOR_URL": "http://127.0.0.1:9", "TEST_DATA": str(data.test_csv),
+                        "COORDINATOR_URL": UNREACHABLE, "TEST_DATA": str(data.test_csv),
                         "REQUEST_TIMEOUT": 5, "MODEL_CREATOR_TOKEN": "another-model-creator-token",
                         "COORDINATOR_TOKEN": "another-coordinator-token", "SECRETS_FILE": None})
     client = other.test_client()

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNERS_ABC
 
 from common.dataset import load_columns
 from local_federation.cluster import LocalFederation
-from tests.conftest import DIABETES_FEATURES, SHIPPED
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +110,7 @@ def _wait_for_round(federation: LocalFederation, model_id: str, round_number: in
 
 
 def _least_squares(names: list[str]) -> np.ndarray:
-    parts = [load_columns(SHIPPED / f"owner_{name}.csv", DIABETES_FEATURES, "progression") for name in names]
+    parts = [load_columns(SHIPPED / f"owner_{name}.csv", DIABETES_FEATURES, DIABETES_LABEL) for name in names]
     features = np.vstack([x for x, _ in parts])
     design = np.hstack([np.ones((len(features), 1)), features])
     return np.linalg.lstsq(design, np.concatenate([y for _, y in parts]), rcond=None)[0]
@@ -120,7 +120,7 @@ def test_owner_cut_off_and_back_over_https_between_hosts(network, tmp_path):
     certificate, key = _certificate(tmp_path)
     placement = {party: (["ip", "netns", "exec", network[party]], f"{SUBNET}.{octet}")
                  for party, octet in HOSTS.items() if party != "tester"}
-    owners = [(name, SHIPPED / f"owner_{name}.csv") for name in "abc"]
+    owners = SHIPPED_OWNERS_ABC
     environment = {"FT_COORDINATOR_ROUND_TIMEOUT": "3", "FT_COORDINATOR_REQUEST_TIMEOUT": "3",
                    "FT_COORDINATOR_RETRY_DELAY": "0.5"}
     federation = LocalFederation(tmp_path / "federation", owners, test_data=SHIPPED / "test.csv", key_bits=1024,

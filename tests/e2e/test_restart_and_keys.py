@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import stat
 
 import pytest
 import requests
 
 from common.crypto.paillier import PrivateKey
 from e2e_support import (
-    DIABETES_FEATURES,
-    DIABETES_LABEL,
-    SHIPPED,
-    SHIPPED_OWNERS,
     assert_finished_exact,
     assert_matches_lstsq,
     assert_prediction,
@@ -24,10 +19,10 @@ from e2e_support import (
     post_model,
     wait_coordinator_job,
 )
+from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS, file_mode
 
 pytestmark = pytest.mark.e2e
 
-OWNER_NAMES = [name for name, _ in SHIPPED_OWNERS]
 
 
 def key_file(federation):
@@ -41,10 +36,10 @@ def fingerprint_of(path) -> str:
 def test_finished_model_prediction_and_key_survive_a_model_creator_restart(federation):
     running = federation(SHIPPED_OWNERS)
     model = post_model(running, None)
-    assert_finished_exact(model, OWNER_NAMES, DIABETES_FEATURES)
+    assert_finished_exact(model, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
     prediction = assert_prediction(running, model, SHIPPED / "test.csv")
     path = key_file(running)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert file_mode(path) == 0o600
     key_text = path.read_text()
     fingerprint = fingerprint_of(path)
     job = wait_coordinator_job(running, model["model_id"])
@@ -62,11 +57,11 @@ def test_finished_model_prediction_and_key_survive_a_model_creator_restart(feder
     assert running.prediction(model["model_id"]) == prediction
     assert running.prediction() == prediction
     assert path.read_text() == key_text
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert file_mode(path) == 0o600
 
     # The restarted model creator trains with the same key, to the same model.
     again = post_model(running, None)
-    assert_finished_exact(again, OWNER_NAMES, DIABETES_FEATURES)
+    assert_finished_exact(again, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
     assert wait_coordinator_job(running, again["model_id"])["spec"]["key_fingerprint"] == fingerprint
     assert coefficient_vector(again, DIABETES_FEATURES) == pytest.approx(
         coefficient_vector(model, DIABETES_FEATURES), rel=1e-12)
@@ -76,7 +71,7 @@ def test_finished_model_prediction_and_key_survive_a_model_creator_restart(feder
 def test_2048_bit_keys_reproduce_lstsq_on_the_shipped_shards(federation):
     running = federation(SHIPPED_OWNERS, key_bits=2048)
     model = post_model(running, None)
-    assert_finished_exact(model, OWNER_NAMES, DIABETES_FEATURES)
+    assert_finished_exact(model, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
     x, y = pooled([path for _, path in SHIPPED_OWNERS], DIABETES_FEATURES, DIABETES_LABEL)
     assert_matches_lstsq(model, DIABETES_FEATURES, lstsq_reference(x, y))
     assert_prediction(running, model, SHIPPED / "test.csv")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from e2e_support import CHECKOUT
+from support import CHECKOUT
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import pytest
 import requests
-from e2e_support import SHIPPED, SHIPPED_OWNERS, post_model, running_federation
+from e2e_support import post_model, running_federation
+from support import SHIPPED, SHIPPED_OWNERS, file_mode
 
 from common.service.cli import CHECKOUT
 from local_federation.cluster import LocalFederation, Party, free_port
@@ -31,10 +31,6 @@ OWN_SECRETS = {
     "model_creator": {"model_creator_token", "coordinator_token"},
     "data_owner": {"enrolment_secret"},
 }
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def trained(tmp_path_factory) -> Iterator[dict[str, Any]]:
 def test_each_party_has_a_private_file_of_its_own_secrets_only(trained, party):
     federation: LocalFederation = trained["federation"]
     path = federation.secrets_file(party)
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
     held = read_json(path)
     assert set(held) == OWN_SECRETS[party]
     assert held == {name: federation.secrets[name] for name in OWN_SECRETS[party]}
@@ -97,7 +93,7 @@ def test_a_data_owner_s_secrets_do_not_open_the_model_creator_s_endpoints(traine
 def test_the_traffic_log_is_private_and_holds_no_secret_of_any_party(trained):
     federation: LocalFederation = trained["federation"]
     log: Path = trained["log"]
-    assert mode(log) == 0o600
+    assert file_mode(log) == 0o600
     text = log.read_text(encoding="utf-8")
     records = [json.loads(line) for line in text.splitlines()]
     # The per-owner tokens the coordinator issued at enrolment (kept in its database to call the owners).
@@ -124,7 +120,7 @@ def test_every_database_is_private(trained):
     databases = sorted(path for path in workdir.rglob("*.sqlite3*") if not path.name.endswith(".lock"))
     names = {path.name for path in databases}
     assert {"coordinator.sqlite3", "model_creator.sqlite3"} <= names
-    assert {path.relative_to(workdir).as_posix(): mode(path) for path in databases} == {
+    assert {path.relative_to(workdir).as_posix(): file_mode(path) for path in databases} == {
         path.relative_to(workdir).as_posix(): 0o600 for path in databases
     }
 
@@ -219,7 +215,7 @@ def test_parties_of_one_checkout_provision_their_secrets_and_train(tmp_path):
         for party in parties:
             wait_healthy(session, party)
         files = {party: secrets_dir / f"{party}.json" for party in OWN_SECRETS}
-        assert {party: mode(path) for party, path in files.items()} == dict.fromkeys(OWN_SECRETS, 0o600)
+        assert {party: file_mode(path) for party, path in files.items()} == dict.fromkeys(OWN_SECRETS, 0o600)
         assert {party: set(read_json(path)) for party, path in files.items()} == OWN_SECRETS
         everything = read_json(files["coordinator"])
         for party, path in files.items():

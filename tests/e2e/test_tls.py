@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 import requests
+from support import SHIPPED
 
 from local_federation.cluster import LocalFederation
-from tests.conftest import SHIPPED
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from support import HTTP_METHODS, SERVICES
 
-SERVICES = ["coordinator", "data_owner", "model_creator"]
-HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 FLASK_PARAMETER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 

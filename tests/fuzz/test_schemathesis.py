@@ -50,6 +50,17 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.jsonschema import make_validator
+from support import (
+    DIABETES_FEATURES,
+    DIABETES_LABEL,
+    HTTP_METHODS,
+    OWNER_COORDINATOR_TOKEN,
+    OWNER_CREDENTIAL,
+    SHIPPED,
+    TOKENS,
+    bearer,
+    secrets_for,
+)
 from werkzeug.exceptions import HTTPException
 
 from common.crypto.identity import IdentityKey
@@ -59,7 +70,6 @@ from common.protocol.messages import Enrolment
 from common.protocol.spec import JOB_ID_PATTERN, JobSpec
 from common.protocol.wire import encode_ciphertexts
 from common.service.auth import COORDINATOR, DATA_OWNER, ENROLMENT, MODEL_CREATOR, OPERATOR, USER
-from tests.conftest import DIABETES_FEATURES, SHIPPED, TOKENS, bearer
 
 # A float overflow in numpy is a warning; the services run without warnings turned into errors, so
 # neither are they here: what is checked is what a client gets (see ``strict_json``).
@@ -78,7 +88,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # A body valid by the document is never refused as malformed (400); refusals of what it asks for
 # (an unknown job, a round in another state, data that cannot serve it) are not malformation.
 ACCEPTING = {"expected-statuses": ["2XX", 401, 403, 404, 409, 413, 422, 502]}
-HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 
 AUTHORISED, ANONYMOUS, OTHER_ROLE = "authorised", "anonymous", "other-role"
 UNKNOWN_TOKEN = "a-token-nobody-issued"
@@ -88,13 +97,10 @@ NO_PEER = "http://peer.invalid"
 
 JOB_ID = "fuzz-job"
 OWNER_NAME = "fuzz-owner"
-OWNER_CREDENTIAL = "fuzz-owner-credential"
-COORDINATOR_TOKEN_FOR_OWNER = "coordinator-token-for-owner"
 # The data owner's operator reads its GET /status with this token.
 OPERATOR_TOKEN = "fuzz-operator-token"
 # The model creator's user API takes a bearer token, as its document says, once it has an API token.
 USER_API_TOKEN = "fuzz-user-api-token"
-LABEL = "progression"
 
 # Numbers at and past the edges of a float: JSON puts no limit on a number, Python reads any
 # integer exactly, and float arithmetic overflows to infinity.
@@ -171,7 +177,7 @@ def secrets_of(service: str) -> dict[str, Any]:
     (generated from the views' marks) states the bearer credential the user API then demands.
     """
     api_token = {"API_TOKEN": USER_API_TOKEN} if service == "model_creator" else {}
-    return {"SECRETS_FILE": None, **{name: TOKENS[name] for name in SECRETS_OF[service]}, **api_token}
+    return {**secrets_for(*SECRETS_OF[service]), **api_token}
 
 
 def document_of(service: str) -> dict[str, Any]:
@@ -188,7 +194,7 @@ def job_spec(key: PrivateKey, job_id: str = JOB_ID) -> JobSpec:
         job_id=job_id,
         model="linear_regression",
         features=tuple(DIABETES_FEATURES),
-        label=LABEL,
+        label=DIABETES_LABEL,
         data_frac_bits=32,
         weight_frac_bits=32,
         weight_bits=8,
@@ -275,10 +281,10 @@ def data_owner_service(tmp_path: Path, small_key: PrivateKey, mode: str) -> Iter
             **secrets_of("data_owner"),
         }
     )
-    app.extensions["enrolment"].set(OWNER_CREDENTIAL, COORDINATOR_TOKEN_FOR_OWNER)
+    app.extensions["enrolment"].set(OWNER_CREDENTIAL, OWNER_COORDINATOR_TOKEN)
     joined = app.test_client().put(
         f"/jobs/{JOB_ID}",
-        headers=bearer(COORDINATOR_TOKEN_FOR_OWNER),
+        headers=bearer(OWNER_COORDINATOR_TOKEN),
         json={"spec": job_spec(small_key).model_dump(mode="json"), "public_key": small_key.public_key.to_json()},
     )
     assert joined.status_code == 200, joined.get_json()
@@ -287,7 +293,7 @@ def data_owner_service(tmp_path: Path, small_key: PrivateKey, mode: str) -> Iter
     yield Service(
         app,
         {
-            COORDINATOR: COORDINATOR_TOKEN_FOR_OWNER,
+            COORDINATOR: OWNER_COORDINATOR_TOKEN,
             OPERATOR: OPERATOR_TOKEN,
             MODEL_CREATOR: TOKENS["MODEL_CREATOR_TOKEN"],
         },
@@ -322,7 +328,7 @@ def model_creator_service(tmp_path: Path, mode: str) -> Iterator[Service]:
                 "format": "federated_trainer.model/1",
                 "model": "linear_regression",
                 "features": DIABETES_FEATURES,
-                "label": LABEL,
+                "label": DIABETES_LABEL,
                 "coefficients": {name: coefficient for name in names},
             },
             headers=bearer(USER_API_TOKEN),
@@ -342,7 +348,7 @@ def model_creator_service(tmp_path: Path, mode: str) -> Iterator[Service]:
         body_values={
             "model_id": model_id,
             "features": st.just(DIABETES_FEATURES),
-            "label": st.just(LABEL),
+            "label": st.just(DIABETES_LABEL),
             "coefficients": st.fixed_dictionaries({name: NUMBERS for name in names}),
             "rows": st.lists(
                 st.fixed_dictionaries({name: NUMBERS for name in DIABETES_FEATURES}), min_size=1, max_size=3

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED
 
 from data_owner.affine import EncryptedAffineMap
 from common.dataset import load_columns
@@ -17,8 +16,6 @@ from common.crypto.packing import SlotLayout, unpack_sum
 from common.protocol.spec import JobSpec
 from coordinator.policy import aggregate
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
-FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 
 
 def make_spec(key, features=("f1", "f2", "f3"), data_bits=30, data_frac_bits=20, weight_frac_bits=20,
@@ -207,12 +204,12 @@ def test_non_finite_data_is_refused(small_key):
 def test_real_size_shipped_data(real_key):
     """The model creator's default encoding on a 2048-bit key and raw-scale shipped data."""
     spec = JobSpec(
-        job_id="job", model="linear_regression", features=FEATURES, label="progression",
+        job_id="job", model="linear_regression", features=tuple(DIABETES_FEATURES), label=DIABETES_LABEL,
         data_frac_bits=32, weight_frac_bits=32, weight_bits=32,
         layout=SlotLayout.for_key(2048, 64 + 32 + 32 + 32, 1000), min_data_owners=1,
         key_fingerprint=real_key.public_key.fingerprint,
     )
-    features, labels = load_columns(SHIPPED / "owner_a.csv", list(FEATURES), "progression")
+    features, labels = load_columns(SHIPPED / "owner_a.csv", DIABETES_FEATURES, DIABETES_LABEL)
     affine_map = EncryptedAffineMap.prepare(spec, features, labels, "owner_a.csv")
     design = np.hstack([np.ones((len(labels), 1)), features])
     weights = np.linalg.lstsq(design, labels, rcond=None)[0]

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import SHIPPED
 
 from common.dataset import load_columns, read_header
 from common.protocol.errors import DataError
-
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "diabetes"
 
 
 def write(tmp_path: Path, text: str, name: str = "owner.csv") -> Path:

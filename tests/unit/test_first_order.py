@@ -16,7 +16,7 @@ from common.protocol.errors import TrainingError
 from model_creator.solvers import FirstOrder, Scaling
 
 FRAC_BITS = 32
-WEIGHT_BITS = 24
+OPTIMIZER_WEIGHT_BITS = 24
 ROWS = 250
 
 
@@ -52,7 +52,7 @@ def coefficients(optimizer: FirstOrder) -> np.ndarray:
 
 
 def first_order(rule: str, learning_rate: float, dimension: int = 4, max_rounds: int = 5000, **options) -> FirstOrder:
-    return FirstOrder(dimension, FRAC_BITS, WEIGHT_BITS, max_rounds, rule, learning_rate, **options)
+    return FirstOrder(dimension, FRAC_BITS, OPTIMIZER_WEIGHT_BITS, max_rounds, rule, learning_rate, **options)
 
 
 # --------------------------------------------------------------------------------------------

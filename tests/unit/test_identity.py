@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import stat
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import CURVE25519_P, base64_text, file_mode
 
 from common.crypto.identity import IdentityKey, canonical, public_fingerprint, verify
 from common.protocol.errors import Forbidden, SchemaError
@@ -26,10 +26,6 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> IdentityKey:
 @pytest.fixture(scope="module")
 def other_key(tmp_path_factory: pytest.TempPathFactory) -> IdentityKey:
     return IdentityKey.load_or_create(tmp_path_factory.mktemp("bob") / "identity.pem")
-
-
-def text_of(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
 
 
 def flip_bit(raw: bytes, bit: int) -> bytes:
@@ -64,7 +60,7 @@ def test_a_flipped_signature_bit_is_refused(key: IdentityKey, bit: int) -> None:
     payload = b"statement"
     raw_signature = base64.b64decode(key.sign(payload))
     with pytest.raises(Forbidden, match="job key of owner 'alice'"):
-        verify(key.public_text, payload, text_of(flip_bit(raw_signature, bit)), WHAT)
+        verify(key.public_text, payload, base64_text(flip_bit(raw_signature, bit)), WHAT)
 
 
 def test_another_key_is_refused(key: IdentityKey, other_key: IdentityKey) -> None:
@@ -84,11 +80,11 @@ def test_a_signature_for_one_purpose_does_not_serve_another(key: IdentityKey) ->
 JUNK_KEYS: list[object] = [
     "",
     "%%%%",
-    text_of(bytes(31)),
-    text_of(bytes(33)),
-    text_of(b"\x07" * 32)[:-2] + "B=",  # non-canonical: unused low bits set
-    text_of(b"\x07" * 32) + "\n",
-    text_of(b"\x07" * 32).rstrip("="),
+    base64_text(bytes(31)),
+    base64_text(bytes(33)),
+    base64_text(b"\x07" * 32)[:-2] + "B=",  # non-canonical: unused low bits set
+    base64_text(b"\x07" * 32) + "\n",
+    base64_text(b"\x07" * 32).rstrip("="),
     "é" * 44,
     None,
     b"\x07" * 32,
@@ -97,9 +93,9 @@ JUNK_KEYS: list[object] = [
 JUNK_SIGNATURES: list[object] = [
     "",
     "not a signature",
-    text_of(bytes(63)),
-    text_of(bytes(65)),
-    text_of(b"\x07" * 64)[:-3] + "B==",
+    base64_text(bytes(63)),
+    base64_text(bytes(65)),
+    base64_text(b"\x07" * 64)[:-3] + "B==",
     "=" * 88,
     None,
     b"\x07" * 64,
@@ -118,19 +114,18 @@ def test_junk_signatures_are_refused(key: IdentityKey, signature: object) -> Non
         verify(key.public_text, b"x", signature, WHAT)  # type: ignore[arg-type]
 
 
-P = 2**255 - 19
 # Encodings of the eight Ed25519 points of order dividing 8 (y, with either sign bit of x), and
 # non-canonical encodings (y + p) of two of them.
 SMALL_ORDER_Y = [
     0,
     1,
-    P - 1,
+    CURVE25519_P - 1,
     2707385501144840649318225287225658788936804267575313519463743609750303402022,
     55188659117513257062467267217118295137698188065244968500265048394206261417927,
-    P,
-    P + 1,
+    CURVE25519_P,
+    CURVE25519_P + 1,
 ]
-SMALL_ORDER_KEYS = [text_of((y | sign << 255).to_bytes(32, "little")) for y in SMALL_ORDER_Y for sign in (0, 1)]
+SMALL_ORDER_KEYS = [base64_text((y | sign << 255).to_bytes(32, "little")) for y in SMALL_ORDER_Y for sign in (0, 1)]
 
 
 def test_the_all_zero_signature_under_a_small_order_key_is_refused() -> None:
@@ -139,7 +134,7 @@ def test_the_all_zero_signature_under_a_small_order_key_is_refused() -> None:
     assert forgeable  # the check below guards against something real
     for payload in forgeable:
         with pytest.raises(Forbidden, match="small order"):
-            verify(text_of(bytes(32)), payload, text_of(bytes(64)), WHAT)
+            verify(base64_text(bytes(32)), payload, base64_text(bytes(64)), WHAT)
 
 
 def _openssl_accepts_zero_signature(payload: bytes) -> bool:
@@ -163,7 +158,7 @@ def test_small_order_keys_are_refused(key: IdentityKey, public_text: str) -> Non
 
 def test_the_all_zero_signature_is_refused(key: IdentityKey) -> None:
     with pytest.raises(Forbidden, match="not valid"):
-        verify(key.public_text, b"x", text_of(bytes(64)), WHAT)
+        verify(key.public_text, b"x", base64_text(bytes(64)), WHAT)
 
 
 @settings(max_examples=100, deadline=None)
@@ -176,14 +171,10 @@ def test_arbitrary_text_only_ever_gives_forbidden(public_text: str, signature: s
 # --- the key file --------------------------------------------------------------------------------
 
 
-def mode_of(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
 def test_the_key_file_is_created_0600_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "state" / "owner" / "identity.pem"
     created = IdentityKey.load_or_create(path)
-    assert mode_of(path) == 0o600
+    assert file_mode(path) == 0o600
     assert sorted(entry.name for entry in path.parent.iterdir()) == ["identity.pem"]
     content = path.read_bytes()
     assert b"PRIVATE KEY" in content
@@ -202,7 +193,7 @@ def test_a_0644_key_file_is_tightened(tmp_path: Path, caplog: pytest.LogCaptureF
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="common.crypto.identity"):
         loaded = IdentityKey.load_or_create(path)
-    assert mode_of(path) == 0o600
+    assert file_mode(path) == 0o600
     assert loaded.fingerprint == created.fingerprint
     assert any("restricting it to 0600" in record.getMessage() for record in caplog.records)
 

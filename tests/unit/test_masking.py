@@ -10,11 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import CURVE25519_P, SLOW, base64_text
 
 from common.crypto.masking import JobKeyPair, MaskContext, member_masks, pair_seed, prg_values
 from common.protocol.errors import ProtocolViolation, SchemaError
-
-SLOW = settings(max_examples=60, deadline=None)
 
 # The largest prime below 2**64: a 64-bit modulus whose top bit is set about half the time.
 MODULUS_64 = 2**64 - 59
@@ -29,7 +28,6 @@ Z_1E6 = 4.892
 DRAWS = 2000
 BUCKETS = 16
 
-P = 2**255 - 19
 # u-coordinates of the points of order 1, 2, 4 and 8 on Curve25519, and non-canonical encodings
 # (p, p + 1) of two of them: each makes every X25519 shared secret all zero.
 LOW_ORDER_POINTS = [
@@ -37,9 +35,9 @@ LOW_ORDER_POINTS = [
     1,
     325606250916557431795983626356110631294008115727848805560023387167927233504,
     39382357235489614581723060781553021112529911719440698176882885853963445705823,
-    P - 1,
-    P,
-    P + 1,
+    CURVE25519_P - 1,
+    CURVE25519_P,
+    CURVE25519_P + 1,
 ]
 
 
@@ -80,10 +78,6 @@ def context_for(members: list[str] | tuple[str, ...] | str, **changes: object) -
     return MaskContext(**fields)  # type: ignore[arg-type]
 
 
-def text_of(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
 # --- cancellation over the whole member set ------------------------------------------------------
 
 member_names = st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=8, unique=True)
@@ -99,7 +93,7 @@ contexts = st.fixed_dictionaries(
 )
 
 
-@SLOW
+@settings(SLOW, max_examples=60)
 @given(
     names=member_names,
     context_fields=contexts,
@@ -300,12 +294,12 @@ def test_reflected_or_duplicated_keys_are_refused(three: dict[str, JobKeyPair]) 
 MALFORMED_KEYS: list[object] = [
     "",
     "not base64 at all!",
-    text_of(bytes(31)),
-    text_of(bytes(33)),
-    text_of(b"\x07" * 32)[:-2] + "B=",  # non-canonical: unused low bits set
-    text_of(b"\x07" * 32) + "\n",
-    " " + text_of(b"\x07" * 32)[1:],
-    text_of(b"\x07" * 32).replace("+", "-").replace("/", "_") + "ä",
+    base64_text(bytes(31)),
+    base64_text(bytes(33)),
+    base64_text(b"\x07" * 32)[:-2] + "B=",  # non-canonical: unused low bits set
+    base64_text(b"\x07" * 32) + "\n",
+    " " + base64_text(b"\x07" * 32)[1:],
+    base64_text(b"\x07" * 32).replace("+", "-").replace("/", "_") + "ä",
     None,
     b"\x07" * 32,
     12345,
@@ -324,7 +318,7 @@ def test_malformed_peer_key(three: dict[str, JobKeyPair], peer_key: object) -> N
 
 @pytest.mark.parametrize("u", LOW_ORDER_POINTS + [point + 2**255 for point in LOW_ORDER_POINTS[:4]])
 def test_low_order_peer_key(three: dict[str, JobKeyPair], u: int) -> None:
-    peer_key = text_of(u.to_bytes(32, "little"))
+    peer_key = base64_text(u.to_bytes(32, "little"))
     with pytest.raises(SchemaError, match="low-order"):
         three["alice"].shared_secret(peer_key)
     context = context_for(list(three))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import brute_force_auc, design
 
 from common.service.app import status_of
 from common.protocol.errors import DataError
@@ -30,10 +31,6 @@ from common.protocol.models import (
 )
 
 
-def design(features: np.ndarray) -> np.ndarray:
-    return np.column_stack([np.ones(len(features)), features])
-
-
 def raw_scale_rows(seed: int, count: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features in the thousands next to a 0/1 flag, a real label and a 0/1 label."""
     rng = np.random.default_rng(seed)
@@ -46,17 +43,6 @@ def raw_scale_rows(seed: int, count: int = 60) -> tuple[np.ndarray, np.ndarray, 
     real = features @ np.array([120.0, 900.0, 25_000.0, -300.0]) + rng.normal(0, 1000, count)
     binary = (rng.random(count) < 0.4).astype(float)
     return features, real, binary
-
-
-def brute_force_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a positive > score of a negative) + ½·P(tie), over every pair."""
-    positives = scores[labels == 1]
-    negatives = scores[labels == 0]
-    wins = 0.0
-    for p in positives:
-        for n in negatives:
-            wins += 1.0 if p > n else 0.5 if p == n else 0.0
-    return wins / (len(positives) * len(negatives))
 
 
 def reference_log_loss(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -25,10 +25,10 @@ from data_owner.policy import (
     policy_warnings,
 )
 
-FEATURES = ("age", "sex", "bmi")
+SPEC_FEATURES = ("age", "sex", "bmi")
 
 
-def spec_for(key, *, model: str = "linear_regression", features=FEATURES, label: str = "progression",
+def spec_for(key, *, model: str = "linear_regression", features=SPEC_FEATURES, label: str = "progression",
              weight_bits: int = 8, weight_frac_bits: int = 32) -> JobSpec:
     return JobSpec(job_id="job-1", model=model, features=features, label=label, data_frac_bits=32,
                    weight_frac_bits=weight_frac_bits, weight_bits=weight_bits,
@@ -198,13 +198,13 @@ def test_a_model_the_policy_does_not_allow_is_refused(small_key):
 
 
 def test_columns_the_policy_publishes_are_accepted(small_key):
-    check_job(OwnerPolicy(allow_columns=frozenset({*FEATURES, "progression", "bp"})), spec_for(small_key))
+    check_job(OwnerPolicy(allow_columns=frozenset({*SPEC_FEATURES, "progression", "bp"})), spec_for(small_key))
 
 
 @pytest.mark.parametrize(
     ("features", "label", "column"),
     [
-        pytest.param(FEATURES, "progression", "bmi", id="a-feature"),
+        pytest.param(SPEC_FEATURES, "progression", "bmi", id="a-feature"),
         pytest.param(("age", "sex"), "bmi", "bmi", id="the-label"),
     ],
 )

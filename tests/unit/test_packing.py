@@ -6,13 +6,13 @@ import pytest
 from pydantic import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import SLOW
 
 from common.protocol.errors import EncodingOverflow, ProtocolViolation, SchemaError
 from common.crypto.packing import SlotLayout, check_values, pack_encrypted, pack_plain, unpack_sum
 from common.protocol.messages import parse
 from coordinator.policy import aggregate
 
-SLOW = settings(max_examples=30, deadline=None)
 
 
 def decrypt_all(key, ciphertexts):

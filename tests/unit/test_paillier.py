@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from support import SLOW
 
 from common.crypto.bigint import invert, powmod
 from common.protocol.errors import InvalidCiphertext, KeyMismatch, SchemaError
 from common.crypto.paillier import PrivateKey, PublicKey
 
-SLOW = settings(max_examples=30, deadline=None)
 signed = st.integers(-(2**300), 2**300)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import file_mode
 
 from common.service.audit import TrafficLog, redact
 from common.service.cli import CHECKOUT, base_config, base_parser
@@ -38,10 +38,6 @@ SETTINGS_OF = {
     "model_creator": ModelCreatorSettings,
     "data_owner": DataOwnerSettings,
 }
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +153,7 @@ def test_the_traffic_log_writes_redacted_bodies_and_raw_non_json(tmp_path):
 def test_a_new_traffic_log_is_0600(tmp_path):
     path = tmp_path / "logs" / "traffic.jsonl"
     TrafficLog(path).record("sent", "http://peer", b"{}")
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
 
 
 def test_an_existing_traffic_log_is_tightened(tmp_path):
@@ -165,7 +161,7 @@ def test_an_existing_traffic_log_is_tightened(tmp_path):
     path.write_text('{"direction": "sent", "peer": "x", "body": ""}\n')
     path.chmod(0o644)
     TrafficLog(path).record("sent", "http://peer", b"{}")
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
     assert len(path.read_text().splitlines()) == 2, "the existing lines are kept"
 
 
@@ -174,7 +170,7 @@ def test_a_traffic_log_removed_while_running_comes_back_0600(tmp_path):
     log = TrafficLog(path)
     path.unlink()
     log.record("sent", "http://peer", b"{}")
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
 
 
 class Store(SQLiteStore):
@@ -191,7 +187,7 @@ def test_a_new_database_and_its_wal_and_shm_files_are_0600(tmp_path):
             connection.execute("INSERT INTO items VALUES ('token', 'a-coordinator-token')")
         companions = [store.path.with_name(store.path.name + suffix) for suffix in ("-wal", "-shm")]
         assert all(path.exists() for path in companions), "WAL journaling makes -wal and -shm files"
-        assert {path.name: mode(path) for path in [store.path, *companions]} == {
+        assert {path.name: file_mode(path) for path in [store.path, *companions]} == {
             path.name: 0o600 for path in [store.path, *companions]
         }
     finally:
@@ -210,9 +206,9 @@ def test_an_existing_database_and_its_wal_and_shm_are_tightened(tmp_path):
             holder.execute("CREATE TABLE items (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             holder.execute("INSERT INTO items VALUES ('kept', 'yes')")
         files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))]
-        assert [mode(file) for file in files] == [0o644] * 3
+        assert [file_mode(file) for file in files] == [0o644] * 3
         store = Store(path)
-        assert [mode(file) for file in files] == [0o600] * 3
+        assert [file_mode(file) for file in files] == [0o600] * 3
         with store.connect() as connection:
             assert connection.execute("SELECT value FROM items WHERE name = 'kept'").fetchone()[0] == "yes"
     finally:
@@ -234,7 +230,7 @@ def test_the_first_party_at_the_default_location_provisions_every_party(tmp_path
     settings = with_secrets(settings_of(first, tmp_path))
     directory = tmp_path / "secrets"
     files = {party: directory / f"{party}.json" for party in SECRETS_OF}
-    assert {party: mode(path) for party, path in files.items()} == dict.fromkeys(SECRETS_OF, 0o600)
+    assert {party: file_mode(path) for party, path in files.items()} == dict.fromkeys(SECRETS_OF, 0o600)
     assert {party: set(read(path)) for party, path in files.items()} == {p: set(n) for p, n in SECRETS_OF.items()}
     shared = read(files["coordinator"])
     assert set(shared) == set(SECRET_NAMES)
@@ -312,7 +308,7 @@ def test_a_missing_file_elsewhere_stops_a_data_owner_or_model_creator(tmp_path, 
 def test_a_missing_file_elsewhere_is_created_by_the_coordinator_alone(tmp_path):
     path = tmp_path / "given" / "federation.json"
     settings = with_secrets(settings_of("coordinator", tmp_path, SECRETS_FILE=str(path)))
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
     assert read(path) == {name: getattr(settings, name) for name in SECRET_NAMES}
     assert not (tmp_path / "secrets").exists(), "no other party's file is made"
 
@@ -331,7 +327,7 @@ def test_a_file_given_to_a_party_is_used_and_tightened(tmp_path):
     path.chmod(0o644)
     settings = with_secrets(settings_of("data_owner", tmp_path, SECRETS_FILE=str(path)))
     assert settings.enrolment_secret == "from-the-operator"
-    assert mode(path) == 0o600
+    assert file_mode(path) == 0o600
 
 
 def test_a_partly_provisioned_checkout_is_not_silently_reprovisioned(tmp_path):
@@ -362,7 +358,7 @@ def test_the_default_secrets_file_is_the_party_s_own_in_the_checkout(tmp_path):
 def test_a_made_token_is_0600_and_kept(tmp_path):
     path = tmp_path / "state" / "operator_token"
     token = load_or_create_token(path)
-    assert mode(path) == 0o600 and load_or_create_token(path) == token
+    assert file_mode(path) == 0o600 and load_or_create_token(path) == token
 
 
 # --------------------------------------------------------------------------------------------

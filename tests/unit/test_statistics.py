@@ -22,15 +22,15 @@ from common.protocol.statistics import FeatureStatistics, encrypt_statistics, fe
 from coordinator.policy import aggregate
 from model_creator.config import ModelCreatorSettings
 
-FEATURES = ("sqft", "year_built", "has_pool", "distance_km")
-DEFAULTS = ModelCreatorSettings(default_features=list(FEATURES), default_label="sold", test_data=None)
-DATA_FRAC_BITS = DEFAULTS.data_frac_bits
+# Synthetic raw-scale columns (not the shipped data set), and three owners' rows of them.
+SYNTHETIC_FEATURES = ("sqft", "year_built", "has_pool", "distance_km")
+DEFAULTS = ModelCreatorSettings(default_features=list(SYNTHETIC_FEATURES), default_label="sold", test_data=None)
 
 
-def make_spec(key, features=FEATURES, weight_bits: int = 32) -> JobSpec:
+def make_spec(key, features=SYNTHETIC_FEATURES, weight_bits: int = 32) -> JobSpec:
     """The spec the model creator would build with its default encoding parameters."""
     return JobSpec.for_bounds("stats-job", "logistic_regression", features, "sold", key.public_key,
-                              data_bits=DEFAULTS.data_bits, data_frac_bits=DATA_FRAC_BITS,
+                              data_bits=DEFAULTS.data_bits, data_frac_bits=DEFAULTS.data_frac_bits,
                               weight_bits=weight_bits, weight_frac_bits=DEFAULTS.weight_frac_bits,
                               max_contributors=DEFAULTS.max_data_owners)
 
@@ -46,7 +46,7 @@ def owner_rows(seed: int, count: int, shift: float = 0.0) -> np.ndarray:
     ])
 
 
-OWNERS = [owner_rows(1, 23), owner_rows(2, 410, shift=1.0), owner_rows(3, 97, shift=2.0)]
+SYNTHETIC_OWNERS = [owner_rows(1, 23), owner_rows(2, 410, shift=1.0), owner_rows(3, 97, shift=2.0)]
 
 
 def secure_round(key, spec, owners):
@@ -62,12 +62,12 @@ def secure_round(key, spec, owners):
 
 def test_feature_sums_layout_is_count_sums_then_squares(small_key):
     spec = make_spec(small_key)
-    rows = OWNERS[0]
+    rows = SYNTHETIC_OWNERS[0]
     values = feature_sums(rows, spec, "owner.csv")
-    width = len(FEATURES)
+    width = len(SYNTHETIC_FEATURES)
     assert len(values) == spec.reply_values(STATISTICS) == 1 + 2 * width
     assert values[0] == len(rows)
-    scale = 2**DATA_FRAC_BITS
+    scale = 2**DEFAULTS.data_frac_bits
     np.testing.assert_allclose([v / scale for v in values[1 : 1 + width]], rows.sum(axis=0), rtol=1e-15, atol=2.0**-32)
     np.testing.assert_allclose([v / scale for v in values[1 + width :]], (rows**2).sum(axis=0), rtol=1e-15,
                                atol=2.0**-32)
@@ -76,42 +76,42 @@ def test_feature_sums_layout_is_count_sums_then_squares(small_key):
 
 def test_three_owners_give_the_pooled_mean_and_population_std(small_key):
     spec = make_spec(small_key)
-    contributors, values = secure_round(small_key, spec, OWNERS)
+    contributors, values = secure_round(small_key, spec, SYNTHETIC_OWNERS)
     assert contributors == 3
     # The aggregate is exactly the sum of what each owner would have sent.
-    per_owner = [feature_sums(rows, spec, "owner.csv") for rows in OWNERS]
+    per_owner = [feature_sums(rows, spec, "owner.csv") for rows in SYNTHETIC_OWNERS]
     assert values == [sum(column) for column in zip(*per_owner, strict=True)]
 
     statistics = FeatureStatistics.from_sums(values, spec, "job stats-job round 0")
-    pooled = np.vstack(OWNERS)
+    pooled = np.vstack(SYNTHETIC_OWNERS)
     assert statistics.row_count == len(pooled) == 23 + 410 + 97
     np.testing.assert_allclose([float(m) for m in statistics.means], pooled.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose([float(v) for v in statistics.variances], pooled.var(axis=0), rtol=1e-9)
     np.testing.assert_allclose(statistics.stds, pooled.std(axis=0), rtol=1e-9)
 
-    as_json = statistics.to_json(FEATURES)
+    as_json = statistics.to_json(SYNTHETIC_FEATURES)
     assert list(as_json) == ["means", "stds"]
-    assert list(as_json["means"]) == list(FEATURES) == list(as_json["stds"])
-    for index, name in enumerate(FEATURES):
+    assert list(as_json["means"]) == list(SYNTHETIC_FEATURES) == list(as_json["stds"])
+    for index, name in enumerate(SYNTHETIC_FEATURES):
         assert as_json["means"][name] == pytest.approx(pooled[:, index].mean(), rel=1e-12)
         assert as_json["stds"][name] == pytest.approx(pooled[:, index].std(), rel=1e-9)
 
 
 def test_statistics_are_exact_rationals_of_the_encoded_sums(small_key):
     spec = make_spec(small_key)
-    _, values = secure_round(small_key, spec, OWNERS)
+    _, values = secure_round(small_key, spec, SYNTHETIC_OWNERS)
     statistics = FeatureStatistics.from_sums(values, spec, "here")
-    count, width = values[0], len(FEATURES)
+    count, width = values[0], len(SYNTHETIC_FEATURES)
     for k in range(width):
-        mean = Fraction(values[1 + k], 2**DATA_FRAC_BITS) / count
+        mean = Fraction(values[1 + k], 2**spec.data_frac_bits) / count
         assert statistics.means[k] == mean
-        assert statistics.variances[k] == Fraction(values[1 + width + k], 2**DATA_FRAC_BITS) / count - mean * mean
+        assert statistics.variances[k] == Fraction(values[1 + width + k], 2**spec.data_frac_bits) / count - mean * mean
 
 
 def test_an_owner_constant_in_one_column_is_fine_when_the_pool_is_not(small_key):
     """Each owner alone may have a constant flag; only a globally constant feature is refused."""
     spec = make_spec(small_key)
-    owners = [rows.copy() for rows in OWNERS]
+    owners = [rows.copy() for rows in SYNTHETIC_OWNERS]
     owners[0][:, 2] = 0.0
     owners[1][:, 2] = 1.0
     owners[2][:, 2] = 1.0
@@ -125,7 +125,7 @@ def test_an_owner_constant_in_one_column_is_fine_when_the_pool_is_not(small_key)
 def test_a_feature_constant_over_all_owners_is_a_training_error(small_key, value):
     """Whatever the constant: values that are not dyadic fractions must not slip through on rounding."""
     spec = make_spec(small_key)
-    owners = [rows.copy() for rows in OWNERS]
+    owners = [rows.copy() for rows in SYNTHETIC_OWNERS]
     for rows in owners:
         rows[:, 1] = value
     _, values = secure_round(small_key, spec, owners)
@@ -139,7 +139,7 @@ def test_a_feature_constant_over_all_owners_is_a_training_error(small_key, value
 
 def test_several_constant_features_are_all_named(small_key):
     spec = make_spec(small_key)
-    owners = [rows.copy() for rows in OWNERS]
+    owners = [rows.copy() for rows in SYNTHETIC_OWNERS]
     for rows in owners:
         rows[:, 0] = 0.0
         rows[:, 3] = 7.25
@@ -150,14 +150,14 @@ def test_several_constant_features_are_all_named(small_key):
 
 def test_a_zero_row_count_is_a_protocol_violation(small_key):
     spec = make_spec(small_key)
-    values = [0] + [0] * (2 * len(FEATURES))
+    values = [0] + [0] * (2 * len(SYNTHETIC_FEATURES))
     with pytest.raises(ProtocolViolation, match="row count is 0"):
         FeatureStatistics.from_sums(values, spec, "job x round 0")
 
 
 def test_a_value_beyond_the_data_bound_is_refused_by_the_owner(small_key):
     spec = make_spec(small_key)
-    rows = OWNERS[0].copy()
+    rows = SYNTHETIC_OWNERS[0].copy()
     rows[3, 0] = 2.0**70  # its square at 2**32 needs 172 bits; the slots hold 160
     with pytest.raises(EncodingOverflow, match="owner.csv: feature sums of squares"):
         feature_sums(rows, spec, "owner.csv")
@@ -166,7 +166,7 @@ def test_a_value_beyond_the_data_bound_is_refused_by_the_owner(small_key):
 def test_encryption_uses_fresh_randomness_and_the_pool(small_key):
     spec = make_spec(small_key)
     public_key = small_key.public_key
-    values = feature_sums(OWNERS[1], spec, "owner.csv")
+    values = feature_sums(SYNTHETIC_OWNERS[1], spec, "owner.csv")
     first = encrypt_statistics(public_key, values, spec)
     second = encrypt_statistics(public_key, values, spec)
     assert all(a != b for a, b in zip(first, second, strict=True))
@@ -208,7 +208,7 @@ def test_property_from_sums_is_exact_for_values_on_the_grid(owners):
     assert statistics.row_count == len(pooled)
     assert list(statistics.means) == [sum(column) / len(column) for column in exact]
     assert list(statistics.variances) == variances
-    assert decode(summed[1], DATA_FRAC_BITS) == sum(exact[0])
+    assert decode(summed[1], DEFAULTS.data_frac_bits) == sum(exact[0])
 
 
 class _LayoutKey:
@@ -236,13 +236,13 @@ def test_model_creator_starts_standardised_jobs_with_a_statistics_round(small_ke
         order = run.round_order()
         assert order.kind == STATISTICS and order.encrypted_weights is None
         replies = [encrypt_statistics(small_key.public_key, feature_sums(rows, run.spec, "o.csv"), run.spec)
-                   for rows in OWNERS]
+                   for rows in SYNTHETIC_OWNERS]
         record = run.absorb(aggregate(small_key.public_key.nsquare, replies), ["a", "b", "c"], {})
         assert record.kind == STATISTICS and record.round == 0 and record.contributors == 3
         assert record.gradient_norm is None
         assert run.next_kind == "gradient"
         assert run.round_order().encrypted_weights is not None
-        pooled = np.vstack(OWNERS)
+        pooled = np.vstack(SYNTHETIC_OWNERS)
         result = run.result()
         np.testing.assert_allclose(list(result["scaling"]["means"].values()), pooled.mean(axis=0), rtol=1e-12)
         np.testing.assert_allclose(list(result["scaling"]["stds"].values()), pooled.std(axis=0), rtol=1e-9)
