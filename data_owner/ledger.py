@@ -97,26 +97,27 @@ class Ledger(SQLiteStore):
             rows = db.execute("SELECT members FROM member_sets WHERE key_fingerprint = ?", (key_fingerprint,))
             return [frozenset(json.loads(row["members"])) for row in rows]
 
-    def record_set(self, key_fingerprint: str, members: frozenset[str], job_id: str, round_number: int) -> None:
+    def admit(
+        self, job_id: str, request: str, limit: int, key_fingerprint: str, members: frozenset[str], round_number: int
+    ) -> bool:
+        """Count a round request and record its member set, in one durable transaction.
+
+        A request asked again (a retry with the same weights, a repeated delivery) counts once;
+        past ``limit`` distinct requests of a job nothing is recorded and the answer is False. The
+        owner's ``max_rounds`` bounds these, not the round numbers the coordinator chooses. The
+        member set is recorded before the contribution can leave.
+        """
         with self.connect() as db:
+            known = db.execute("SELECT 1 FROM answered WHERE job_id = ? AND request = ?", (job_id, request)).fetchone()
+            if not known:
+                (count,) = db.execute("SELECT COUNT(*) FROM answered WHERE job_id = ?", (job_id,)).fetchone()
+                if count >= limit:
+                    return False
+                db.execute("INSERT INTO answered VALUES (?, ?)", (job_id, request))
             db.execute(
                 "INSERT OR IGNORE INTO member_sets VALUES (?, ?, ?, ?, ?)",
                 (key_fingerprint, json.dumps(sorted(members)), job_id, round_number, time.time()),
             )
-
-    def answer_request(self, job_id: str, request: str, limit: int) -> bool:
-        """Count a distinct round request of a job; False, recording nothing, past ``limit`` of them.
-
-        A request asked again (a retry with the same weights, a repeated delivery) counts once.
-        The owner's ``max_rounds`` bounds these, not the round numbers the coordinator chooses.
-        """
-        with self.connect() as db:
-            if db.execute("SELECT 1 FROM answered WHERE job_id = ? AND request = ?", (job_id, request)).fetchone():
-                return True
-            (count,) = db.execute("SELECT COUNT(*) FROM answered WHERE job_id = ?", (job_id,)).fetchone()
-            if count >= limit:
-                return False
-            db.execute("INSERT INTO answered VALUES (?, ?)", (job_id, request))
             return True
 
     def record_event(

@@ -115,10 +115,10 @@ class RoundResponder:
         if len(known) < len(identities):
             self.ledger.remember_peers({name: key for name, key in identities.items() if name not in known})
         digest = request_digest(request)
-        if not self.ledger.answer_request(spec.job_id, digest, self.policy.max_rounds):
+        if not self.ledger.admit(
+            spec.job_id, digest, self.policy.max_rounds, public_key.fingerprint, member_set, request.round
+        ):
             raise Refused("policy:max_rounds", detail=f"more than {self.policy.max_rounds} distinct round requests")
-        if member_set not in served:
-            self.ledger.record_set(public_key.fingerprint, member_set, spec.job_id, request.round)
         count = spec.reply_ciphertexts(request.kind)
         if len(member_set) == 1:
             return [0] * count

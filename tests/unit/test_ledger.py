@@ -108,9 +108,9 @@ def test_peer_identities_of_a_large_member_set(ledger_path):
 
 def test_served_sets_are_kept_per_model_creator_key(ledger_path):
     ledger = Ledger(ledger_path)
-    ledger.record_set(KEY, frozenset({"a", "b", "c"}), "job-1", 0)
-    ledger.record_set(KEY, frozenset({"a", "d"}), "job-2", 3)
-    ledger.record_set(OTHER_KEY, frozenset({"a"}), "job-3", 0)
+    ledger.admit("job-1", "request-1", 1000, KEY, frozenset({"a", "b", "c"}), 0)
+    ledger.admit("job-2", "request-2", 1000, KEY, frozenset({"a", "d"}), 3)
+    ledger.admit("job-3", "request-3", 1000, OTHER_KEY, frozenset({"a"}), 0)
     assert sorted(map(sorted, ledger.served_sets(KEY))) == [["a", "b", "c"], ["a", "d"]]
     assert ledger.served_sets(OTHER_KEY) == [frozenset({"a"})]
     assert ledger.served_sets("c" * 64) == []
@@ -118,8 +118,8 @@ def test_served_sets_are_kept_per_model_creator_key(ledger_path):
 
 def test_a_set_served_again_is_kept_once_with_where_it_was_first_served(ledger_path):
     ledger = Ledger(ledger_path)
-    ledger.record_set(KEY, frozenset({"b", "a"}), "job-1", 0)
-    ledger.record_set(KEY, frozenset({"a", "b"}), "job-2", 7)
+    ledger.admit("job-1", "request-4", 1000, KEY, frozenset({"b", "a"}), 0)
+    ledger.admit("job-2", "request-5", 1000, KEY, frozenset({"a", "b"}), 7)
     assert ledger.served_sets(KEY) == [frozenset({"a", "b"})]
     (entry,) = ledger.member_sets()
     assert entry["members"] == ["a", "b"] and entry["job_id"] == "job-1" and entry["round"] == 0
@@ -128,8 +128,8 @@ def test_a_set_served_again_is_kept_once_with_where_it_was_first_served(ledger_p
 
 def test_served_sets_survive_a_reopen(ledger_path):
     ledger = Ledger(ledger_path)
-    ledger.record_set(KEY, frozenset({"a", "b", "c"}), "job-1", 0)
-    ledger.record_set(KEY, frozenset({"a", "x", "y"}), "job-1", 1)
+    ledger.admit("job-1", "request-6", 1000, KEY, frozenset({"a", "b", "c"}), 0)
+    ledger.admit("job-1", "request-7", 1000, KEY, frozenset({"a", "x", "y"}), 1)
     reopened = Ledger(ledger_path)
     assert sorted(map(sorted, reopened.served_sets(KEY))) == [["a", "b", "c"], ["a", "x", "y"]]
     assert [entry["members"] for entry in reopened.member_sets()] == [["a", "b", "c"], ["a", "x", "y"]]
@@ -160,3 +160,15 @@ def test_events_are_limited_and_survive_a_reopen(ledger_path):
     reopened = Ledger(ledger_path)
     assert [event["round"] for event in reopened.events(limit=3)] == [4, 3, 2]
     assert len(reopened.events()) == 5
+
+
+def test_distinct_round_requests_are_counted_once_each_up_to_the_limit(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    members = frozenset({"a", "b"})
+    assert ledger.admit("job-1", "request-1", 2, KEY, members, 0)
+    assert ledger.admit("job-1", "request-1", 2, KEY, members, 0)  # asked again: counted once
+    assert ledger.admit("job-1", "request-2", 2, KEY, members, 0)  # another request under round 0
+    assert not ledger.admit("job-1", "request-3", 2, KEY, members, 1)  # past the limit: refused
+    assert ledger.admit("job-2", "request-3", 2, KEY, members, 0)  # counted per job
+    reopened = Ledger(tmp_path / "ledger.sqlite3")
+    assert not reopened.admit("job-1", "request-4", 2, KEY, members, 2)  # the count survives a restart
