@@ -155,14 +155,16 @@ class RoundRunner:
             # Every participant joins before the member set is fixed; those that never joined, or
             # forgot the job, concurrently.
             joined = self.store.member_keys(job_id)
+            refused_before = self.store.refused(job_id)
             missing = {
                 name: registered[name]
-                for name in policy.participants(registered, self.store.refused(job_id))
+                for name in policy.participants(registered, refused_before)
                 if name not in joined and name not in left_out
             }
             join_failures = self._join_all(job, missing)
-            refused = self.store.refused(job_id)
-            member_keys = self.store.member_keys(job_id)
+            # Only a join changes who refused or holds a key: read them again only after joins.
+            refused = self.store.refused(job_id) if missing else refused_before
+            member_keys = self.store.member_keys(job_id) if missing else joined
             members = policy.member_set(policy.participants(registered, refused), member_keys, left_out)
             if policy.quorate(members):
                 asked = {name: (registered[name], member_keys[name]) for name in members}

@@ -36,7 +36,7 @@ from common.protocol.messages import (
     ciphertexts_under,
 )
 from common.protocol.spec import GRADIENT, JobId
-from common.service.app import answer, responses, secured, settings_of
+from common.service.app import answer, responses, settings_of
 from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
 from coordinator.config import CoordinatorSettings
 from coordinator.policy import refusal_reason
@@ -91,7 +91,6 @@ def _now() -> float:
 @data_owners.post(
     "/data_owners",
     responses={**responses(201, Enrolled, 400, 401, 403), 200: Enrolled},
-    security=secured(ENROLMENT),
 )
 @requires(ENROLMENT)
 def register_data_owner(body: Enrolment) -> tuple[Response, int]:
@@ -131,7 +130,7 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
     return answer(enrolled, 201 if created else 200)
 
 
-@data_owners.get("/data_owners", responses=responses(200, DataOwnerList, 401, 403), security=secured(MODEL_CREATOR))
+@data_owners.get("/data_owners", responses=responses(200, DataOwnerList, 401, 403))
 @requires(MODEL_CREATOR)
 def list_data_owners() -> tuple[Response, int]:
     """The registered data owners, by name, with the URLs they serve rounds on (never a credential)."""
@@ -150,7 +149,7 @@ def known_job() -> None:
         _store().job(str(job_id))
 
 
-@jobs.post("/jobs", responses=responses(201, JobOpened, 400, 401, 403, 409), security=secured(MODEL_CREATOR))
+@jobs.post("/jobs", responses=responses(201, JobOpened, 400, 401, 403, 409))
 @requires(MODEL_CREATOR)
 def create_job(body: OpenJob) -> tuple[Response, int]:
     """Open a job: its spec, the public key it is computed under and where aggregates go.
@@ -169,7 +168,7 @@ def create_job(body: OpenJob) -> tuple[Response, int]:
     return answer(JobOpened(job_id=job.job_id, status="running"), 201)
 
 
-@jobs.get("/jobs/<job_id>", responses=responses(200, JobRecord, 400, 401, 403, 404), security=secured(MODEL_CREATOR))
+@jobs.get("/jobs/<job_id>", responses=responses(200, JobRecord, 400, 401, 403, 404))
 @requires(MODEL_CREATOR)
 def show_job(path: JobPath) -> tuple[Response, int]:
     """A job's status, spec and the record of its rounds: who contributed, who failed and why."""
@@ -182,7 +181,6 @@ def show_job(path: JobPath) -> tuple[Response, int]:
 @jobs.post(
     "/jobs/<job_id>/rounds",
     responses=responses(202, RoundStarted, 400, 401, 403, 404, 409, 422),
-    security=secured(MODEL_CREATOR),
 )
 @requires(MODEL_CREATOR)
 def start_round(path: JobPath, body: RoundOrder) -> tuple[Response, int]:
@@ -205,9 +203,7 @@ def start_round(path: JobPath, body: RoundOrder) -> tuple[Response, int]:
     return answer(RoundStarted(job_id=job.job_id, round=body.round, status=outcome), 202)
 
 
-@jobs.post(
-    "/jobs/<job_id>/finish", responses=responses(200, JobFinished, 400, 401, 403, 404), security=secured(MODEL_CREATOR)
-)
+@jobs.post("/jobs/<job_id>/finish", responses=responses(200, JobFinished, 400, 401, 403, 404))
 @requires(MODEL_CREATOR)
 def finish_job(path: JobPath, body: FinishJob) -> tuple[Response, int]:
     """Close a job, finished or failed; the owners that joined it drop their state for it."""
@@ -222,7 +218,6 @@ def finish_job(path: JobPath, body: FinishJob) -> tuple[Response, int]:
 @contributions.post(
     "/jobs/<job_id>/rounds/<round_number>/contributions",
     responses=responses(202, Accepted, 400, 401, 403, 409, 422),
-    security=secured(DATA_OWNER),
 )
 @requires(DATA_OWNER)
 def contribute(path: RoundPath, body: Contribution) -> tuple[Response, int]:
@@ -248,7 +243,6 @@ def contribute(path: RoundPath, body: Contribution) -> tuple[Response, int]:
 @contributions.post(
     "/jobs/<job_id>/rounds/<round_number>/refusals",
     responses=responses(202, Accepted, 400, 401, 403, 409),
-    security=secured(DATA_OWNER),
 )
 @requires(DATA_OWNER)
 def refuse(path: RoundPath, body: Refusal) -> tuple[Response, int]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from common.protocol.errors import ProtocolViolation
 from common.protocol.messages import JobJoined, JobLeft, JoinJob, OwnerStatus, RoundAccepted, RoundRequest, TrustedKey
 from common.protocol.spec import JobId
-from common.service.app import answer, responses, secured
+from common.service.app import answer, responses
 from common.service.auth import COORDINATOR, OPERATOR, requires
 from data_owner.policy import policy_warnings
 
@@ -25,7 +25,7 @@ class JobPath(BaseModel):
     job_id: JobId
 
 
-@jobs.put("/jobs/<job_id>", responses=responses(200, JobJoined, 400, 401, 403, 422), security=secured(COORDINATOR))
+@jobs.put("/jobs/<job_id>", responses=responses(200, JobJoined, 400, 401, 403, 422))
 @requires(COORDINATOR)
 def join_job(path: JobPath, body: JoinJob) -> tuple[Response, int]:
     """Join a job if this owner's policy allows it and its data can serve it.
@@ -46,7 +46,6 @@ def join_job(path: JobPath, body: JoinJob) -> tuple[Response, int]:
 @jobs.post(
     "/jobs/<job_id>/rounds",
     responses=responses(202, RoundAccepted, 400, 401, 403, 404, 422),
-    security=secured(COORDINATOR),
 )
 @requires(COORDINATOR)
 def answer_round(path: JobPath, body: RoundRequest) -> tuple[Response, int]:
@@ -62,7 +61,7 @@ def answer_round(path: JobPath, body: RoundRequest) -> tuple[Response, int]:
     return answer(RoundAccepted(job_id=path.job_id, round=body.round, status="accepted"), 202)
 
 
-@jobs.delete("/jobs/<job_id>", responses=responses(200, JobLeft, 400, 401, 403), security=secured(COORDINATOR))
+@jobs.delete("/jobs/<job_id>", responses=responses(200, JobLeft, 400, 401, 403))
 @requires(COORDINATOR)
 def leave_job(path: JobPath) -> tuple[Response, int]:
     """Forget a job: its precomputed statistics and randomness are dropped."""

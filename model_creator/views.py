@@ -40,7 +40,7 @@ from common.protocol.messages import (
 )
 from common.protocol.models import MODELS
 from common.protocol.spec import JobId
-from common.service.app import answer, documents, responses, secured, settings_of
+from common.service.app import answer, documents, responses, settings_of
 from common.service.auth import COORDINATOR, USER, requires
 from model_creator.config import ModelCreatorSettings
 from model_creator.job import Trainer
@@ -51,7 +51,6 @@ EXPORT_FORMAT: Final = "federated_trainer.model/1"
 CSV_TYPES = ("text/csv", "multipart/form-data")
 
 #: The user's endpoints: a bearer token when the service has an API token, none otherwise.
-USER_SECURITY = [*secured(USER), {}]
 
 models = APIBlueprint(
     "models",
@@ -143,7 +142,7 @@ def _settings() -> ModelCreatorSettings:
 # --- Models ---------------------------------------------------------------------------------
 
 
-@models.post("/model", responses=responses(202, TrainingStarted, 400, 401, 403), security=USER_SECURITY)
+@models.post("/model", responses=responses(202, TrainingStarted, 400, 401, 403))
 @requires(USER)
 @documents(limits=_training_limits)
 def train(body: TrainingBody) -> tuple[Response, int]:
@@ -170,23 +169,21 @@ def train(body: TrainingBody) -> tuple[Response, int]:
     return answer(TrainingStarted(model_id=model_id, status="pending"), 202)
 
 
-@models.get("/models", responses=responses(200, ModelList, 401, 403), security=USER_SECURITY)
+@models.get("/models", responses=responses(200, ModelList, 401, 403))
 @requires(USER)
 def list_models() -> tuple[Response, int]:
     """Every model, oldest first, with status, type, features and metrics (no history)."""
     return answer(ModelList(models=_store().list()))
 
 
-@models.get("/model/<model_id>", responses=responses(200, ModelRecord, 400, 401, 403, 404), security=USER_SECURITY)
+@models.get("/model/<model_id>", responses=responses(200, ModelRecord, 400, 401, 403, 404))
 @requires(USER)
 def show_model(path: ModelPath) -> tuple[Response, int]:
     """A model with its history of rounds and, once finished, its coefficients."""
     return answer(_store().get(path.model_id))
 
 
-@models.get(
-    "/model/<model_id>/export", responses=responses(200, ExportedModel, 400, 401, 403, 404, 409), security=USER_SECURITY
-)
+@models.get("/model/<model_id>/export", responses=responses(200, ExportedModel, 400, 401, 403, 404, 409))
 @requires(USER)
 def export_model(path: ModelPath) -> tuple[Response, int]:
     """A finished model as self-contained JSON, loadable by ``POST /models/import`` anywhere."""
@@ -221,7 +218,7 @@ def export_model(path: ModelPath) -> tuple[Response, int]:
     return answer(exported)
 
 
-@models.post("/models/import", responses=responses(201, ModelImported, 400, 401, 403), security=USER_SECURITY)
+@models.post("/models/import", responses=responses(201, ModelImported, 400, 401, 403))
 @requires(USER)
 def import_model(body: ExportedModel) -> tuple[Response, int]:
     """Store an exported model as a new finished model, ready for predictions."""
@@ -250,9 +247,7 @@ def import_model(body: ExportedModel) -> tuple[Response, int]:
 # --- Predictions ----------------------------------------------------------------------------
 
 
-@predictions.get(
-    "/prediction", responses=responses(200, Prediction, 400, 401, 403, 404, 409, 422), security=USER_SECURITY
-)
+@predictions.get("/prediction", responses=responses(200, Prediction, 400, 401, 403, 404, 409, 422))
 @requires(USER)
 def prediction(query: ModelQuery) -> tuple[Response, int]:
     """Metrics and predictions of the latest finished model (or ``?model_id=``) on the test data."""
@@ -267,7 +262,6 @@ def prediction(query: ModelQuery) -> tuple[Response, int]:
 @predictions.post(
     "/prediction",
     responses=responses(200, Prediction, 400, 401, 403, 404, 409, 422),
-    security=USER_SECURITY,
     openapi_extensions=_prediction_body(),
 )
 @requires(USER)
@@ -365,7 +359,6 @@ def _finished(model_id: str) -> ModelRecord:
 @callbacks.post(
     "/jobs/<job_id>/aggregates",
     responses=responses(202, Accepted, 400, 401, 403, 404, 409, 422),
-    security=secured(COORDINATOR),
 )
 @requires(COORDINATOR)
 def receive_aggregate(path: JobPath, body: Aggregate) -> tuple[Response, int]:
@@ -388,9 +381,7 @@ def receive_aggregate(path: JobPath, body: Aggregate) -> tuple[Response, int]:
     return answer(Accepted(status="accepted"), 202)
 
 
-@callbacks.post(
-    "/jobs/<job_id>/failure", responses=responses(202, Accepted, 400, 401, 403, 404), security=secured(COORDINATOR)
-)
+@callbacks.post("/jobs/<job_id>/failure", responses=responses(202, Accepted, 400, 401, 403, 404))
 @requires(COORDINATOR)
 def receive_failure(path: JobPath, body: JobFailure) -> tuple[Response, int]:
     """The coordinator cannot go on with the job: the model fails with its reason."""

@@ -118,11 +118,6 @@ def responses(ok: int, answer: type[BaseModel] | None, *errors: int) -> Response
     return documented
 
 
-def secured(*roles: str) -> list[dict[str, list[str]]]:
-    """The OpenAPI security requirement of an operation callable by ``roles``."""
-    return [{"bearerAuth": []}] if roles else []
-
-
 #: What a view's document gains from the service's settings: component → property → keywords.
 SchemaLimits = Callable[[Any], Mapping[str, Mapping[str, Mapping[str, Any]]]]
 V = TypeVar("V", bound=Callable[..., Any])
