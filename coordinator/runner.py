@@ -200,6 +200,12 @@ class RoundRunner:
         self, job: Job, state: RoundState, decision: Accept, replies: dict[str, list[mpz]], seconds: float
     ) -> None:
         summed = aggregate(job.public_key.nsquare, [replies[name] for name in decision.contributors])
+        keys = self.store.member_keys(job.job_id)
+        privacy = {
+            name: declaration
+            for name in decision.contributors
+            if name in keys and (declaration := keys[name].privacy) is not None
+        }
         message = Aggregate(
             round=state.round,
             kind=state.kind,
@@ -207,6 +213,7 @@ class RoundRunner:
             ciphertexts=encode_ciphertexts(summed, job.public_key),
             contributors=list(decision.contributors),
             failures=decision.failures,
+            privacy=privacy,
         )
         aggregated = state.replace(
             status="aggregated",

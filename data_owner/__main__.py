@@ -39,6 +39,15 @@ def main() -> None:
     )
     policy.add_argument("--allow-columns", metavar="A,B,...", help="the only columns a job may read (default: all)")
     policy.add_argument("--allow-models", metavar="M,...", help="the only models to train (default: all)")
+    private = parser.add_argument_group(
+        "differential privacy",
+        "clip rows to each job's declared bounds and add noise once per job (all three, or none)",
+    )
+    private.add_argument("--dp-epsilon", type=float, metavar="EPS", help="the ε each job costs this owner")
+    private.add_argument("--dp-delta", type=float, metavar="DELTA", help="the δ of every job and of the budget")
+    private.add_argument(
+        "--privacy-budget", type=float, metavar="EPS", help="the ε all jobs together may cost (composed in zCDP)"
+    )
     policy.add_argument(
         "--test-only-small-keys",
         action="store_true",
@@ -64,6 +73,9 @@ def policy_options(args: argparse.Namespace) -> dict[str, Any]:
         "allow_columns": args.allow_columns and [c.strip() for c in args.allow_columns.split(",") if c.strip()],
         "allow_models": args.allow_models and [m.strip() for m in args.allow_models.split(",") if m.strip()],
         "test_only_small_keys": args.test_only_small_keys or None,
+        "dp_epsilon": args.dp_epsilon,
+        "dp_delta": args.dp_delta,
+        "privacy_budget": args.privacy_budget,
     }
     return {name: value for name, value in given.items() if value is not None}
 

@@ -62,13 +62,25 @@ class EncryptedAffineMap:
         offset = encode_array(moment, spec.gradient_frac_bits, bound_bits, f"{source}: Xᵀy")
         dimension = spec.dimension
         rows = tuple(tuple(matrix[i * dimension : (i + 1) * dimension]) for i in range(dimension))
+        return cls.of_encoded(spec, rows, tuple(offset), int(len(labels)), source)
+
+    @classmethod
+    def of_encoded(
+        cls,
+        spec: JobSpec,
+        rows: tuple[tuple[int, ...], ...],
+        offset: tuple[int, ...],
+        row_count: int,
+        source: str,
+    ) -> EncryptedAffineMap:
+        """The map of statistics already encoded (a private release's), refusing any that could overflow."""
         weight_limit = 1 << (spec.weight_bits + spec.weight_frac_bits)
         worst_case = [sum(abs(a) for a in row) * weight_limit + abs(b) for row, b in zip(rows, offset, strict=True)]
         try:
-            check_values([len(labels), *worst_case], spec.layout, f"{source}: gradient bound")
+            check_values([row_count, *worst_case], spec.layout, f"{source}: gradient bound")
         except EncodingOverflow as exc:
             raise EncodingOverflow(f"{exc.message}; the data are too large for the job's slot layout") from exc
-        return cls(rows, tuple(offset), int(len(labels)), MatrixPowerPlan.for_matrix(rows))
+        return cls(rows, offset, row_count, MatrixPowerPlan.for_matrix(rows))
 
     def evaluate(
         self,

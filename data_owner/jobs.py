@@ -7,6 +7,10 @@ whatever the number of rows, and makes the job's ephemeral X25519 key, signed wi
 identity key, for the pairwise masks. The precomputed job lives in memory: after a restart the
 coordinator joins the owner again, which gives it a new job key (and so fresh masks).
 
+An owner that protects its rows with differential privacy precomputes from its job's release
+instead (data_owner/privacy.py): clipped, noised once, charged to its budget and stored, so that a
+job joined again after a restart gets the same noisy statistics.
+
 Every refusal is a :class:`~common.protocol.errors.Refused`: a code and the job column concerned,
 nothing else; its details go to this owner's log and ledger only.
 """
@@ -19,17 +23,19 @@ from dataclasses import dataclass
 
 from common.crypto.identity import IdentityKey
 from common.crypto.masking import JobKeyPair
+from common.crypto.packing import check_values
 from common.crypto.paillier import PublicKey
 from common.crypto.randomness import ObfuscatorPool
 from common.dataset import load_columns
 from common.protocol.errors import DataError, EncodingOverflow, NotFound, Refused
-from common.protocol.messages import MemberKey
-from common.protocol.models import MODELS, check_binary_labels
+from common.protocol.messages import MemberKey, PrivacyDeclaration
+from common.protocol.models import MODELS, FloatArray, check_binary_labels
 from common.protocol.spec import JobSpec
 from common.protocol.statistics import feature_sums
 from data_owner.affine import EncryptedAffineMap
 from data_owner.ledger import Ledger
 from data_owner.policy import OwnerPolicy, check_job, check_key
+from data_owner.privacy import PrivacyGuard
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class JobBook:
         self.policy = policy
         self.ledger = ledger
         self.identity = identity
+        self.privacy = PrivacyGuard(policy, ledger) if policy.private else None
         self._lock = threading.Lock()
         self._jobs: dict[str, JoinedJob] = {}
 
@@ -101,8 +108,12 @@ class JobBook:
             features, labels = load_columns(self.data_path, spec.features, spec.label)
             if MODELS[spec.model].binary_labels:
                 check_binary_labels(labels, self.data_path, spec.label)
-            statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
-            sums = tuple(feature_sums(features, spec, self.data_path))
+            if self.privacy is None:
+                statistics = EncryptedAffineMap.prepare(spec, features, labels, self.data_path)
+                sums = tuple(feature_sums(features, spec, self.data_path))
+                privacy = None
+            else:
+                statistics, sums, privacy = self._private(spec, public_key, features, labels)
         except DataError as exc:
             raise Refused(exc.code, exc.column, exc.message) from None
         except EncodingOverflow as exc:
@@ -115,9 +126,21 @@ class JobBook:
                 public_key.fingerprint,
             )
         job_keys = JobKeyPair.generate()
-        member = MemberKey.signed(self.name, self.identity, job_keys, spec.job_id, public_key.fingerprint)
+        member = MemberKey.signed(self.name, self.identity, job_keys, spec.job_id, public_key.fingerprint, privacy)
         pool = ObfuscatorPool(public_key, 2 * spec.reply_ciphertexts()).start()
         return JoinedJob(spec, public_key, statistics, sums, pool, job_keys, member)
+
+    def _private(
+        self, spec: JobSpec, public_key: PublicKey, features: FloatArray, labels: FloatArray
+    ) -> tuple[EncryptedAffineMap, tuple[int, ...], PrivacyDeclaration]:
+        """The job's statistics from its release: clipped, noised once, charged, stored."""
+        assert self.privacy is not None
+        release = self.privacy.release(spec, public_key.fingerprint, features, labels)
+        encoded = release.encoded(spec)
+        source = f"{self.data_path} (private release)"
+        statistics = EncryptedAffineMap.of_encoded(spec, encoded.matrix, encoded.offset, encoded.row_count, source)
+        check_values(list(encoded.feature_sums), spec.layout, f"{source}: feature statistics")
+        return statistics, encoded.feature_sums, release.declaration
 
     def get(self, job_id: str) -> JoinedJob:
         with self._lock:

@@ -10,10 +10,14 @@ One SQLite file in the owner's state directory (``ledger.sqlite3``):
 * every member set it contributed to, per model creator key: the differencing guard of
   PROTOCOL.md section 9 compares each new set against them. A set is recorded *before* the
   contribution leaves, since a coordinator may keep a contribution it says never arrived;
-* the jobs it joined and refused, with the local details its refusal codes hide from others.
+* the jobs it joined and refused, with the local details its refusal codes hide from others;
+* when it protects its rows with differential privacy, the release of each job (its noisy
+  statistics) and what it cost: the privacy budget is charged, and the release stored, in one
+  durable transaction before anything computed from it can leave, and a job joined again gets
+  its stored release back, uncharged, so its noise can never be drawn twice.
 
 The ledger is written with ``synchronous=FULL``: a member set it forgot would let a second sum
-through that isolates an owner.
+through that isolates an owner, and a charge it forgot would let the budget be spent twice.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +47,11 @@ class Ledger(SQLiteStore):
     );
     CREATE TABLE IF NOT EXISTS answered (
         job_id TEXT NOT NULL, request TEXT NOT NULL, PRIMARY KEY (job_id, request)
+    );
+    CREATE TABLE IF NOT EXISTS releases (
+        job_id TEXT NOT NULL, spec_digest TEXT NOT NULL, key_fingerprint TEXT NOT NULL,
+        epsilon REAL NOT NULL, delta REAL NOT NULL, rho REAL NOT NULL, release TEXT NOT NULL,
+        charged_at REAL NOT NULL, PRIMARY KEY (job_id, spec_digest)
     );
     CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, job_id TEXT NOT NULL, round INTEGER,
@@ -119,6 +128,46 @@ class Ledger(SQLiteStore):
                 (key_fingerprint, json.dumps(sorted(members)), job_id, round_number, time.time()),
             )
             return True
+
+    def release(
+        self,
+        job_id: str,
+        spec_digest: str,
+        key_fingerprint: str,
+        budget_rho: float,
+        draw: Callable[[], tuple[float, float, float, dict[str, Any]]],
+    ) -> tuple[dict[str, Any], bool] | None:
+        """The job's stored release, or a new one from ``draw`` charged to the budget.
+
+        ``draw`` returns (ε, δ, ρ, release). The answer is the release and whether it is new;
+        ``None`` when a new one would take the ρ spent past ``budget_rho`` (nothing is then
+        recorded). The check, the charge and the stored release are one immediate transaction,
+        so two joins at once cannot both spend the last of the budget.
+        """
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            stored = db.execute(
+                "SELECT release FROM releases WHERE job_id = ? AND spec_digest = ?", (job_id, spec_digest)
+            ).fetchone()
+            if stored is not None:
+                return json.loads(stored["release"]), False
+            (spent,) = db.execute("SELECT COALESCE(SUM(rho), 0) FROM releases").fetchone()
+            epsilon, delta, rho, release = draw()
+            if spent + rho > budget_rho:
+                return None
+            db.execute(
+                "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, spec_digest, key_fingerprint, epsilon, delta, rho, json.dumps(release), time.time()),
+            )
+            return release, True
+
+    def charges(self) -> list[dict[str, Any]]:
+        """Every job's privacy charge, oldest first: job, model creator key, ε, δ, ρ, when."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT job_id, key_fingerprint, epsilon, delta, rho, charged_at FROM releases ORDER BY charged_at"
+            ).fetchall()
+        return [dict(row) for row in rows]
 
     def record_event(
         self,

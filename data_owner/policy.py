@@ -23,6 +23,9 @@ policy:members          the member set does not include this owner, or repeats a
 policy:differencing     the member set differs from one this owner already served under the same
                         key by fewer than ``min_peers`` owners, so subtracting the two sums would
                         isolate fewer than ``min_peers`` owners' statistics
+policy:bounds           the owner protects its rows with differential privacy and the job declares
+                        no bounds for a column it must clip
+policy:budget           the job's privacy cost would take the owner past its privacy budget
 ======================  ==========================================================================
 """
 
@@ -34,7 +37,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.crypto.paillier import PublicKey
 from common.protocol.errors import Refused
@@ -52,6 +55,10 @@ class OwnerPolicy(BaseModel):
 
     ``min_peers`` counts the owner itself. With 1 (the default, so that the seed's single-owner
     flow trains) the model creator can read this owner's statistics; the owner warns at start-up.
+
+    ``dp_epsilon``, ``dp_delta`` and ``privacy_budget`` go together: every job this owner joins
+    then costs it (``dp_epsilon``, ``dp_delta``)-DP (data_owner/release.py), and the jobs together
+    may cost at most (``privacy_budget``, ``dp_delta``), composed in zCDP (data_owner/accounting.py).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -63,6 +70,34 @@ class OwnerPolicy(BaseModel):
     allow_models: frozenset[ModelName] | None = None
     model_creator_key: Fingerprint | None = None
     test_only_small_keys: bool = False
+    dp_epsilon: Annotated[float, Field(ge=1e-3, le=1e3)] | None = None
+    dp_delta: Annotated[float, Field(ge=1e-15, le=0.1)] | None = None
+    privacy_budget: Annotated[float, Field(ge=1e-3, le=1e4)] | None = None
+
+    @model_validator(mode="after")
+    def _privacy_settings_together(self) -> OwnerPolicy:
+        given = {
+            "dp_epsilon": self.dp_epsilon,
+            "dp_delta": self.dp_delta,
+            "privacy_budget": self.privacy_budget,
+        }
+        if any(v is not None for v in given.values()):
+            missing = [name for name, value in given.items() if value is None]
+            if missing:
+                raise ValueError(
+                    f"differential privacy needs dp_epsilon, dp_delta and privacy_budget; {', '.join(missing)} missing"
+                )
+            assert self.privacy_budget is not None and self.dp_epsilon is not None
+            if self.privacy_budget < self.dp_epsilon:
+                raise ValueError(
+                    f"privacy_budget {self.privacy_budget:g} is smaller than one job's dp_epsilon {self.dp_epsilon:g}"
+                )
+        return self
+
+    @property
+    def private(self) -> bool:
+        """Whether this owner protects its rows with differential privacy."""
+        return self.dp_epsilon is not None
 
     @classmethod
     def load(cls, state_dir: Path, overrides: dict[str, object]) -> OwnerPolicy:

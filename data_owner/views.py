@@ -77,7 +77,11 @@ owner = APIBlueprint(
 @owner.get("/status", responses=responses(200, OwnerStatus, 401, 403))
 @requires(OPERATOR)
 def status() -> tuple[Response, int]:
-    """The owner's policy, the model creator key it trusts, what it joined, refused and served."""
+    """The owner's policy, the model creator key it trusts, what it joined, refused and served.
+
+    With differential privacy on, also its privacy ledger: every job charged (job, model creator
+    key, ε, δ, ρ), what all of them cost together and what remains of the budget.
+    """
     book = current_app.extensions["job_book"]
     ledger = current_app.extensions["ledger"]
     policy = book.policy
@@ -96,5 +100,6 @@ def status() -> tuple[Response, int]:
             jobs=book.job_ids(),
             events=ledger.events(),
             served_sets=ledger.member_sets(),
+            privacy=None if book.privacy is None else book.privacy.status(),
         )
     )

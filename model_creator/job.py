@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 from common.crypto.bigint import mpz
 from common.dataset import load_columns
 from common.protocol.errors import Conflict, FederatedError, NotFound
-from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PublicKeyMessage, RoundHistory
+from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PrivacyDeclaration, PublicKeyMessage, RoundHistory
 from common.protocol.spec import STATISTICS, RoundKind
 from common.service.app import Worker
 from common.service.clients import CoordinatorClient
@@ -215,6 +215,7 @@ class Trainer:
         ciphertexts: Sequence[mpz],
         data_owners: list[str],
         failures: dict[str, str],
+        privacy: Mapping[str, PrivacyDeclaration] | None = None,
     ) -> None:
         """Hand a checked aggregate to the worker.
 
@@ -236,7 +237,7 @@ class Trainer:
                 raise Conflict(f"model {model_id} already has the aggregate of round {round_number}")
             job.delivered = round_number
         self.worker.submit(
-            self._absorb, model_id, ciphertexts, data_owners, failures, on_error=self._failure_of(model_id)
+            self._absorb, model_id, ciphertexts, data_owners, failures, privacy, on_error=self._failure_of(model_id)
         )
 
     def accept_failure(self, model_id: str, reason: str) -> None:
@@ -307,11 +308,16 @@ class Trainer:
             self._enter(job)
 
     def _absorb(
-        self, model_id: str, ciphertexts: Sequence[mpz], data_owners: list[str], failures: dict[str, str]
+        self,
+        model_id: str,
+        ciphertexts: Sequence[mpz],
+        data_owners: list[str],
+        failures: dict[str, str],
+        privacy: Mapping[str, PrivacyDeclaration] | None,
     ) -> None:
         """Decrypt and take the awaited round's aggregate, then move the job on."""
         run = self.run(model_id)
-        record = run.absorb(ciphertexts, data_owners, failures)
+        record = run.absorb(ciphertexts, data_owners, failures, privacy)
         logger.info(
             "model %s round %d (%s): %d contributor(s)", model_id, record.round, record.kind, record.contributors
         )

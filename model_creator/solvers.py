@@ -15,7 +15,7 @@ float rounding and no dependence on the conditioning of A.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import reduce
@@ -212,6 +212,57 @@ class ConjugateDirections(Optimizer):
         self._estimate = [x + step * d for x, d in zip(self._estimate, direction, strict=True)]
         self._gradient = [g + step * a for g, a in zip(self._gradient, image, strict=True)]
         self._directions.append((direction, image, curvature))
+
+
+class StatisticsProbe(Optimizer):
+    """Learns the objective from d + 1 gradients, then solves it once (data owners' noisy statistics).
+
+    The queries are 0, then each unit vector: G(0) = −b and G(e_j) − G(0) = A e_j, exactly, so
+    after d + 1 rounds the model creator holds the objective the owners' noisy statistics define,
+    which is what the exact solver learns too, and ``solve`` (AdaSSP's regularisation, see
+    model_creator/noisy_statistics.py) turns it into coefficients with no further round.
+    """
+
+    def __init__(
+        self,
+        dimension: int,
+        weight_frac_bits: int,
+        weight_bits: int,
+        solve: Callable[[list[list[rational]]], list[Fraction]],
+    ) -> None:
+        super().__init__(dimension, weight_frac_bits, weight_bits, dimension + 1)
+        self._solve = solve
+        self._gradients: list[list[rational]] = []
+        self._solution: list[Fraction] = [Fraction(0)] * dimension
+
+    @property
+    def coefficients(self) -> list[Fraction]:
+        return self._solution
+
+    def restart(self) -> None:
+        """Another set of data owners: probe their objective from the start."""
+        self._gradients = []
+        self.rounds = 0
+        self.query = [0] * self.dimension
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "gradients": [_texts(g) for g in self._gradients]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for gradient in state["gradients"]:
+            self.observe(_rationals(gradient), 1)
+        if self.rounds != int(state["rounds"]):
+            raise TrainingError("the saved probe state does not replay to the saved position")
+
+    def _step(self, gradient_sum: list[rational], row_count: int) -> None:
+        self._gradients.append(gradient_sum)
+        probed = len(self._gradients) - 1
+        if probed == self.dimension:
+            self._solution = self._solve(self._gradients)
+            self.stop_reason = "exact on the noisy statistics: all directions probed, then regularised"
+            return
+        unit = 1 << self.weight_frac_bits
+        self.query = [unit if i == probed else 0 for i in range(self.dimension)]
 
 
 @dataclass(frozen=True)

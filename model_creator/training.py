@@ -19,19 +19,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.crypto.bigint import mpz
+from common.crypto.bigint import mpz, rational
 from common.crypto.encoding import decode
 from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PrivateKey
 from common.crypto.randomness import ObfuscatorPool
-from common.protocol.errors import ProtocolViolation, SchemaError
-from common.protocol.messages import RoundHistory, RoundOrder, TrainingOptions
+from common.protocol.errors import ProtocolViolation, SchemaError, TrainingError
+from common.protocol.messages import PrivacyDeclaration, RoundHistory, RoundOrder, TrainingOptions
 from common.protocol.models import MODELS
 from common.protocol.spec import GRADIENT, STATISTICS, JobSpec, RoundKind
 from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
 from model_creator.config import ModelCreatorSettings
-from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
+from model_creator.noisy_statistics import NoiseModel, Regularised, probe_statistics, solve_adassp
+from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling, StatisticsProbe
 
 Validation = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
@@ -58,6 +59,7 @@ class TrainingRequest:
     standardize: bool
     tolerance: float
     relative_tolerance: float
+    bounds: dict[str, list[float]] | None = None
 
     @classmethod
     def of(cls, options: TrainingOptions, settings: ModelCreatorSettings) -> TrainingRequest:
@@ -82,7 +84,12 @@ class TrainingRequest:
             raise SchemaError(f"body.label: {label!r} is also listed as a feature")
         if "intercept" in features:
             raise SchemaError("body.features: 'intercept' is reserved for the intercept coefficient")
+        bounds = None if options.bounds is None else {c: [low, high] for c, (low, high) in options.bounds.items()}
+        for column in bounds or {}:
+            if column not in (*features, label):
+                raise ProtocolViolation(f"body.bounds: {column!r} is neither a feature nor the label of the job")
         return cls(
+            bounds=bounds,
             model=options.model,
             features=features,
             label=label,
@@ -136,6 +143,7 @@ class TrainingRun:
             weight_frac_bits=settings.weight_frac_bits,
             max_contributors=settings.max_data_owners,
             min_data_owners=request.min_data_owners,
+            bounds=request.bounds,
         )
         self.optimizer = self._optimizer()
         self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, private_key.raw_obfuscator).start()
@@ -144,6 +152,10 @@ class TrainingRun:
         self.data_owners: list[str] | None = None
         self.feature_statistics: FeatureStatistics | None = None
         self.penalty_weights: list[Fraction] = [Fraction(0)] + [Fraction(1)] * len(request.features)
+        # Differential privacy of the contributors (PROTOCOL.md section 8), once they declare it.
+        self.privacy: dict[str, PrivacyDeclaration] = {}
+        self.noise: NoiseModel | None = None
+        self.regularised: Regularised | None = None
 
     def _optimizer(self) -> Optimizer:
         spec, request = self.spec, self.request
@@ -194,7 +206,13 @@ class TrainingRun:
         """Stop making encryption randomness for this run."""
         self.pool.stop()
 
-    def absorb(self, ciphertexts: Sequence[mpz], data_owners: list[str], failures: dict[str, str]) -> RoundHistory:
+    def absorb(
+        self,
+        ciphertexts: Sequence[mpz],
+        data_owners: list[str],
+        failures: dict[str, str],
+        privacy: Mapping[str, PrivacyDeclaration] | None = None,
+    ) -> RoundHistory:
         """Decrypt and check a round's aggregate, then step the optimiser.
 
         Raises
@@ -222,9 +240,41 @@ class TrainingRun:
         if kind == STATISTICS:
             record = self._absorb_statistics(values, where, data_owners, failures, contributors)
         else:
+            self._protect(dict(privacy or {}))
             record = self._absorb_gradient(values, where, data_owners, failures, contributors)
         self.round += 1
         return record
+
+    def _protect(self, privacy: dict[str, PrivacyDeclaration]) -> None:
+        """Take the contributors' privacy declarations: the noise model, and the solver it needs.
+
+        The exact solver cannot work on statistics that may be indefinite; before its first round
+        it gives way to :class:`StatisticsProbe` (both start at 0), which learns the noisy
+        objective in the same d + 1 rounds and solves it with AdaSSP's regularisation.
+
+        Raises
+        ------
+        TrainingError
+            When differential privacy appears after the exact solver has started.
+        """
+        if privacy == self.privacy:
+            return
+        self.privacy = privacy
+        self.noise = NoiseModel.of(self.spec, privacy) if privacy else None
+        if self.noise is not None and isinstance(self.optimizer, ConjugateDirections):
+            if self.optimizer.rounds:
+                raise TrainingError("data owners turned differential privacy on during the job; start it again")
+            self.optimizer = self._probe()
+
+    def _probe(self) -> StatisticsProbe:
+        spec = self.spec
+        return StatisticsProbe(spec.dimension, spec.weight_frac_bits, spec.weight_bits, self._solve_noisy)
+
+    def _solve_noisy(self, gradients: list[list[rational]]) -> list[Fraction]:
+        matrix, vector = probe_statistics([[float(g) for g in gradient] for gradient in gradients])
+        noise = self.noise or NoiseModel.of(self.spec, {})
+        self.regularised = solve_adassp(matrix, vector, noise)
+        return [Fraction(c) for c in self.regularised.coefficients]
 
     def _absorb_statistics(
         self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
@@ -243,10 +293,14 @@ class TrainingRun:
         if row_count <= 0:
             raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
         gradient = [decode(v, self.spec.gradient_frac_bits) for v in values[1:]]
+        point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
         if self.request.alpha:
             alpha = Fraction(self.request.alpha)
-            point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
             gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
+        if self.noise is not None and isinstance(self.optimizer, FirstOrder):
+            # No eigenvalue is known to a first-order method: AdaSSP's λ with λ_min taken as 0.
+            penalty = self.noise.penalty(self.noise.tau)
+            gradient = [g + Fraction(float(p)) * w for g, p, w in zip(gradient, penalty, point, strict=True)]
         restarted = self.data_owners is not None and data_owners != self.data_owners
         if restarted:
             self.optimizer.restart()
@@ -291,6 +345,8 @@ class TrainingRun:
                 "variances": [str(v) for v in statistics.variances],
             },
             "penalty_weights": [str(w) for w in self.penalty_weights],
+            "privacy": {name: d.model_dump(mode="json") for name, d in self.privacy.items()},
+            "probing": isinstance(self.optimizer, StatisticsProbe),
             "optimizer": self.optimizer.state(),
         }
 
@@ -306,6 +362,11 @@ class TrainingRun:
                 tuple(map(Fraction, statistics["variances"])),
             )
         self.penalty_weights = [Fraction(w) for w in state["penalty_weights"]]
+        privacy = {name: PrivacyDeclaration.model_validate(d) for name, d in state.get("privacy", {}).items()}
+        self.privacy = privacy
+        self.noise = NoiseModel.of(self.spec, privacy) if privacy else None
+        if state.get("probing"):
+            self.optimizer = self._probe()
         self.optimizer.restore(state["optimizer"])
 
     def coefficients(self) -> dict[str, float]:
@@ -321,6 +382,8 @@ class TrainingRun:
             "data_owners": self.data_owners or [],
             "metrics": self.validation_metrics(),
         }
+        if self.privacy:
+            result["privacy"] = self.privacy_report()
         if self.feature_statistics is not None:
             scaling = self.feature_statistics.to_json(self.spec.features)
             original = np.array(list(self.coefficients().values()))
@@ -332,6 +395,24 @@ class TrainingRun:
                 zip(["intercept", *self.spec.features], map(float, standardised), strict=True)
             )
         return result
+
+    def privacy_report(self) -> dict[str, Any]:
+        """Per data owner, the (ε, δ) it trained under; and how the noisy statistics were solved."""
+        assert self.noise is not None
+        if self.regularised is not None:
+            regularisation = self.regularised.report(self.noise)
+        else:
+            regularisation = Regularised((), self.noise.tau, self.noise.tau, None).report(self.noise)
+            regularisation["rule"] = (
+                "AdaSSP's λ = τ with λ_min taken as 0 (a first-order optimiser knows no eigenvalue)"
+            )
+        return {
+            "data_owners": {
+                name: {"epsilon": d.epsilon, "delta": d.delta, "rho": d.rho, "mechanism": d.mechanism}
+                for name, d in sorted(self.privacy.items())
+            },
+            "regularisation": regularisation,
+        }
 
     def validation_metrics(self) -> dict[str, float | None] | None:
         if self.validation is None:

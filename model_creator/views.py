@@ -376,7 +376,7 @@ def receive_aggregate(path: JobPath, body: Aggregate) -> tuple[Response, int]:
         body.ciphertexts, public_key, "body.ciphertexts", run.spec.reply_ciphertexts(body.kind)
     )
     trainer.accept_aggregate(
-        path.job_id, body.round, body.kind, ciphertexts, list(body.contributors), dict(body.failures)
+        path.job_id, body.round, body.kind, ciphertexts, list(body.contributors), dict(body.failures), body.privacy
     )
     return answer(Accepted(status="accepted"), 202)
 

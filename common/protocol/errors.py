@@ -113,6 +113,8 @@ REFUSAL_CODES = (
     "policy:members",
     "policy:identity",
     "policy:differencing",
+    "policy:bounds",
+    "policy:budget",
 )
 
 

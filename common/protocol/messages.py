@@ -43,6 +43,7 @@ from common.protocol.fields import INTEGRAL, inconsistent, validation_error
 from common.protocol.models import MODELS
 from common.protocol.spec import (
     MAX_DATA_OWNERS,
+    ColumnBounds,
     ColumnName,
     FeatureList,
     Fingerprint,
@@ -247,6 +248,28 @@ class Enrolment(Message):
         verify(self.identity_key, self.statement(), self.signature, "body.signature")
 
 
+class PrivacyDeclaration(Message):
+    """What a data owner that protects its rows with differential privacy declares for a job.
+
+    Everything here is public by design (PROTOCOL.md section 8): the owner's (ε, δ) for the job,
+    the ρ-zCDP its release costs, and the standard deviation of the noise on each released block
+    in normalised units (each column divided by the scale of its declared bounds), which the
+    model creator needs to regularise the noisy statistics.
+    """
+
+    epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    rho: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    epsilon_at_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        description="The ε that the release's ρ implies at δ (at most ``epsilon``, up to rounding)."
+    )
+    mechanism: Annotated[str, StringConstraints(max_length=200)]
+    quantum_bits: Annotated[int, Field(strict=True, ge=1, le=64), INTEGRAL]
+    noise_std: dict[Literal["gram", "moment", "moments"], Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        description="Noise standard deviation of each block, in normalised units."
+    )
+
+
 class MemberKey(Message):
     """A data owner's ephemeral X25519 key for one job, signed with its identity key.
 
@@ -259,27 +282,47 @@ class MemberKey(Message):
     identity_key: PublicKeyText
     job_key: PublicKeyText
     signature: SignatureText
+    privacy: PrivacyDeclaration | SkipJsonSchema[None] = Field(
+        default=None, description="The owner's differential privacy for the job, when it protects its rows."
+    )
 
     def statement(self, job_id: str, key_fingerprint: str) -> bytes:
-        """What the signature covers: the key is for this job, under this model creator key only."""
-        return canonical(
-            {
-                "purpose": JOB_KEY_PURPOSE,
-                "name": self.name,
-                "identity_key": self.identity_key,
-                "job_key": self.job_key,
-                "job_id": job_id,
-                "key_fingerprint": key_fingerprint,
-            }
-        )
+        """What the signature covers: the key is for this job, under this model creator key only.
+
+        An owner's privacy declaration is covered too, so that no relay can alter what the model
+        creator learns of the noise.
+        """
+        statement: dict[str, Any] = {
+            "purpose": JOB_KEY_PURPOSE,
+            "name": self.name,
+            "identity_key": self.identity_key,
+            "job_key": self.job_key,
+            "job_id": job_id,
+            "key_fingerprint": key_fingerprint,
+        }
+        if self.privacy is not None:
+            statement["privacy"] = self.privacy.model_dump(mode="json")
+        return canonical(statement)
 
     @classmethod
     def signed(
-        cls, name: str, identity: IdentityKey, job_keys: JobKeyPair, job_id: str, key_fingerprint: str
+        cls,
+        name: str,
+        identity: IdentityKey,
+        job_keys: JobKeyPair,
+        job_id: str,
+        key_fingerprint: str,
+        privacy: PrivacyDeclaration | None = None,
     ) -> MemberKey:
-        unsigned = cls.model_construct(name=name, identity_key=identity.public_text, job_key=job_keys.public_text)
+        unsigned = cls.model_construct(
+            name=name, identity_key=identity.public_text, job_key=job_keys.public_text, privacy=privacy
+        )
         signature = identity.sign(unsigned.statement(job_id, key_fingerprint))
-        return cls(name=name, identity_key=identity.public_text, job_key=job_keys.public_text, signature=signature)
+        # An owner without differential privacy leaves the field unset: its answers omit it.
+        optional = {} if privacy is None else {"privacy": privacy}
+        return cls(
+            name=name, identity_key=identity.public_text, job_key=job_keys.public_text, signature=signature, **optional
+        )
 
     def verify(self, job_id: str, key_fingerprint: str) -> None:
         """Raise :class:`~common.protocol.errors.Forbidden` unless ``identity_key`` signed this job key."""
@@ -483,6 +526,11 @@ class Aggregate(Message):
     failures: dict[OwnerName, Annotated[str, StringConstraints(max_length=4 * MAX_REASON)]] = Field(
         default_factory=dict, json_schema_extra={"additionalProperties": False}
     )
+    privacy: dict[OwnerName, PrivacyDeclaration] = Field(
+        default_factory=dict,
+        json_schema_extra={"additionalProperties": False},
+        description="The privacy declaration of each contributor that protects its rows with DP.",
+    )
 
 
 class JobFailure(Message):
@@ -520,6 +568,35 @@ class ServedSet(Answer):
     served_at: float
 
 
+class PrivacyCharge(Answer):
+    """One job's charge to a data owner's privacy budget."""
+
+    job_id: str
+    key_fingerprint: str = Field(description="The model creator key the job was under.")
+    epsilon: float
+    delta: float
+    rho: float = Field(description="The zCDP cost of the job's release; costs add up across jobs.")
+    charged_at: float
+
+
+class PrivacyLedger(Answer):
+    """A data owner's privacy budget: what a job costs, every charge, what is spent and left.
+
+    Costs compose in zero-concentrated DP (ρ adds up); ε is the (ε, δ) conversion at δ.
+    """
+
+    epsilon_per_job: float
+    delta: float
+    budget_epsilon: float
+    rho_per_job: float
+    budget_rho: float
+    spent_rho: float
+    spent_epsilon: float = Field(description="The ε that all charges together cost, at δ.")
+    remaining_epsilon: float
+    jobs_remaining: int = Field(description="How many more jobs the budget admits.")
+    charges: list[PrivacyCharge]
+
+
 class OwnerStatus(Answer):
     """``GET /status`` of a data owner: its policy, the key it trusts, what it joined and refused."""
 
@@ -531,6 +608,9 @@ class OwnerStatus(Answer):
     jobs: list[str] = Field(description="The jobs joined now.")
     events: list[OwnerEvent] = Field(description="The latest events, newest first.")
     served_sets: list[ServedSet] = Field(description="Every member set this owner contributed to.")
+    privacy: PrivacyLedger | None = Field(
+        default=None, description="The privacy budget ledger, when the owner protects its rows with DP."
+    )
 
 
 # --- Every service --------------------------------------------------------------------------
@@ -579,13 +659,16 @@ class TrainingOptions(Message):
     standardize: bool | SkipJsonSchema[None] = None
     tolerance: Annotated[float, Field(ge=0.0, le=1e6)] = 1e-8
     relative_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-12
+    bounds: ColumnBounds | SkipJsonSchema[None] = None
 
     @model_validator(mode="before")
     @classmethod
     def _empty_body(cls, payload: Any) -> Any:
         return {} if payload is None else payload
 
-    @field_validator("features", "label", "max_rounds", "max_abs_weight", "alpha", "standardize", mode="before")
+    @field_validator(
+        "features", "label", "max_rounds", "max_abs_weight", "alpha", "standardize", "bounds", mode="before"
+    )
     @classmethod
     def _given_means_a_value(cls, value: Any) -> Any:
         if value is None:
@@ -598,6 +681,9 @@ class TrainingOptions(Message):
             raise inconsistent("features: 'intercept' is reserved for the intercept coefficient")
         if self.label is not None and self.features is not None and self.label in self.features:
             raise inconsistent(f"label {self.label!r} is also listed as a feature")
+        for column, (low, high) in (self.bounds or {}).items():
+            if not low < high:
+                raise inconsistent(f"bounds: {column!r}: the low bound {low:g} is not below the high bound {high:g}")
         return self
 
 
@@ -648,6 +734,10 @@ class ModelRecord(Answer):
     imported_from: str | None = None
     scaling: Scaling | None = None
     standardized_coefficients: dict[str, float] | None = None
+    privacy: dict[str, Any] | None = Field(
+        default=None,
+        description="Per data owner, the (ε, δ) it trained under, and how the noisy statistics were solved.",
+    )
     history: list[RoundHistory] | None = None
 
 

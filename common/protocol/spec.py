@@ -74,6 +74,27 @@ _UNIQUE = Field(min_length=1, max_length=MAX_FEATURES, json_schema_extra={"uniqu
 FeatureList = Annotated[list[ColumnName], _UNIQUE, AfterValidator(_distinct)]
 FeatureTuple = Annotated[tuple[ColumnName, ...], _UNIQUE, AfterValidator(_distinct)]
 Bits = Annotated[int, Field(strict=True, ge=0, le=256), INTEGRAL]
+Bound = Annotated[float, Field(allow_inf_nan=False, ge=-(2.0**64), le=2.0**64)]
+ColumnBounds = Annotated[
+    dict[ColumnName, Annotated[list[Bound], Field(min_length=2, max_length=2)]],
+    Field(
+        max_length=MAX_FEATURES + 1,
+        description="Public bounds [low, high] per column, label included: data owners that protect"
+        " their rows with differential privacy clip every value to them.",
+    ),
+]
+
+
+def check_bounds(bounds: dict[str, list[float]] | None, columns: Sequence[str | None]) -> dict[str, list[float]] | None:
+    """Bounds name only the job's columns, each with ``low < high``."""
+    if bounds is None:
+        return None
+    for column, (low, high) in bounds.items():
+        if column not in columns:
+            raise inconsistent(f"bounds: {column!r} is neither a feature nor the label of the job")
+        if not low < high:
+            raise inconsistent(f"bounds: {column!r}: the low bound {low:g} is not below the high bound {high:g}")
+    return bounds
 
 
 class JobSpec(BaseModel):
@@ -105,6 +126,7 @@ class JobSpec(BaseModel):
     layout: SlotLayout
     min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS), INTEGRAL]
     key_fingerprint: Fingerprint
+    bounds: ColumnBounds | None = None
 
     @field_validator("label")
     @classmethod
@@ -129,6 +151,11 @@ class JobSpec(BaseModel):
             raise inconsistent("more than the layout can count")
         return min_data_owners
 
+    @field_validator("bounds")
+    @classmethod
+    def _bounds_of_job_columns(cls, bounds: dict[str, list[float]] | None, info: ValidationInfo) -> object:
+        return check_bounds(bounds, (*info.data.get("features", ()), info.data.get("label")))
+
     @classmethod
     def for_bounds(
         cls,
@@ -144,6 +171,7 @@ class JobSpec(BaseModel):
         weight_frac_bits: int,
         max_contributors: int,
         min_data_owners: int = 1,
+        bounds: dict[str, list[float]] | None = None,
     ) -> JobSpec:
         """The spec for declared bounds: slots wide enough for any gradient coordinate.
 
@@ -164,6 +192,7 @@ class JobSpec(BaseModel):
             layout=SlotLayout.for_key(public_key.bits, value_bits, max_contributors),
             min_data_owners=min_data_owners,
             key_fingerprint=public_key.fingerprint,
+            bounds=bounds,
         )
 
     def check_key(self, public_key: PublicKey) -> None:

@@ -474,7 +474,7 @@ class StubOwners:
 
     def member_list(self, *owners: str) -> list[dict]:
         """The member list a round request to ``owners`` carries: their latest keys, by name."""
-        return [self.latest(owner).model_dump(mode="json") for owner in sorted(owners)]
+        return [self.latest(owner).model_dump(mode="json", exclude_none=True) for owner in sorted(owners)]
 
     def __call__(self, method: str, path: str, body) -> tuple[int, dict]:
         owner, *_, job_id, last = path.rstrip("/").split("/")[1:]
@@ -568,7 +568,7 @@ def test_round_is_fanned_out_collected_and_aggregated(open_round, small_key):
     joins = stub.wait_for(lambda r: r.method == "PUT", count=2)
     assert sorted(r.path for r in joins) == ["/owner-a/jobs/job-1", "/owner-b/jobs/job-1"]
     for join in joins:
-        assert join.body == {"spec": spec.model_dump(mode="json"), "public_key": small_key.public_key.to_json()}
+        assert join.body == {"spec": spec.model_dump(mode="json", exclude_none=True), "public_key": small_key.public_key.to_json()}
         owner = join.path.split("/")[1]
         assert join.authorization == f"Bearer {open_round.issued[owner]['coordinator_token']}"
     # Every member is sent the same request: the whole member set, with each member's signed job key.
@@ -733,7 +733,7 @@ def test_a_member_that_forgot_the_job_is_joined_again_and_takes_part_with_its_ne
     assert new_key != old_key
     for request in second:
         assert request.body["members"] == round_.answers.member_list(*THREE)
-    assert new_key.model_dump(mode="json") in second[0].body["members"]
+    assert new_key.model_dump(mode="json", exclude_none=True) in second[0].body["members"]
     for owner in THREE:
         assert round_.contribute(owner, attempt=2).status_code == 202
     aggregate = round_.aggregate()

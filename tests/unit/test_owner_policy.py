@@ -358,6 +358,9 @@ def test_the_policy_fields_are_the_command_lines(tmp_path: Path):
         allow_columns = " age, bmi ,"
         allow_models = "linear_regression"
         test_only_small_keys = True
+        dp_epsilon = 1.0
+        dp_delta = 1e-5
+        privacy_budget = 3.0
 
     options = policy_options(Args())  # type: ignore[arg-type]
     assert sorted(options) == sorted(OwnerPolicy.model_fields)
