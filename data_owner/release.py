@@ -2,9 +2,9 @@
 
 PROTOCOL.md section 8 (sufficient-statistics perturbation). For a job it protects, a data owner
 
-1. clips every value to the job's declared, public bounds ``[lo, hi]`` of its column and divides
-   it by the column's scale ``M = max(|lo|, |hi|)``, so each normalised value ``z`` lies in
-   [-1, 1]; the label becomes ``t`` in [-1, 1] likewise (``2y − 1`` for a logistic model);
+1. clips every value to the job's declared, public bounds ``[lo, hi]`` of its column and maps it
+   to ``z = (x − centre) / radius`` in [-1, 1] (common/protocol/frames.py); the label becomes
+   ``t`` in [-1, 1] likewise (``2y − 1`` for a logistic model);
 2. rounds each ``z`` to an integer ``zq = round(z·2**QUANTUM_BITS)`` and computes, in exact
    integer arithmetic, the three blocks it will release: the Gram matrix ``Σ zq zqᵀ`` (upper
    triangle, intercept included), the moment ``Σ zq·tq``, and the moments of a statistics round
@@ -35,6 +35,7 @@ import numpy.typing as npt
 import opendp.prelude as dp
 
 from common.protocol.errors import Refused
+from common.protocol.frames import Frame, column_frames, unbounded_column
 from common.protocol.messages import PrivacyDeclaration
 from common.protocol.models import MODELS
 from common.protocol.spec import JobSpec
@@ -53,29 +54,9 @@ BLOCK_SHARES: dict[BlockName, float] = {"gram": 0.45, "moment": 0.45, "moments":
 FloatArray = npt.NDArray[np.float64]
 
 
-def column_scales(spec: JobSpec) -> tuple[list[Fraction], Fraction | None]:
-    """``M`` of each feature and of the label (``None``: a binary label needs no bound).
-
-    Raises
-    ------
-    Refused
-        ``policy:bounds`` naming the first column the job declares no bounds for.
-    """
-    bounds = spec.bounds or {}
-    binary = MODELS[spec.model].binary_labels
-    for column in (*spec.features, *(() if binary else (spec.label,))):
-        if column not in bounds:
-            raise Refused(
-                "policy:bounds", column, f"the job declares no bounds for column {column!r}; this owner must clip it"
-            )
-    scales = [Fraction(max(abs(bounds[f][0]), abs(bounds[f][1]))) for f in spec.features]
-    label = None if binary else Fraction(max(abs(bounds[spec.label][0]), abs(bounds[spec.label][1])))
-    return scales, label
-
-
-def _quantised(values: FloatArray, low: float, high: float, scale: Fraction) -> npt.NDArray[np.int64]:
-    """round(clip(v, low, high) / M · 2**h): integers of magnitude at most 2**h."""
-    normalised = np.clip(values, low, high) / float(scale)
+def _quantised(values: FloatArray, low: float, high: float, frame: Frame) -> npt.NDArray[np.int64]:
+    """round((clip(v, low, high) − centre) / radius · 2**h): integers of magnitude at most 2**h."""
+    normalised = (np.clip(values, low, high) - float(frame.centre)) / float(frame.radius)
     return np.rint(np.clip(normalised, -1.0, 1.0) * (1 << QUANTUM_BITS)).astype(np.int64)
 
 
@@ -87,29 +68,34 @@ def exact_blocks(spec: JobSpec, features: FloatArray, labels: FloatArray) -> dic
     Refused
         ``policy:bounds`` when a bound is missing; ``bound_exceeded`` beyond :data:`MAX_ROWS` rows.
     """
-    scales, label_scale = column_scales(spec)
+    missing = unbounded_column(spec)
+    if missing is not None:
+        raise Refused(
+            "policy:bounds", missing, f"the job declares no bounds for column {missing!r}; this owner must clip it"
+        )
     rows = features.shape[0]
     if rows > MAX_ROWS:
         raise Refused("bound_exceeded", detail=f"{rows} rows; a private release holds at most {MAX_ROWS}")
+    frames, label_frame = column_frames(spec)
     bounds = spec.bounds or {}
     one = 1 << QUANTUM_BITS
     columns = [np.full(rows, one, dtype=np.int64)]
     for j, name in enumerate(spec.features):
         low, high = bounds[name]
-        columns.append(_quantised(features[:, j], low, high, scales[j]))
+        columns.append(_quantised(features[:, j], low, high, frames[j]))
     design = np.stack(columns, axis=1)
-    if label_scale is None:
+    if label_frame is None:
         target = np.where(labels == 1, one, -one).astype(np.int64)
     else:
         low, high = bounds[spec.label]
-        target = _quantised(labels, low, high, label_scale)
+        target = _quantised(labels, low, high, label_frame)
     gram = design.T @ design
     moment = design.T @ target
     dimension = spec.dimension
     upper = [int(gram[j, k]) for j in range(dimension) for k in range(j, dimension)]
     sums = design[:, 1:].sum(axis=0)
     squares = (design[:, 1:] ** 2).sum(axis=0)
-    moments = [rows * one * one, *(int(s) * one for s in sums), *(int(q) for q in squares)]
+    moments = [rows * one * one, *(int(v) * one for v in sums), *(int(q) for q in squares)]
     return {"gram": upper, "moment": [int(m) for m in moment], "moments": moments}
 
 
@@ -167,32 +153,50 @@ class NoisyRelease:
         )
 
     def encoded(self, spec: JobSpec) -> EncodedStatistics:
-        """The release in the job's fixed-point encoding (post-processing: no privacy cost)."""
-        scales, label_scale = column_scales(spec)
-        model = MODELS[spec.model]
-        scale = [Fraction(1), *scales]
-        a_factor = Fraction(1, 4) if model.binary_labels else Fraction(1)
-        b_factor = Fraction(1, 2) if label_scale is None else label_scale
+        """The release in the job's fixed-point encoding (post-processing: no privacy cost).
+
+        In normalised coordinates the release is Ĝ ≈ Σ z̃z̃ᵀ, ĉ ≈ Σ z̃t and the moments; with
+        x̃ = L z̃ (common/protocol/frames.py) the job's statistics are A = a·L Ĝ Lᵀ and b = L ĉ
+        scaled back to the label's units, computed in exact rationals and rounded once.
+        """
+        frames, label_frame = column_frames(spec)
+        binary = MODELS[spec.model].binary_labels
         unit = Fraction(1, 1 << (2 * QUANTUM_BITS))
         dimension = spec.dimension
-        matrix = [[0] * dimension for _ in range(dimension)]
+        gram = [[Fraction(0)] * dimension for _ in range(dimension)]
         entries = iter(self.blocks["gram"])
         for j in range(dimension):
             for k in range(j, dimension):
-                value = round(next(entries) * unit * a_factor * scale[j] * scale[k] * (1 << spec.data_frac_bits))
-                matrix[j][k] = matrix[k][j] = value
-        gradient_scale = 1 << spec.gradient_frac_bits
-        moment = self.blocks["moment"]
-        offset = [round(m * unit * b_factor * s * gradient_scale) for m, s in zip(moment, scale, strict=True)]
-        count = len(spec.features)
-        moments = self.blocks["moments"]
+                gram[j][k] = gram[k][j] = next(entries) * unit
+
+        def lift(vector: list[Fraction]) -> list[Fraction]:
+            """L v: the intercept's entry, then centre·v₀ + radius·v_j."""
+            return [vector[0], *(f.centre * vector[0] + f.radius * vector[j + 1] for j, f in enumerate(frames))]
+
+        rows = [lift([gram[i][k] for i in range(dimension)]) for k in range(dimension)]  # (L Ĝ)ᵀ, row by row
+        lifted = [lift([rows[k][i] for k in range(dimension)]) for i in range(dimension)]  # L Ĝ Lᵀ
+        a_factor = Fraction(1, 4) if binary else Fraction(1)
         data_scale = 1 << spec.data_frac_bits
-        sums = [round(moments[1 + j] * unit * scales[j] * data_scale) for j in range(count)]
-        squares = [round(moments[1 + count + j] * unit * scales[j] ** 2 * data_scale) for j in range(count)]
-        row_count = max(0, round(moments[0] * unit))
-        return EncodedStatistics(
-            tuple(tuple(row) for row in matrix), tuple(offset), row_count, (row_count, *sums, *squares)
-        )
+        matrix = tuple(tuple(round(a_factor * value * data_scale) for value in row) for row in lifted)
+        moment = lift([m * unit for m in self.blocks["moment"]])
+        if label_frame is None:
+            offset_values = [m / 2 for m in moment]
+        else:
+            sums = lift(gram[0])
+            offset_values = [label_frame.radius * m + label_frame.centre * t for m, t in zip(moment, sums, strict=True)]
+        gradient_scale = 1 << spec.gradient_frac_bits
+        offset = tuple(round(v * gradient_scale) for v in offset_values)
+        count = len(spec.features)
+        moments = [m * unit for m in self.blocks["moments"]]
+        rows_noisy, z_sums, z_squares = moments[0], moments[1 : 1 + count], moments[1 + count :]
+        feature_sums = [f.centre * rows_noisy + f.radius * z for f, z in zip(frames, z_sums, strict=True)]
+        feature_squares = [
+            f.centre**2 * rows_noisy + 2 * f.centre * f.radius * z + f.radius**2 * q
+            for f, z, q in zip(frames, z_sums, z_squares, strict=True)
+        ]
+        row_count = max(0, round(rows_noisy))
+        encoded_sums = [round(v * data_scale) for v in (*feature_sums, *feature_squares)]
+        return EncodedStatistics(matrix, offset, row_count, (row_count, *encoded_sums))
 
 
 @dataclass(frozen=True)

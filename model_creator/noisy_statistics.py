@@ -9,11 +9,16 @@ the owners' noise is isotropic (each column divided by the scale M of its declar
 
 * τ = σ·√(d·log(2d²/β)) bounds the spectral norm of the summed noise matrix with probability at
   least 1 − β, where σ² is the sum of the owners' declared noise variances on the Gram block;
-* λ = max(0, τ − λ_min(G̃)), where G̃ is the noisy normalised Gram matrix: AdaSSP estimates λ_min
-  of the true matrix privately, at a third of its budget; here the smallest eigenvalue of the
-  noisy matrix the owners released is used, which is post-processing and costs nothing;
-* θ solves (G̃ + λI)·(Dθ) = D⁻¹b̃ / a, so every eigenvalue of the regularised matrix is at least
-  τ and the solution exists whatever the noise drew.
+* λ = max(0, τ − λ_min), where λ_min is the smallest eigenvalue of the noisy normalised Gram
+  matrix G̃ = L⁻¹ÃL⁻ᵀ / a of the features: AdaSSP estimates λ_min of the true matrix privately,
+  at a third of its budget; here the noisy matrix the owners released is used, which is
+  post-processing and costs nothing;
+* θ = L⁻ᵀu where (G̃ + λP)·u = L⁻¹b̃ / a and P penalises every coordinate but the intercept (in
+  the centred frame the intercept is the prediction at the centre of the bounds, which shrinking
+  would pull towards the label's midpoint, as scikit-learn's ridge leaves it unpenalised too).
+  Should G̃ + λP not be positive definite (the noise on the row count is unusually large), P is
+  the identity, as in AdaSSP itself: every eigenvalue is then at least τ, so a solution exists
+  whatever the noise drew.
 
 Every step is a function of what the owners released, so it spends no privacy.
 """
@@ -28,23 +33,24 @@ import numpy as np
 import numpy.typing as npt
 
 from common.protocol.errors import TrainingError
+from common.protocol.frames import design_map, unbounded_column
 from common.protocol.messages import PrivacyDeclaration
 from common.protocol.models import MODELS
 from common.protocol.spec import JobSpec
 
 #: β: the probability that the noise's spectral norm exceeds τ.
 FAILURE_PROBABILITY = 0.05
-RULE = "AdaSSP (Wang 2018): λ = max(0, τ − λ_min of the noisy normalised Gram matrix)"
+RULE = "AdaSSP (Wang 2018): λ = max(0, τ − λ_min of the noisy normalised Gram matrix), intercept unpenalised"
 
 FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """The summed noise of a round's contributors and the normalisation it is isotropic in."""
+    """The summed noise of a round's contributors and the frame it is isotropic in."""
 
     gram_std: float
-    scales: tuple[float, ...]
+    design_map: FloatArray
     factor: float
 
     @classmethod
@@ -56,25 +62,22 @@ class NoiseModel:
         TrainingError
             When private contributions come for a job that declares no bounds for a column.
         """
-        bounds = spec.bounds or {}
-        missing = [f for f in spec.features if f not in bounds]
-        if missing:
-            raise TrainingError(f"private contributions for a job without bounds for {', '.join(missing)}")
-        scales = (1.0, *(max(abs(bounds[f][0]), abs(bounds[f][1])) for f in spec.features))
+        missing = unbounded_column(spec)
+        if missing is not None:
+            raise TrainingError(f"private contributions for a job without bounds for column {missing!r}")
         gram_std = math.sqrt(sum(d.noise_std["gram"] ** 2 for d in declarations.values()))
         factor = 0.25 if MODELS[spec.model].binary_labels else 1.0
-        return cls(gram_std, scales, factor)
+        return cls(gram_std, design_map(spec), factor)
 
     @property
     def tau(self) -> float:
         """AdaSSP's high-probability bound on the noise's spectral norm (normalised units)."""
-        d = len(self.scales)
+        d = len(self.design_map)
         return self.gram_std * math.sqrt(d * math.log(2 * d * d / FAILURE_PROBABILITY))
 
     def penalty(self, strength: float) -> FloatArray:
-        """The diagonal that adds ``strength``·I in normalised coordinates to A (original units)."""
-        scales = np.asarray(self.scales)
-        penalty: FloatArray = strength * self.factor * scales * scales
+        """The matrix that adds ``strength``·I in normalised coordinates to A (original units): a·λ·L Lᵀ."""
+        penalty: FloatArray = strength * self.factor * (self.design_map @ self.design_map.T)
         return penalty
 
 
@@ -86,6 +89,7 @@ class Regularised:
     strength: float
     tau: float
     min_eigenvalue: float | None
+    intercept_penalised: bool = True
 
     def report(self, noise: NoiseModel) -> dict[str, object]:
         return {
@@ -93,35 +97,43 @@ class Regularised:
             "lambda": self.strength,
             "tau": self.tau,
             "min_eigenvalue": self.min_eigenvalue,
+            "intercept_penalised": self.intercept_penalised,
             "failure_probability": FAILURE_PROBABILITY,
             "gram_noise_std": noise.gram_std,
-            "normalisation": "each column divided by max(|low|, |high|) of its declared bounds",
+            "normalisation": "each column centred on its declared bounds and divided by their half-width",
         }
 
 
 def solve_adassp(matrix: FloatArray, vector: FloatArray, noise: NoiseModel) -> Regularised:
-    """θ minimising ½θᵀAθ − bᵀθ + ½λ‖Dθ‖² for the noisy A = ``matrix`` and b = ``vector``.
+    """θ minimising ½θᵀAθ − bᵀθ + ½·a·λ‖Lᵀθ‖² for the noisy A = ``matrix`` and b = ``vector``.
 
     Raises
     ------
     TrainingError
-        When the regularised system still cannot be solved (non-finite statistics).
+        When the statistics are not finite or the regularised system cannot be solved.
     """
-    scales = np.asarray(noise.scales)
-    normaliser = noise.factor * np.outer(scales, scales)
-    gram = matrix / normaliser
-    gram = (gram + gram.T) / 2
-    if not np.all(np.isfinite(gram)) or not np.all(np.isfinite(vector)):
+    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(vector)):
         raise TrainingError("the noisy statistics are not finite")
-    min_eigenvalue = float(np.linalg.eigvalsh(gram)[0])
+    inverse = np.linalg.inv(noise.design_map)
+    gram = inverse @ matrix @ inverse.T / noise.factor
+    gram = (gram + gram.T) / 2
     tau = noise.tau
+    min_eigenvalue = float(np.linalg.eigvalsh(gram[1:, 1:])[0])
     strength = max(0.0, tau - min_eigenvalue)
-    regularised = gram + strength * np.eye(len(scales))
+    penalised = np.eye(len(gram))
+    penalised[0, 0] = 0.0
+    regularised = gram + strength * penalised
+    intercept_penalised = bool(np.linalg.eigvalsh(regularised)[0] <= 0)
+    if intercept_penalised:
+        min_eigenvalue = float(np.linalg.eigvalsh(gram)[0])
+        strength = max(0.0, tau - min_eigenvalue)
+        regularised = gram + strength * np.eye(len(gram))
     try:
-        normalised = np.linalg.solve(regularised, vector / (noise.factor * scales))
+        normalised = np.linalg.solve(regularised, inverse @ vector / noise.factor)
     except np.linalg.LinAlgError as exc:
         raise TrainingError(f"the regularised noisy statistics cannot be solved: {exc}") from exc
-    return Regularised(tuple(float(v) for v in normalised / scales), strength, tau, min_eigenvalue)
+    coefficients = inverse.T @ normalised
+    return Regularised(tuple(float(v) for v in coefficients), strength, tau, min_eigenvalue, intercept_penalised)
 
 
 def probe_statistics(gradients: Sequence[Sequence[float]]) -> tuple[FloatArray, FloatArray]:

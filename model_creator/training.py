@@ -299,8 +299,8 @@ class TrainingRun:
             gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
         if self.noise is not None and isinstance(self.optimizer, FirstOrder):
             # No eigenvalue is known to a first-order method: AdaSSP's λ with λ_min taken as 0.
-            penalty = self.noise.penalty(self.noise.tau)
-            gradient = [g + Fraction(float(p)) * w for g, p, w in zip(gradient, penalty, point, strict=True)]
+            penalty = self.noise.penalty(self.noise.tau) @ np.array([float(w) for w in point])
+            gradient = [g + Fraction(float(p)) for g, p in zip(gradient, penalty, strict=True)]
         restarted = self.data_owners is not None and data_owners != self.data_owners
         if restarted:
             self.optimizer.restart()

@@ -198,6 +198,7 @@ def export_model(path: ModelPath) -> tuple[Response, int]:
             "rounds": model.round,
             "created_at": model.created_at,
             "finished_at": model.updated_at,
+            **({} if model.privacy is None else {"privacy": model.privacy}),
         }
     )
     optional: dict[str, Any] = {}

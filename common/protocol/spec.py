@@ -111,6 +111,10 @@ class JobSpec(BaseModel):
         ``|w| < 2**weight_bits``; data owners size their bound checks on it.
     layout
         The slot layout of the data owners' packed replies.
+    bounds
+        Public ``[low, high]`` per column (label included), declared by the model creator for
+        data owners that protect their rows with differential privacy: they clip to them
+        (PROTOCOL.md section 8). ``None``: no bounds declared.
     """
 
     # Lax only so that JSON arrays become the tuple of features; every scalar field is strict.

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from e2e_support import coordinator_job, post_model, running_federation
-from support import DIABETES_FEATURES, FAST_RETRIES, SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS
+from e2e_support import assert_matches_lstsq, coordinator_job, lstsq_reference, pooled, post_model, running_federation
+from support import DIABETES_FEATURES, DIABETES_LABEL, FAST_RETRIES, SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS
 
 from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PrivateKey
@@ -202,9 +202,11 @@ def test_the_budget_survives_restarts_of_every_party_and_refuses_the_job_past_it
 
 
 def test_owners_without_privacy_flags_are_unchanged(tmp_path: Path):
-    """The same job on owners without the flags: exact, no privacy report, no ledger."""
+    """The same job on owners without the flags: exact to 1e-6, no privacy report, no ledger."""
     with running_federation(tmp_path, SHIPPED_OWNERS, SHIPPED / "test.csv", environment=dict(FAST_RETRIES)) as fed:
         model = post_model(fed, DP_JOB)
         assert model["status"] == "finished" and model["stop_reason"] == "exact: all directions explored"
+        reference = lstsq_reference(*pooled([path for _, path in SHIPPED_OWNERS], DIABETES_FEATURES, DIABETES_LABEL))
+        assert_matches_lstsq(model, DIABETES_FEATURES, reference, rtol=1e-6)
         assert "privacy" not in model
         assert fed.owner_status("owner_a")["privacy"] is None

@@ -35,38 +35,51 @@ def declaration(gram_std: float) -> PrivacyDeclaration:
 
 
 def noise_model(gram_std: float, dimension: int = 3) -> NoiseModel:
-    return NoiseModel(gram_std, (1.0,) * dimension, 1.0)
+    return NoiseModel(gram_std, np.eye(dimension), 1.0)
 
 
 def test_a_well_conditioned_matrix_far_above_the_noise_is_solved_as_it_is():
     matrix = np.diag([100.0, 200.0, 300.0])
     vector = np.array([100.0, 400.0, 900.0])
     solved = solve_adassp(matrix, vector, noise_model(1.0))
-    assert solved.strength == 0.0 and solved.min_eigenvalue == pytest.approx(100.0)
+    assert solved.strength == 0.0 and solved.min_eigenvalue == pytest.approx(200.0)
     np.testing.assert_allclose(solved.coefficients, [1.0, 2.0, 3.0])
 
 
-def test_an_indefinite_matrix_is_lifted_until_every_eigenvalue_is_tau():
-    matrix = np.array([[2.0, 3.0, 0.0], [3.0, 2.0, 0.0], [0.0, 0.0, 50.0]])
+def test_indefinite_feature_directions_are_lifted_to_tau_and_the_intercept_is_left_alone():
+    matrix = np.array([[400.0, 0.0, 0.0], [0.0, 2.0, 3.0], [0.0, 3.0, 2.0]])
     noise = noise_model(0.5)
     assert noise.tau == pytest.approx(0.5 * math.sqrt(3 * math.log(2 * 9 / FAILURE_PROBABILITY)))
     solved = solve_adassp(matrix, np.ones(3), noise)
-    assert solved.min_eigenvalue == pytest.approx(-1.0)
+    assert solved.min_eigenvalue == pytest.approx(-1.0) and not solved.intercept_penalised
     assert solved.strength == pytest.approx(noise.tau + 1.0)
+    lifted = matrix + solved.strength * np.diag([0.0, 1.0, 1.0])
+    assert np.linalg.eigvalsh(lifted[1:, 1:])[0] == pytest.approx(noise.tau)
+    np.testing.assert_allclose(lifted @ solved.coefficients, np.ones(3))
+
+
+def test_when_the_intercept_row_is_what_the_noise_broke_every_direction_is_lifted():
+    matrix = np.array([[-5.0, 1.0, 0.0], [1.0, 50.0, 0.0], [0.0, 0.0, 60.0]])
+    noise = noise_model(0.5)
+    solved = solve_adassp(matrix, np.ones(3), noise)
+    assert solved.intercept_penalised
+    assert solved.min_eigenvalue == pytest.approx(np.linalg.eigvalsh(matrix)[0])
     lifted = matrix + solved.strength * np.eye(3)
     assert np.linalg.eigvalsh(lifted)[0] == pytest.approx(noise.tau)
     np.testing.assert_allclose(lifted @ solved.coefficients, np.ones(3))
 
 
-def test_the_regularisation_is_isotropic_in_the_coordinates_normalised_by_the_bounds():
-    scales = (1.0, 10.0, 1000.0)
-    noise = NoiseModel(2.0, scales, 0.25)
-    matrix = 0.25 * np.outer(scales, scales) * np.diag([-1.0, 3.0, 5.0])
-    solved = solve_adassp(matrix, np.ones(3), noise)
+def test_the_regularisation_is_isotropic_in_the_centred_frame_of_the_bounds():
+    lift = np.array([[1.0, 0.0, 0.0], [5.0, 10.0, 0.0], [-300.0, 0.0, 1000.0]])
+    noise = NoiseModel(2.0, lift, 0.25)
+    normalised = np.diag([900.0, -1.0, 3.0])
+    matrix = 0.25 * lift @ normalised @ lift.T
+    vector = np.array([1.0, 2.0, 3.0])
+    solved = solve_adassp(matrix, vector, noise)
     assert solved.min_eigenvalue == pytest.approx(-1.0)
-    penalty = noise.penalty(solved.strength)
-    np.testing.assert_allclose(penalty, 0.25 * solved.strength * np.square(scales))
-    np.testing.assert_allclose((matrix + np.diag(penalty)) @ solved.coefficients, np.ones(3))
+    penalty = 0.25 * solved.strength * lift @ np.diag([0.0, 1.0, 1.0]) @ lift.T
+    np.testing.assert_allclose((matrix + penalty) @ solved.coefficients, vector, rtol=1e-9)
+    np.testing.assert_allclose(noise.penalty(1.0), 0.25 * lift @ lift.T)
 
 
 def test_the_probe_asks_zero_then_each_unit_vector_and_recovers_the_objective():
@@ -134,6 +147,34 @@ def test_a_private_run_solves_the_summed_releases_with_adassp_and_resumes_after_
     assert report["regularisation"]["lambda"] == pytest.approx(expected.strength)
     assert report["regularisation"]["gram_noise_std"] == pytest.approx(
         math.sqrt(sum(d.noise_std["gram"] ** 2 for d in privacy.values())))
+    run.close()
+
+
+def test_a_first_order_private_run_converges_to_the_fully_regularised_noisy_objective(small_key):
+    """Adam on the noisy statistics plus a·τ·L Lᵀ: the minimiser of that quadratic, in closed form."""
+    request = TrainingRequest.of(
+        TrainingOptions(bounds=BOUNDS, optimizer="adam", learning_rate=0.05, max_rounds=3000, tolerance=1e-7), SETTINGS
+    )
+    run = TrainingRun("dp-adam", request, small_key, SETTINGS, None)
+    spec = run.spec
+    releases = [NoisyRelease.draw(exact_blocks(spec, *owners_data(seed)), rho_for(5.0, 1e-5), 5.0, 1e-5)
+                for seed in range(2)]
+    encoded = [release.encoded(spec) for release in releases]
+    maps = [EncryptedAffineMap.of_encoded(spec, e.matrix, e.offset, e.row_count, "owner") for e in encoded]
+    privacy = {f"owner_{i}": release.declaration for i, release in enumerate(releases)}
+    public_key = small_key.public_key
+    while not run.done:
+        order = run.round_order()
+        weights = ciphertexts_under(order.encrypted_weights, public_key, "weights", spec.dimension)
+        run.absorb(aggregate(public_key.nsquare, [m.evaluate(public_key, weights, spec) for m in maps]),
+                   sorted(privacy), {}, privacy)
+    noise = NoiseModel.of(spec, privacy)
+    matrix = sum(np.array(m.matrix, dtype=float) for m in maps) / 2**spec.data_frac_bits
+    vector = sum(np.array(m.offset, dtype=float) for m in maps) / 2**spec.gradient_frac_bits
+    expected = np.linalg.solve(matrix + noise.penalty(noise.tau), vector)
+    np.testing.assert_allclose(list(run.coefficients().values()), expected, rtol=1e-3, atol=1e-4)
+    report = run.result()["privacy"]["regularisation"]
+    assert report["lambda"] == pytest.approx(noise.tau) and report["intercept_penalised"]
     run.close()
 
 
