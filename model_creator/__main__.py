@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from common.service.app import configure_logging, serve
 from common.service.cli import base_config, base_parser, serve_options, start_or_exit
 from model_creator import create_app
@@ -18,9 +16,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--test-data",
-        type=Path,
-        default=defaults["test_data"].default,
-        help="CSV the prediction endpoint scores models on (default: the shipped test split)",
+        default=str(defaults["test_data"].default),
+        metavar="CSV|none",
+        help="CSV that models are scored on, or 'none': the model creator then needs no data of its own"
+        " (default: the shipped test split)",
     )
     parser.add_argument(
         "--key-bits",
@@ -37,7 +36,7 @@ def main() -> None:
     config = base_config(args)
     config.update(
         COORDINATOR_URL=args.coordinator,
-        TEST_DATA=str(args.test_data),
+        TEST_DATA=args.test_data,
         KEY_BITS=args.key_bits,
         TEST_ONLY_SMALL_KEYS=args.test_only_small_keys,
     )

@@ -26,8 +26,8 @@ DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s
 
 
 def _unset_if_empty(value: Any) -> Any:
-    """An empty ``FT_MODEL_CREATOR_TEST_DATA`` means no test data, as an absent one does."""
-    return None if value == "" else value
+    """``none`` (``--test-data none``) or an empty ``FT_MODEL_CREATOR_TEST_DATA``: no test data."""
+    return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
 
 def _readable_csv(path: Path | None) -> Path | None:

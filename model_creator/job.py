@@ -34,7 +34,7 @@ from typing import Any
 
 from common.crypto.bigint import mpz
 from common.dataset import load_columns
-from common.protocol.errors import Conflict, FederatedError, NotFound
+from common.protocol.errors import Conflict, DataError, FederatedError, NotFound
 from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PrivacyDeclaration, PublicKeyMessage, RoundHistory
 from common.protocol.spec import STATISTICS, RoundKind
 from common.service.app import Worker
@@ -280,7 +280,8 @@ class Trainer:
     def _open(self, model_id: str, request: TrainingRequest, saved: dict[str, Any] | None) -> None:
         """Build the run (restoring a saved one), open the job at the coordinator, await its round."""
         private_key = self.keys.private_key()
-        run = TrainingRun(model_id, request, private_key, self.settings, self._validation_data(request))
+        validation, metrics_note = self._validation_data(request)
+        run = TrainingRun(model_id, request, private_key, self.settings, validation, metrics_note)
         if saved is not None:
             run.restore(saved)
         job = self._job(model_id)
@@ -344,7 +345,7 @@ class Trainer:
             return
         if isinstance(event, Cancelled):
             self.store.cancel(job.model_id, event.reason)
-            logger.warning("model %s cancelled: %s", job.model_id, event.reason)
+            logger.info("model %s cancelled: %s", job.model_id, event.reason)
             return
         run = job.run
         assert run is not None, "a job is opened and absorbs aggregates only once its run is built"
@@ -386,12 +387,17 @@ class Trainer:
             raise NotFound(f"model {model_id} has no job in flight")
         return job
 
-    def _validation_data(self, request: TrainingRequest) -> Validation | None:
+    def _validation_data(self, request: TrainingRequest) -> tuple[Validation | None, str | None]:
+        """The test data's columns for the job, or why there are none (the model says so)."""
         if self.settings.test_data is None:
-            return None
-        features, labels = load_columns(self.settings.test_data, request.features, request.label)
-        assert labels is not None
-        return features, labels
+            return None, "no metrics: the model creator has no test data"
+        try:
+            features, labels = load_columns(self.settings.test_data, request.features, request.label)
+        except DataError as exc:
+            column = f" column {exc.column!r}" if exc.column else ""
+            reason = "has no" if exc.code == "missing_column" else f"cannot score the model ({exc.code}) in"
+            return None, f"no metrics: the model creator's test data {reason}{column}"
+        return (features, labels), None
 
 
 def _reason(error: Exception) -> str:

@@ -118,6 +118,13 @@ class ModelStore(SQLiteStore):
     def cancel(self, model_id: str, reason: str) -> None:
         self._update(model_id, status="cancelled", error=reason)
 
+    def delete(self, model_id: str) -> None:
+        """Remove a model and its history (the caller has checked it is not in flight)."""
+        with self.connect() as db:
+            db.execute("DELETE FROM history WHERE model_id = ?", (model_id,))
+            if db.execute("DELETE FROM models WHERE model_id = ?", (model_id,)).rowcount == 0:
+                raise NotFound(f"model {model_id} does not exist")
+
     def get(self, model_id: str) -> ModelRecord:
         with self.connect() as db:
             row = db.execute("SELECT rowid AS version, * FROM models WHERE model_id = ?", (model_id,)).fetchone()
@@ -165,6 +172,7 @@ def _model(row: Any, history: list[dict[str, Any]] | None) -> ModelRecord:
         "model_id": row["model_id"],
         "version": row["version"],
         "status": row["status"],
+        "name": request.get("name"),
         "model": request["model"],
         "features": request["features"],
         "label": request["label"],

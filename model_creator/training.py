@@ -32,6 +32,7 @@ from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
 from model_creator.config import ModelCreatorSettings
 from model_creator.noisy_statistics import NoiseModel, Regularised, probe_statistics, solve_adassp
+from model_creator.progress import DEFAULT_FIRST_ORDER_ROUNDS
 from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling, StatisticsProbe
 
 Validation = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -60,6 +61,7 @@ class TrainingRequest:
     tolerance: float
     relative_tolerance: float
     bounds: dict[str, list[float]] | None = None
+    name: str | None = None
 
     @classmethod
     def of(cls, options: TrainingOptions, settings: ModelCreatorSettings) -> TrainingRequest:
@@ -89,6 +91,7 @@ class TrainingRequest:
             if column not in (*features, label):
                 raise ProtocolViolation(f"body.bounds: {column!r} is neither a feature nor the label of the job")
         return cls(
+            name=options.name,
             bounds=bounds,
             model=options.model,
             features=features,
@@ -125,8 +128,10 @@ class TrainingRun:
         private_key: PrivateKey,
         settings: ModelCreatorSettings,
         validation: Validation | None,
+        metrics_note: str | None = None,
     ) -> None:
         self.request = request
+        self.metrics_note = metrics_note
         self.kind = MODELS[request.model]
         self.private_key = private_key
         self.validation = validation
@@ -167,7 +172,7 @@ class TrainingRun:
             spec.dimension,
             spec.weight_frac_bits,
             spec.weight_bits,
-            request.max_rounds or 100,
+            request.max_rounds or DEFAULT_FIRST_ORDER_ROUNDS,
             request.optimizer,
             request.learning_rate,
             request.tolerance,
@@ -382,6 +387,8 @@ class TrainingRun:
             "data_owners": self.data_owners or [],
             "metrics": self.validation_metrics(),
         }
+        if self.validation is None and self.metrics_note is not None:
+            result["metrics_note"] = self.metrics_note
         if self.privacy:
             result["privacy"] = self.privacy_report()
         if self.feature_statistics is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -21,13 +23,15 @@ from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.dataset import load_columns, read_columns, read_header
-from common.protocol.errors import Conflict, DataError, ProtocolViolation, SchemaError
+from common.protocol.errors import Conflict, DataError, NotFound, ProtocolViolation, SchemaError
 from common.protocol.messages import (
     Accepted,
     Aggregate,
     ExportedModel,
     ImportedTraining,
     JobFailure,
+    ModelCancelling,
+    ModelDeleted,
     ModelImported,
     ModelList,
     ModelRecord,
@@ -38,12 +42,13 @@ from common.protocol.messages import (
     ciphertexts_under,
     parse,
 )
-from common.protocol.models import MODELS
+from common.protocol.models import MODELS, check_binary_labels
 from common.protocol.spec import JobId
 from common.service.app import answer, documents, responses, settings_of
 from common.service.auth import COORDINATOR, USER, requires
 from model_creator.config import ModelCreatorSettings
 from model_creator.job import Trainer
+from model_creator.progress import with_progress
 from model_creator.store import ModelStore
 from model_creator.training import TrainingRequest
 
@@ -51,6 +56,8 @@ EXPORT_FORMAT: Final = "federated_trainer.model/1"
 CSV_TYPES = ("text/csv", "multipart/form-data")
 
 #: The user's endpoints: a bearer token when the service has an API token, none otherwise.
+
+logger = logging.getLogger(__name__)
 
 models = APIBlueprint(
     "models",
@@ -94,18 +101,28 @@ class PredictionUpload(BaseModel):
     model_id: JobId | None = None
 
 
+def _check_binary_label(test_data: Path, label: str) -> None:
+    """A label the test data holds must be 0/1 for a model that needs binary labels (a 422 naming it)."""
+    if label not in read_header(test_data):
+        return
+    try:
+        _, labels = load_columns(test_data, [], label)
+    except DataError as exc:
+        raise ProtocolViolation(f"body.label: the model creator's test data cannot be read ({exc.code})") from None
+    try:
+        check_binary_labels(labels, "the model creator's test data", label)
+    except DataError as exc:
+        raise ProtocolViolation(f"body.label: {exc.message}; this model needs 0/1 labels") from None
+
+
 def _training_limits(settings: ModelCreatorSettings) -> dict[str, dict[str, dict[str, Any]]]:
     """What this model creator takes in a ``POST /model`` body beyond the message's own limits.
 
-    At most as many data owners as it counts, and columns of its test data, when it has any: the
-    bounds :meth:`TrainingRequest.of <model_creator.training.TrainingRequest.of>` and :func:`train`
-    check a body against.
+    At most as many data owners as it counts: the bound :meth:`TrainingRequest.of
+    <model_creator.training.TrainingRequest.of>` checks a body against. The columns are the data
+    owners', not the model creator's, so its test data does not limit them.
     """
     limits: dict[str, dict[str, Any]] = {"min_data_owners": {"maximum": settings.max_data_owners}}
-    if settings.test_data is not None:
-        header = read_header(settings.test_data)
-        limits["features"] = {"items": {"enum": header}}
-        limits["label"] = {"enum": header}
     return {"TrainingOptions": limits}
 
 
@@ -148,7 +165,9 @@ def _settings() -> ModelCreatorSettings:
 def train(body: TrainingBody) -> tuple[Response, int]:
     """Start training; with no body, the default linear regression on the default columns.
 
-    The columns are checked against the header of the model creator's test data, when it has any.
+    The model creator needs no data of its own: when its test data has the job's columns the model
+    is scored on them, otherwise the model says why it has no metrics. When the test data has the
+    label of a model that needs binary labels, a label that is not 0/1 there is refused at once.
     """
     settings = _settings()
     features = body.features if body.features is not None else settings.default_features
@@ -157,14 +176,8 @@ def train(body: TrainingBody) -> tuple[Response, int]:
         # Only one of them is the default (both given is the message's own check): the settings decide.
         raise ProtocolViolation(f"body: label {label!r} is also listed as a feature")
     training_request = TrainingRequest.of(body, settings)
-    if settings.test_data is not None:
-        header = read_header(settings.test_data)
-        unknown = [c for c in [*training_request.features, training_request.label] if c not in header]
-        if unknown:
-            raise SchemaError(
-                f"body: unknown column(s) {', '.join(map(repr, unknown))}; the model creator's data has"
-                f" {', '.join(header)}"
-            )
+    if settings.test_data is not None and MODELS[training_request.model].binary_labels:
+        _check_binary_label(settings.test_data, training_request.label)
     model_id = _trainer().start(training_request)
     return answer(TrainingStarted(model_id=model_id, status="pending"), 202)
 
@@ -172,15 +185,53 @@ def train(body: TrainingBody) -> tuple[Response, int]:
 @models.get("/models", responses=responses(200, ModelList, 401, 403))
 @requires(USER)
 def list_models() -> tuple[Response, int]:
-    """Every model, oldest first, with status, type, features and metrics (no history)."""
-    return answer(ModelList(models=_store().list()))
+    """Every model, oldest first, with status, type, features, metrics and progress (no history)."""
+    return answer(ModelList(models=[with_progress(model) for model in _store().list()]))
 
 
 @models.get("/model/<model_id>", responses=responses(200, ModelRecord, 400, 401, 403, 404))
 @requires(USER)
 def show_model(path: ModelPath) -> tuple[Response, int]:
-    """A model with its history of rounds and, once finished, its coefficients."""
-    return answer(_store().get(path.model_id))
+    """A model with its history of rounds, its progress and, once finished, its coefficients.
+
+    ``expected_rounds`` is d + 1 for the exact solver (plus the statistics round when training on
+    standardised features) and ``max_rounds`` otherwise; ``fraction_done`` is the rounds taken over
+    it (capped at 0.99 until the job ends); ``seconds_left`` the mean round time so far times the
+    rounds still expected.
+    """
+    return answer(with_progress(_store().get(path.model_id)))
+
+
+@models.post("/model/<model_id>/cancel", responses=responses(202, ModelCancelling, 400, 401, 403, 404, 409))
+@requires(USER)
+def cancel_model(path: ModelPath) -> tuple[Response, int]:
+    """Stop a job in flight: it ends ``cancelled`` and the coordinator closes it at every owner.
+
+    A model that has already ended is a 409, and is left as it is.
+    """
+    model = _store().get(path.model_id)
+    if model.status not in ("pending", "running"):
+        raise Conflict(f"model {path.model_id} is {model.status}; only a pending or running model can be cancelled")
+    try:
+        _trainer().cancel(path.model_id, "cancelled by the user")
+    except NotFound:
+        raise Conflict(f"model {path.model_id} has just ended; it was not cancelled") from None
+    return answer(ModelCancelling(model_id=path.model_id, status="cancelling"), 202)
+
+
+@models.delete("/model/<model_id>", responses=responses(200, ModelDeleted, 400, 401, 403, 404, 409))
+@requires(USER)
+def delete_model(path: ModelPath) -> tuple[Response, int]:
+    """Delete a model that has ended (finished, failed or cancelled) and its history.
+
+    A model in flight is a 409: cancel it first. No other model is touched.
+    """
+    model = _store().get(path.model_id)
+    if model.status in ("pending", "running"):
+        raise Conflict(f"model {path.model_id} is {model.status}; cancel it first (POST /model/{path.model_id}/cancel)")
+    _store().delete(path.model_id)
+    logger.info("model %s deleted", path.model_id)
+    return answer(ModelDeleted(model_id=path.model_id, status="deleted"))
 
 
 @models.get("/model/<model_id>/export", responses=responses(200, ExportedModel, 400, 401, 403, 404, 409))
@@ -278,16 +329,12 @@ def predict_rows(query: ModelQuery) -> tuple[Response, int]:
     body = parse(PredictionRows, request.get_json(force=True, silent=True))
     model = _finished_or_latest(body.model_id)
     table = np.empty((len(body.rows), len(model.features)))
-    wanted = set(model.features)
     for index, row in enumerate(body.rows):
         missing = [f for f in model.features if f not in row]
-        unknown = sorted(set(row) - wanted)
-        if missing or unknown:
-            parts = ([f"missing feature(s) {', '.join(map(repr, missing))}"] if missing else []) + (
-                [f"unknown feature(s) {', '.join(map(repr, unknown))}"] if unknown else []
-            )
+        if missing:
             # Any feature names fit the document; only the stored model says which: a 422.
-            raise ProtocolViolation(f"body.rows[{index}]: {'; '.join(parts)}")
+            raise ProtocolViolation(f"body.rows[{index}]: missing feature(s) {', '.join(map(repr, missing))}")
+        # Columns the model does not use are ignored, as in GET /prediction and at the owners.
         table[index] = [row[feature] for feature in model.features]
     return answer(_predict(model, table, None))
 
@@ -310,7 +357,7 @@ def _predict_csv(query: ModelQuery) -> tuple[Response, int]:
         raise DataError(f"{source}: CSV is not UTF-8 text", "no_data") from exc
     header = next(csv.reader(io.StringIO(text)), [])
     label = model.label if model.label in [h.strip() for h in header] else None
-    features, labels = read_columns(io.StringIO(text), model.features, label, source, allow_extra=False)
+    features, labels = read_columns(io.StringIO(text), model.features, label, source)
     return answer(_predict(model, features, labels))
 
 

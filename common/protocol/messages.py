@@ -660,6 +660,7 @@ class TrainingOptions(Message):
     tolerance: Annotated[float, Field(ge=0.0, le=1e6)] = 1e-8
     relative_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-12
     bounds: ColumnBounds | SkipJsonSchema[None] = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -667,7 +668,7 @@ class TrainingOptions(Message):
         return {} if payload is None else payload
 
     @field_validator(
-        "features", "label", "max_rounds", "max_abs_weight", "alpha", "standardize", "bounds", mode="before"
+        "features", "label", "max_rounds", "max_abs_weight", "alpha", "standardize", "bounds", "name", mode="before"
     )
     @classmethod
     def _given_means_a_value(cls, value: Any) -> Any:
@@ -690,6 +691,16 @@ class TrainingOptions(Message):
 class TrainingStarted(Answer):
     model_id: JobId
     status: Literal["pending"]
+
+
+class ModelCancelling(Answer):
+    model_id: JobId
+    status: Literal["cancelling"]
+
+
+class ModelDeleted(Answer):
+    model_id: JobId
+    status: Literal["deleted"]
 
 
 class RoundHistory(Answer):
@@ -718,12 +729,20 @@ class ModelRecord(Answer):
     model_id: JobId
     version: int
     status: Literal["pending", "running", "finished", "failed", "cancelled"]
+    name: str | None = Field(default=None, description="The name the request gave the model, if any.")
     model: str
     features: list[str]
     label: str
     optimizer: str
     request: dict[str, Any]
     round: int
+    expected_rounds: int | None = Field(
+        default=None, description="Rounds the job is expected to take: d + 1 for the exact solver, else max_rounds."
+    )
+    fraction_done: float | None = Field(default=None, description="round / expected_rounds (1 once finished).")
+    seconds_left: float | None = Field(
+        default=None, description="Estimated seconds until the job finishes: mean round time × rounds left."
+    )
     created_at: float
     updated_at: float
     error: str | None = None
@@ -731,6 +750,7 @@ class ModelRecord(Answer):
     stop_reason: str | None = None
     data_owners: list[str] | None = None
     metrics: dict[str, float | None] | None = None
+    metrics_note: str | None = Field(default=None, description="Why a finished model has no metrics.")
     imported_from: str | None = None
     scaling: Scaling | None = None
     standardized_coefficients: dict[str, float] | None = None
