@@ -97,7 +97,7 @@ class LocalFederation:
 
     workdir: Path
     owners: Sequence[tuple[str, Path]]
-    test_data: Path | None = None
+    test_data: Path | str | None = None  # "none": a model creator with no test data
     key_bits: int = 2048
     environment: dict[str, str] = field(default_factory=dict)
     coordinator_traffic_log: Path | None = None

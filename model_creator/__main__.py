@@ -16,7 +16,6 @@ def main() -> None:
     )
     parser.add_argument(
         "--test-data",
-        default=str(defaults["test_data"].default),
         metavar="CSV|none",
         help="CSV that models are scored on, or 'none': the model creator then needs no data of its own"
         " (default: the shipped test split)",
@@ -36,7 +35,7 @@ def main() -> None:
     config = base_config(args)
     config.update(
         COORDINATOR_URL=args.coordinator,
-        TEST_DATA=args.test_data,
+        **({} if args.test_data is None else {"TEST_DATA": args.test_data}),
         KEY_BITS=args.key_bits,
         TEST_ONLY_SMALL_KEYS=args.test_only_small_keys,
     )

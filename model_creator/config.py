@@ -41,6 +41,12 @@ def _readable_csv(path: Path | None) -> Path | None:
     return path.resolve()
 
 
+def _shipped_test_data() -> Path | None:
+    """The shipped test split, where there is one (an installed package has none: no test data)."""
+    shipped = CHECKOUT / "data" / "diabetes" / "test.csv"
+    return shipped if shipped.is_file() else None
+
+
 TestData = Annotated[Path | None, BeforeValidator(_unset_if_empty), AfterValidator(_readable_csv)]
 
 
@@ -66,7 +72,7 @@ class ModelCreatorSettings(ServiceSettings):
     coordinator_url: Url = "http://localhost:8080"
     public_url: Url = "http://127.0.0.1:9090"
     state_dir: Path = CHECKOUT / "var" / "model_creator"
-    test_data: TestData = CHECKOUT / "data" / "diabetes" / "test.csv"
+    test_data: TestData = Field(default_factory=lambda: _shipped_test_data())
     default_features: FeatureList = Field(default_factory=lambda: list(DIABETES_FEATURES))
     default_label: ColumnName = "progression"
     key_bits: Literal[1024, 2048, 3072, 4096] = 2048

@@ -3,12 +3,12 @@
 A pure function of the stored model (its request, status, round and history), so that every
 answer about a model carries its progress, whatever the model creator restarted in between.
 
-The exact solver (and its private variant, which probes the noisy objective) takes d + 1 gradient
-rounds for d coefficients; a first-order optimiser runs up to its ``max_rounds``; training on
-standardised features adds the statistics round. A job can end earlier (an exact solver whose
-gradient vanishes, a tolerance reached), and later when its owners change (the solver starts
-again): the fraction of a job in flight is therefore capped below 1, and the time left is the
-mean duration of its rounds so far times the rounds still expected.
+The exact solver (and its private variant, which probes the noisy objective) takes d + 1
+gradient rounds for d coefficients (the features and the intercept); a first-order optimiser runs
+up to its ``max_rounds``; training on standardised features adds the statistics round. A job can
+end earlier (an exact solver whose gradient vanishes, a tolerance reached), and later when its
+owners change (the solver starts again): the fraction of a job in flight is therefore capped
+below 1, and the time left is the mean duration of its rounds so far times the rounds still expected.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def expected_rounds(request: Mapping[str, Any]) -> int | None:
         return None
     statistics = 1 if request.get("standardize") else 0
     if optimizer == "exact":
-        return len(request["features"]) + 1 + statistics
+        return len(request["features"]) + 2 + statistics
     return int(request.get("max_rounds") or DEFAULT_FIRST_ORDER_ROUNDS) + statistics
 
 
@@ -48,5 +48,5 @@ def with_progress(model: ModelRecord) -> ModelRecord:
     if model.status in ("pending", "running") and model.history:
         seconds_left = fmean(entry.seconds for entry in model.history) * max(0, expected - model.round)
     return model.model_copy(
-        update={"expected_rounds": expected, "fraction_done": round(fraction, 4), "seconds_left": seconds_left}
+        update={"expected_rounds": expected, "fraction_done": round(fraction, 6), "seconds_left": seconds_left}
     )

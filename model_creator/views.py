@@ -194,9 +194,10 @@ def list_models() -> tuple[Response, int]:
 def show_model(path: ModelPath) -> tuple[Response, int]:
     """A model with its history of rounds, its progress and, once finished, its coefficients.
 
-    ``expected_rounds`` is d + 1 for the exact solver (plus the statistics round when training on
-    standardised features) and ``max_rounds`` otherwise; ``fraction_done`` is the rounds taken over
-    it (capped at 0.99 until the job ends); ``seconds_left`` the mean round time so far times the
+    ``expected_rounds`` is d + 1 for the exact solver and d coefficients (plus the statistics
+    round when training on standardised features) and ``max_rounds`` otherwise;
+    ``fraction_done`` is the rounds taken over it (capped at 0.99 until the job ends);
+    ``seconds_left`` the mean round time so far times the
     rounds still expected.
     """
     return answer(with_progress(_store().get(path.model_id)))

@@ -9,7 +9,11 @@ from typing import Any, TypeVar
 
 F = TypeVar("F")
 
+#: Where the parties keep their state (``var/``) and find the shipped data by default: the checkout
+#: they run from, or the current directory for an installed package, which has no checkout.
 CHECKOUT = Path(__file__).resolve().parents[2]
+if not (CHECKOUT / "pyproject.toml").is_file():
+    CHECKOUT = Path.cwd()
 
 
 def base_parser(

@@ -573,7 +573,7 @@ def test_a_job_in_flight_shows_its_progress_and_is_cancelled_and_then_deleted(tm
     try:
         shown = flight.client.get(f"/model/{flight.model_id}").get_json()
         assert shown["status"] == "running" and shown["round"] == 0
-        assert shown["expected_rounds"] == len(FEATURES) + 1 and shown["fraction_done"] == 0.0
+        assert shown["expected_rounds"] == len(FEATURES) + 2 and shown["fraction_done"] == 0.0
         assert shown["seconds_left"] is None  # no round has taken any time yet
         assert_json_error(flight.client.delete(f"/model/{flight.model_id}"), 409, "cancel it first")
 

@@ -1,0 +1,146 @@
+"""What a new user does, against real processes: the installed client, no test data, cancel and delete.
+
+* ``pip install .`` installs the services, the client and the console scripts; the installed
+  ``federated-trainer train`` trains the default job, shows a line per round (round k of K) and
+  prints the coefficient table and the metrics; ``list``, ``status`` and errors behave.
+* A model creator started with ``--test-data none`` trains on owners whose columns it has never
+  seen, exactly, and the model says why it has no metrics.
+* A job in flight is cancelled and then deleted through the Python client; the other models, the
+  coordinator's job and later jobs are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from e2e_support import (
+    RAW_FEATURES,
+    RAW_LABEL,
+    ALL_COLUMNS,
+    assert_matches_lstsq,
+    coordinator_job,
+    generate_rows,
+    lstsq_reference,
+    running_federation,
+    wait_coordinator_job,
+    write_csv,
+)
+from support import CHECKOUT, DIABETES_FEATURES, FAST_RETRIES, SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS
+
+from federated_trainer import Client, ClientError
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The project as ``pip install .`` puts it (its dependencies are the test environment's)."""
+    target = tmp_path_factory.mktemp("installed")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(CHECKOUT)], check=True, capture_output=True, cwd=target)
+    return target
+
+
+def run_installed(installed: Path, script: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(installed)}
+    return subprocess.run([str(installed / "bin" / script), *arguments], capture_output=True, text=True,
+                          env=environment, cwd=installed, timeout=600)
+
+
+def test_pip_install_gives_the_services_the_client_and_the_console_scripts(installed):
+    for package in ("common", "coordinator", "data_owner", "model_creator", "local_federation", "federated_trainer"):
+        assert (installed / package / "__init__.py").is_file(), package
+    for script in ("federated-trainer", "federated-coordinator", "federated-data-owner", "federated-model-creator"):
+        answer = run_installed(installed, script, "--help")
+        assert answer.returncode == 0 and "usage:" in answer.stdout, (script, answer.stderr)
+
+
+def test_the_installed_console_script_trains_the_default_job_showing_progress(installed, tmp_path):
+    with running_federation(tmp_path, SHIPPED_OWNERS, SHIPPED / "test.csv", environment=dict(FAST_RETRIES)) as fed:
+        url = fed.model_creator.url
+        trained = run_installed(installed, "federated-trainer", "--url", url, "train", "--name", "first")
+        assert trained.returncode == 0, trained.stderr
+        rounds = re.findall(r"round (\d+)/(\d+), (\w+)", trained.stderr)
+        assert rounds and {total for _, total, _ in rounds} == {str(len(DIABETES_FEATURES) + 2)}, trained.stderr
+        assert [int(done) for done, _, _ in rounds] == sorted(int(done) for done, _, _ in rounds)
+        assert rounds[-1][2] == "finished"
+        (model,) = Client(url).models()
+        assert model["name"] == "first" and model["fraction_done"] == 1.0
+        out = trained.stdout
+        assert f"model {model['model_id']} (first): finished after {len(DIABETES_FEATURES) + 2} round(s)" in out
+        for name, value in Client(url).model(model["model_id"])["coefficients"].items():
+            assert re.search(rf"^{name}\s+{re.escape(f'{value:18.10g}'.strip())}$", out, re.M), (name, out)
+        assert re.search(r"^mse: \d+\.\d+", out, re.M)
+
+        listed = run_installed(installed, "federated-trainer", "--url", url, "list")
+        assert listed.returncode == 0 and re.search(rf"^{model['model_id']}\s+finished\s+100%", listed.stdout, re.M)
+        refused = run_installed(installed, "federated-trainer", "--url", url, "train", "--features", "age,age")
+        assert refused.returncode == 2 and "HTTP 400: body.features: names must not repeat" in refused.stderr
+        unknown = run_installed(installed, "federated-trainer", "--url", url, "status", "nosuchmodel")
+        assert unknown.returncode == 2 and "HTTP 404: model nosuchmodel does not exist" in unknown.stderr
+
+
+def test_a_model_creator_without_test_data_trains_on_columns_it_never_saw(tmp_path):
+    rng = np.random.default_rng(11)
+    parts = []
+    owners = []
+    for index in range(3):
+        rows = generate_rows(rng, 60 + 20 * index, shift=index)
+        owners.append((f"clinic_{index}", write_csv(tmp_path / f"clinic_{index}.csv", ALL_COLUMNS, rows)))
+        parts.append(rows)
+    features = np.vstack([np.column_stack([rows[f] for f in RAW_FEATURES]) for rows in parts])
+    labels = np.concatenate([rows[RAW_LABEL] for rows in parts])
+    with running_federation(tmp_path / "fed", owners, "none", environment=dict(FAST_RETRIES)) as federation:
+        client = Client(federation.model_creator.url)
+        model = client.wait(client.train(features=RAW_FEATURES, label=RAW_LABEL), timeout=300)
+        assert model["status"] == "finished", model.get("error")
+        assert_matches_lstsq(model, RAW_FEATURES, lstsq_reference(features, labels), rtol=1e-6)
+        assert model["metrics"] is None
+        assert model["metrics_note"] == "no metrics: the model creator has no test data"
+        with pytest.raises(ClientError, match="HTTP 409: the model creator has no test data"):
+            client.prediction(model["model_id"])
+        row = {name: float(features[0, i]) for i, name in enumerate(RAW_FEATURES)}
+        predicted = client.predict([{**row, "listing_id": 5.0}], model["model_id"])["predictions"][0]
+        expected = model["coefficients"]["intercept"] + sum(model["coefficients"][f] * row[f] for f in RAW_FEATURES)
+        assert predicted == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_job_in_flight_is_cancelled_then_deleted_and_nothing_else_is_lost(tmp_path):
+    with running_federation(tmp_path, SHIPPED_OWNERS, SHIPPED / "test.csv", environment=dict(FAST_RETRIES)) as fed:
+        client = Client(fed.model_creator.url)
+        kept = client.wait(client.train(name="kept"), timeout=300)
+        assert kept["status"] == "finished"
+        long_job = client.train(optimizer="gd", learning_rate=1e-9, max_rounds=100_000, tolerance=0.0,
+                                relative_tolerance=0.0, name="too long")
+        for _ in range(600):
+            shown = client.model(long_job)
+            if shown["round"] >= 2:
+                break
+            time.sleep(0.1)
+        assert shown["status"] == "running" and shown["expected_rounds"] == 100_000
+        assert 0 < shown["fraction_done"] < 0.01 and shown["seconds_left"] > 0
+        with pytest.raises(ClientError, match="HTTP 409: .*cancel it first"):
+            client.delete(long_job)
+        client.cancel(long_job)
+        cancelled = client.wait(long_job, timeout=60)
+        assert cancelled["status"] == "cancelled" and cancelled["error"] == "cancelled by the user"
+        # Closed at the coordinator too (its reason may be the cancellation, or the model creator's
+        # 404 to a round delivered just after it, whichever came first).
+        assert wait_coordinator_job(fed, long_job)["status"] == "failed"
+        client.delete(long_job)
+        with pytest.raises(ClientError, match="HTTP 404"):
+            client.model(long_job)
+        assert [m["model_id"] for m in client.models()] == [kept["model_id"]]
+        assert client.model(kept["model_id"])["coefficients"] == kept["coefficients"]
+        assert client.prediction(kept["model_id"])["mse"] == pytest.approx(kept["metrics"]["mse"])
+        assert coordinator_job(fed, kept["model_id"])["status"] == "finished"
+        again = client.wait(client.train(), timeout=300)
+        assert again["status"] == "finished" and again["coefficients"] == pytest.approx(kept["coefficients"])
+        assert sorted(again["data_owners"]) == SHIPPED_OWNER_NAMES
