@@ -254,7 +254,7 @@ class RoundRunner:
         """Mark a job failed here and tell the model creator why."""
         self.store.set_job_status(job_id, "failed", reason)
         job = self.store.job(job_id)
-        logger.error("job %s failed: %s", job_id, reason)
+        logger.warning("job %s failed: %s", job_id, reason)
         try:
             self._model_creator(job).report_failure(job_id, JobFailure(error=reason))
         except FederatedError as exc:

@@ -60,7 +60,11 @@ def main() -> None:
     config["POLICY"] = policy_options(args)
     app = start_or_exit(create_app, config)
     run_forever(lambda stop: register_until_accepted(app, stop), "registration")
-    serve(app, args.host, args.port, **serve_options(args))
+    try:
+        serve(app, args.host, args.port, **serve_options(args))
+    finally:
+        # The worker processes exit before the owner does, releasing what they hold.
+        app.extensions["processes"].shutdown(wait=True)
 
 
 def policy_options(args: argparse.Namespace) -> dict[str, Any]:

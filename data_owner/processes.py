@@ -31,8 +31,9 @@ class ProcessPool:
                 self._executor = ProcessPoolExecutor(self.parts, mp_context=context)
             return self._executor
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop the workers (``wait``: until they have exited, as the owner does when it stops)."""
         with self._lock:
             if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor.shutdown(wait=wait, cancel_futures=True)
                 self._executor = None

@@ -341,7 +341,7 @@ class Trainer:
         """Record a transition in the store, atomically with what it produced."""
         if isinstance(event, Failed):
             self.store.fail(job.model_id, event.reason)
-            logger.error("model %s failed: %s", job.model_id, event.reason)
+            logger.warning("model %s failed: %s", job.model_id, event.reason)
             return
         if isinstance(event, Cancelled):
             self.store.cancel(job.model_id, event.reason)

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import re
+import signal
 import socket
 import threading
 import typing
@@ -464,10 +465,17 @@ def serve(
         server.ssl_adapter = BuiltinSSLAdapter(certificate, private_key)
         scheme = "https"
     logger.info("%s listening on %s://%s:%d", app.name, scheme, host, port)
+    signal.signal(signal.SIGTERM, _stop_on_terminate)
     try:
         server.start()
     except KeyboardInterrupt:
         server.stop()
+        logger.info("%s stopped", app.name)
+
+
+def _stop_on_terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends the service as Ctrl-C does: the server stops, then the process exits cleanly."""
+    raise KeyboardInterrupt
 
 
 def configure_logging(level: str = "INFO") -> None:

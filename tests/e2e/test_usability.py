@@ -144,3 +144,18 @@ def test_a_job_in_flight_is_cancelled_then_deleted_and_nothing_else_is_lost(tmp_
         again = client.wait(client.train(), timeout=300)
         assert again["status"] == "finished" and again["coefficients"] == pytest.approx(kept["coefficients"])
         assert sorted(again["data_owners"]) == SHIPPED_OWNER_NAMES
+
+
+def test_a_run_with_a_failing_job_is_quiet_and_stops_cleanly(tmp_path):
+    """No traceback, no ERROR line and no leaked-semaphore warning in any party's log."""
+    fed = running_federation(tmp_path, SHIPPED_OWNERS, SHIPPED / "test.csv", environment=dict(FAST_RETRIES))
+    with fed as federation:
+        client = Client(federation.model_creator.url)
+        assert client.wait(client.train(), timeout=300)["status"] == "finished"
+        failed = client.wait(client.train(features=["age", "glucose"]), timeout=300)
+        assert failed["status"] == "failed" and "missing_column (column 'glucose')" in failed["error"]
+        parties = list(federation.parties.values())
+    for party in parties:
+        log = party.log_path.read_text(errors="replace")
+        assert "Traceback" not in log and " ERROR " not in log and "leaked" not in log, (party.name, log[-3000:])
+        assert log.rstrip().endswith("stopped"), (party.name, log[-500:])
