@@ -26,6 +26,7 @@ import json
 import math
 import statistics
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import numpy.typing as npt
 
 from common.crypto.paillier import PrivateKey
 from common.dataset import load_columns
+from common.protocol.scales import scales_from_bounds, unscaled_coefficients
 from common.protocol.spec import JobSpec
 from data_owner.accounting import rho_for
 from data_owner.release import NoisyRelease, exact_blocks
@@ -53,9 +55,10 @@ def job_spec() -> JobSpec:
     """The job as the model creator would declare it, under a throwaway key (only its layout matters)."""
     bounds = json.loads((DATA / "dp_job.json").read_text())["bounds"]
     key = PrivateKey.generate(1024).public_key
+    feature_scales, label_scale = scales_from_bounds(FEATURES, LABEL, bounds, binary_label=False)
     return JobSpec.for_bounds("privacy-bench", "linear_regression", FEATURES, LABEL, key, data_bits=48,
                               data_frac_bits=32, weight_bits=16, weight_frac_bits=32, max_contributors=100,
-                              bounds=bounds)
+                              bounds=bounds, feature_scales=feature_scales, label_scale=label_scale)
 
 
 def private_model(spec: JobSpec, parts: list[tuple[FloatArray, FloatArray]], epsilon: float) -> FloatArray:
@@ -65,7 +68,9 @@ def private_model(spec: JobSpec, parts: list[tuple[FloatArray, FloatArray]], eps
     matrix = sum(np.array(e.matrix, dtype=float) for e in encoded) / 2**spec.data_frac_bits
     vector = sum(np.array(e.offset, dtype=float) for e in encoded) / 2**spec.gradient_frac_bits
     noise = NoiseModel.of(spec, {str(i): release.declaration for i, release in enumerate(releases)})
-    return np.array(solve_adassp(np.asarray(matrix), np.asarray(vector), noise).coefficients)
+    solved = solve_adassp(np.asarray(matrix), np.asarray(vector), noise).coefficients
+    model = unscaled_coefficients(spec.feature_scales, spec.label_scale, [Fraction(c) for c in solved])
+    return np.array([float(c) for c in model])
 
 
 def mse(coefficients: FloatArray, features: FloatArray, labels: FloatArray) -> float:

@@ -60,11 +60,9 @@ def main() -> None:
     config["POLICY"] = policy_options(args)
     app = start_or_exit(create_app, config)
     run_forever(lambda stop: register_until_accepted(app, stop), "registration")
-    try:
-        serve(app, args.host, args.port, **serve_options(args))
-    finally:
-        # The worker processes exit before the owner does, releasing what they hold.
-        app.extensions["processes"].shutdown(wait=True)
+    # The worker processes exit before the owner does, releasing what they hold.
+    app.extensions["on_exit"] = [lambda: app.extensions["processes"].shutdown(wait=True)]
+    serve(app, args.host, args.port, **serve_options(args))
 
 
 def policy_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from common.crypto.paillier import PublicKey
 from common.crypto.randomness import ObfuscatorPool
 from common.protocol.errors import EncodingOverflow, ProtocolViolation
 from common.protocol.models import MODELS
+from common.protocol.scales import scaled_columns
 from common.protocol.spec import JobSpec
 from data_owner.multiexp import MatrixPowerPlan
 
@@ -52,15 +53,17 @@ class EncryptedAffineMap:
     ) -> EncryptedAffineMap:
         """Precompute and encode the statistics, refusing any that could overflow a slot.
 
-        The check uses the largest weight the job allows, so a round can never overflow later,
-        whatever weights the model creator sends.
+        The columns are first scaled by the job's powers of two (common/protocol/scales.py). The
+        overflow check uses the largest weight the job allows, so a round can never overflow
+        later, whatever weights the model creator sends.
         """
+        features, labels = scaled_columns(spec.feature_scales, spec.label_scale, features, labels)
         gram, moment = MODELS[spec.model].statistics(features, labels)
         bound_bits = spec.layout.value_bits
         matrix_bits = bound_bits - spec.weight_bits - spec.weight_frac_bits
         matrix = encode_array(gram, spec.data_frac_bits, matrix_bits, f"{source}: XᵀX")
-        offset = encode_array(moment, spec.gradient_frac_bits, bound_bits, f"{source}: Xᵀy")
         dimension = spec.dimension
+        offset = encode_array(moment, spec.gradient_frac_bits, bound_bits, f"{source}: Xᵀy")
         rows = tuple(tuple(matrix[i * dimension : (i + 1) * dimension]) for i in range(dimension))
         return cls.of_encoded(spec, rows, tuple(offset), int(len(labels)), source)
 

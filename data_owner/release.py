@@ -169,9 +169,16 @@ class NoisyRelease:
             for k in range(j, dimension):
                 gram[j][k] = gram[k][j] = next(entries) * unit
 
+        exponents = spec.feature_scales or (0,) * len(frames)
+        scale = [Fraction(1), *(Fraction(2) ** e for e in exponents)]
+        label_scale = Fraction(2) ** spec.label_scale
+
         def lift(vector: list[Fraction]) -> list[Fraction]:
-            """L v: the intercept's entry, then centre·v₀ + radius·v_j."""
-            return [vector[0], *(f.centre * vector[0] + f.radius * vector[j + 1] for j, f in enumerate(frames))]
+            """L v in the job's scaled units: the intercept's entry, then (centre·v₀ + radius·v_j)·2**e_j."""
+            return [
+                vector[0],
+                *((f.centre * vector[0] + f.radius * vector[j + 1]) * scale[j + 1] for j, f in enumerate(frames)),
+            ]
 
         rows = [lift([gram[i][k] for i in range(dimension)]) for k in range(dimension)]  # (L Ĝ)ᵀ, row by row
         lifted = [lift([rows[k][i] for k in range(dimension)]) for i in range(dimension)]  # L Ĝ Lᵀ
@@ -183,16 +190,21 @@ class NoisyRelease:
             offset_values = [m / 2 for m in moment]
         else:
             sums = lift(gram[0])
-            offset_values = [label_frame.radius * m + label_frame.centre * t for m, t in zip(moment, sums, strict=True)]
+            offset_values = [
+                (label_frame.radius * m + label_frame.centre * t) * label_scale
+                for m, t in zip(moment, sums, strict=True)
+            ]
         gradient_scale = 1 << spec.gradient_frac_bits
         offset = tuple(round(v * gradient_scale) for v in offset_values)
         count = len(spec.features)
         moments = [m * unit for m in self.blocks["moments"]]
         rows_noisy, z_sums, z_squares = moments[0], moments[1 : 1 + count], moments[1 + count :]
-        feature_sums = [f.centre * rows_noisy + f.radius * z for f, z in zip(frames, z_sums, strict=True)]
+        feature_sums = [
+            (f.centre * rows_noisy + f.radius * z) * s for f, z, s in zip(frames, z_sums, scale[1:], strict=True)
+        ]
         feature_squares = [
-            f.centre**2 * rows_noisy + 2 * f.centre * f.radius * z + f.radius**2 * q
-            for f, z, q in zip(frames, z_sums, z_squares, strict=True)
+            (f.centre**2 * rows_noisy + 2 * f.centre * f.radius * z + f.radius**2 * q) * s * s
+            for f, z, q, s in zip(frames, z_sums, z_squares, scale[1:], strict=True)
         ]
         row_count = max(0, round(rows_noisy))
         encoded_sums = [round(v * data_scale) for v in (*feature_sums, *feature_squares)]

@@ -27,6 +27,7 @@ from common.crypto.randomness import ObfuscatorPool
 from common.protocol.errors import ProtocolViolation, SchemaError, TrainingError
 from common.protocol.messages import PrivacyDeclaration, RoundHistory, RoundOrder, TrainingOptions
 from common.protocol.models import MODELS
+from common.protocol.scales import scales_from_bounds, unscaled_coefficients
 from common.protocol.spec import GRADIENT, STATISTICS, JobSpec, RoundKind
 from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
@@ -136,6 +137,9 @@ class TrainingRun:
         self.private_key = private_key
         self.validation = validation
         public_key = private_key.public_key
+        feature_scales, label_scale = scales_from_bounds(
+            request.features, request.label, request.bounds, self.kind.binary_labels
+        )
         self.spec = JobSpec.for_bounds(
             job_id,
             request.model,
@@ -149,6 +153,8 @@ class TrainingRun:
             max_contributors=settings.max_data_owners,
             min_data_owners=request.min_data_owners,
             bounds=request.bounds,
+            feature_scales=feature_scales,
+            label_scale=label_scale,
         )
         self.optimizer = self._optimizer()
         self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, private_key.raw_obfuscator).start()
@@ -156,7 +162,10 @@ class TrainingRun:
         self.round_started = time.monotonic()
         self.data_owners: list[str] | None = None
         self.feature_statistics: FeatureStatistics | None = None
-        self.penalty_weights: list[Fraction] = [Fraction(0)] + [Fraction(1)] * len(request.features)
+        # ½·alpha·Σ w_j² in the data's units is ½·alpha·Σ 4**e_j·w'_j² in the job's scaled units.
+        self.penalty_weights: list[Fraction] = [Fraction(0)] + [
+            Fraction(4) ** e for e in (feature_scales or [0] * len(request.features))
+        ]
         # Differential privacy of the contributors (PROTOCOL.md section 8), once they declare it.
         self.privacy: dict[str, PrivacyDeclaration] = {}
         self.noise: NoiseModel | None = None
@@ -375,9 +384,14 @@ class TrainingRun:
         self.optimizer.restore(state["optimizer"])
 
     def coefficients(self) -> dict[str, float]:
-        """The current estimate by name, intercept first, in the features' original units."""
-        values = [float(c) for c in self.optimizer.coefficients]
-        return dict(zip(["intercept", *self.spec.features], values, strict=True))
+        """The current estimate by name, intercept first, in the features' original units.
+
+        The optimiser works in the job's scaled units (common/protocol/scales.py); they are
+        undone here, exactly.
+        """
+        spec = self.spec
+        values = unscaled_coefficients(spec.feature_scales, spec.label_scale, self.optimizer.coefficients)
+        return dict(zip(["intercept", *spec.features], map(float, values), strict=True))
 
     def result(self) -> dict[str, Any]:
         """What the store keeps of a finished model."""
@@ -393,6 +407,10 @@ class TrainingRun:
             result["privacy"] = self.privacy_report()
         if self.feature_statistics is not None:
             scaling = self.feature_statistics.to_json(self.spec.features)
+            exponents = self.spec.feature_scales or [0] * len(self.spec.features)
+            for (name, mean), exponent in zip(list(scaling["means"].items()), exponents, strict=True):
+                scaling["means"][name] = mean * 2.0**-exponent
+                scaling["stds"][name] *= 2.0**-exponent
             original = np.array(list(self.coefficients().values()))
             standardised = Scaling(tuple(scaling["means"].values()), tuple(scaling["stds"].values())).to_standardised(
                 original

@@ -58,11 +58,16 @@ def column_frames(spec: JobSpec) -> tuple[list[Frame], Frame | None]:
 
 
 def design_map(spec: JobSpec) -> npt.NDArray[np.float64]:
-    """``L`` with ``x̃ = L z̃``: first column (1, centres), then the radii on the diagonal."""
+    """``L`` with ``x̃ = L z̃``: first column (1, centres), then the radii on the diagonal.
+
+    In the job's scaled units (common/protocol/scales.py), which is where its statistics are:
+    row j is multiplied by ``2**e_j``.
+    """
     frames, _ = column_frames(spec)
     dimension = spec.dimension
+    exponents = spec.feature_scales or (0,) * len(frames)
     matrix = np.eye(dimension)
-    for j, frame in enumerate(frames, start=1):
-        matrix[j, 0] = float(frame.centre)
-        matrix[j, j] = float(frame.radius)
+    for j, (frame, exponent) in enumerate(zip(frames, exponents, strict=True), start=1):
+        matrix[j, 0] = float(frame.centre) * 2.0**exponent
+        matrix[j, j] = float(frame.radius) * 2.0**exponent
     return matrix

@@ -28,6 +28,7 @@ from common.crypto.paillier import PublicKey
 from common.protocol.errors import SchemaError
 from common.protocol.fields import INTEGRAL, inconsistent
 from common.protocol.models import MODELS
+from common.protocol.scales import MAX_EXPONENT
 
 MAX_FEATURES = 500
 MAX_DATA_OWNERS = 100_000
@@ -115,6 +116,9 @@ class JobSpec(BaseModel):
         Public ``[low, high]`` per column (label included), declared by the model creator for
         data owners that protect their rows with differential privacy: they clip to them
         (PROTOCOL.md section 8). ``None``: no bounds declared.
+    feature_scales, label_scale
+        The power of two each feature and the label are multiplied by before anything is
+        encoded (common/protocol/scales.py); ``None`` and 0: none.
     """
 
     # Lax only so that JSON arrays become the tuple of features; every scalar field is strict.
@@ -131,6 +135,10 @@ class JobSpec(BaseModel):
     min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS), INTEGRAL]
     key_fingerprint: Fingerprint
     bounds: ColumnBounds | None = None
+    feature_scales: (
+        Annotated[tuple[Annotated[int, Field(strict=True, ge=-MAX_EXPONENT, le=MAX_EXPONENT)], ...], Field()] | None
+    ) = None
+    label_scale: Annotated[int, Field(strict=True, ge=-MAX_EXPONENT, le=MAX_EXPONENT)] = 0
 
     @field_validator("label")
     @classmethod
@@ -155,6 +163,15 @@ class JobSpec(BaseModel):
             raise inconsistent("more than the layout can count")
         return min_data_owners
 
+    @field_validator("feature_scales")
+    @classmethod
+    def _a_scale_per_feature(cls, scales: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
+        if scales is not None and len(scales) != len(info.data.get("features", ())):
+            raise inconsistent(
+                f"feature_scales: {len(scales)} exponents for {len(info.data.get('features', ()))} features"
+            )
+        return scales
+
     @field_validator("bounds")
     @classmethod
     def _bounds_of_job_columns(cls, bounds: dict[str, list[float]] | None, info: ValidationInfo) -> object:
@@ -176,6 +193,8 @@ class JobSpec(BaseModel):
         max_contributors: int,
         min_data_owners: int = 1,
         bounds: dict[str, list[float]] | None = None,
+        feature_scales: tuple[int, ...] | None = None,
+        label_scale: int = 0,
     ) -> JobSpec:
         """The spec for declared bounds: slots wide enough for any gradient coordinate.
 
@@ -197,6 +216,8 @@ class JobSpec(BaseModel):
             min_data_owners=min_data_owners,
             key_fingerprint=public_key.fingerprint,
             bounds=bounds,
+            feature_scales=feature_scales,
+            label_scale=label_scale,
         )
 
     def check_key(self, public_key: PublicKey) -> None:

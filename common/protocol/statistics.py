@@ -21,13 +21,18 @@ from common.crypto.packing import check_values, pack_plain
 from common.crypto.paillier import PublicKey
 from common.crypto.randomness import ObfuscatorPool
 from common.protocol.errors import ProtocolViolation, TrainingError
+from common.protocol.scales import scaled_columns
 from common.protocol.spec import JobSpec
 
 CONSTANT_TOLERANCE = Fraction(1, 10**10)
 
 
 def feature_sums(features: npt.NDArray[np.float64], spec: JobSpec, source: str) -> list[int]:
-    """``[row count, Σx_k for each feature, Σx_k² for each feature]``, sums at ``2**data_frac_bits``."""
+    """``[row count, Σx_k for each feature, Σx_k² for each feature]``, sums at ``2**data_frac_bits``.
+
+    The features are those of the job's scales (common/protocol/scales.py), as in its statistics.
+    """
+    features, _ = scaled_columns(spec.feature_scales, 0, features, np.zeros(0))
     bound = spec.layout.value_bits
     sums = encode_array(features.sum(axis=0), spec.data_frac_bits, bound, f"{source}: feature sums")
     squares = encode_array((features**2).sum(axis=0), spec.data_frac_bits, bound, f"{source}: feature sums of squares")

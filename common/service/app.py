@@ -15,6 +15,7 @@ import errno
 import io
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -470,11 +471,17 @@ def serve(
         server.start()
     except KeyboardInterrupt:
         server.stop()
+        for release in app.extensions.get("on_exit", ()):
+            release()
         logger.info("%s stopped", app.name)
+        logging.shutdown()
+        # Background workers are not wound down: what they were doing is durable or redone after a
+        # restart, whereas letting them run into a closing interpreter would record failures.
+        os._exit(0)
 
 
 def _stop_on_terminate(signum: int, frame: object) -> None:
-    """SIGTERM ends the service as Ctrl-C does: the server stops, then the process exits cleanly."""
+    """SIGTERM ends the service as Ctrl-C does: the server stops, then the process exits."""
     raise KeyboardInterrupt
 
 

@@ -129,6 +129,8 @@ METADATA_NUMBER_KEYS = {
     "count_bits": "the slot layout, from the model creator's maximum of owners",
     "slots_per_ciphertext": "the slot layout, from the key size",
     "min_data_owners": "the job's quorum, as requested",
+    "label_scale": "the job's power of two for the label, from declared bounds (0: none declared)",
+    "feature_scales": "the job's powers of two for the features, from declared bounds (none declared here)",
     "signed_at": "a wall-clock time (the owner's enrolment signature)",
     "registered_at": "a wall-clock time (the coordinator's clock)",
     "created_at": "a wall-clock time (the coordinator's clock)",
@@ -1170,7 +1172,8 @@ def metadata_findings(leaves: Iterable[Leaf], run: Run, protocol: Protocol) -> l
             if leaf.key in METADATA_NUMBER_KEYS:
                 spec_values[leaf.key].add(leaf.value)
     expected_spec = {"data_frac_bits": {32}, "weight_frac_bits": {32}, "weight_bits": {32}, "min_data_owners": {1},
-                     "value_bits": {64 + 32 + 32 + 32}, "count_bits": {10}, "slots_per_ciphertext": {5}}
+                     "value_bits": {64 + 32 + 32 + 32}, "count_bits": {10}, "slots_per_ciphertext": {5},
+                     "label_scale": {0}}
     assert dict(spec_values) == expected_spec, "every job has the layout of the model creator's settings"
     checks: dict[str, Callable[[Any], bool]] = {
         "round": lambda v: isinstance(v, int) and 0 <= v < rounds,
@@ -1182,6 +1185,7 @@ def metadata_findings(leaves: Iterable[Leaf], run: Run, protocol: Protocol) -> l
         **{key: (lambda v: isinstance(v, (int, float)) and run.started - 60 <= v <= run.ended + 60)
            for key in TIME_KEYS},
         **{key: (lambda v, allowed=allowed: v in allowed) for key, allowed in expected_spec.items()},
+        "feature_scales": lambda v: False,
     }
     assert set(checks) == set(METADATA_NUMBER_KEYS)
     findings = []

@@ -159,3 +159,31 @@ def test_a_run_with_a_failing_job_is_quiet_and_stops_cleanly(tmp_path):
         log = party.log_path.read_text(errors="replace")
         assert "Traceback" not in log and " ERROR " not in log and "leaked" not in log, (party.name, log[-3000:])
         assert log.rstrip().endswith("stopped"), (party.name, log[-500:])
+
+
+def test_features_near_1e_minus_6_and_1e9_in_one_job_are_exact_to_1e_6_with_bounds(tmp_path):
+    rng = np.random.default_rng(3)
+    columns = ["tiny", "unit", "huge", "y"]
+    owners, parts = [], []
+    for index, rows in enumerate((40, 55, 70)):
+        tiny = rng.uniform(-2e-6, 2e-6, rows)
+        unit = rng.uniform(-1, 1, rows)
+        huge = rng.uniform(0, 3e9, rows)
+        y = 5.0 + 4e5 * tiny - 2.0 * unit + 3e-9 * huge + rng.normal(0, 0.01, rows)
+        data = {"tiny": tiny, "unit": unit, "huge": huge, "y": y}
+        owners.append((f"lab_{index}", write_csv(tmp_path / f"lab_{index}.csv", columns, data)))
+        parts.append(np.column_stack([tiny, unit, huge, y]))
+    pooled = np.vstack(parts)
+    scales = np.array([1e-6, 1.0, 1e9])
+    design = np.hstack([np.ones((len(pooled), 1)), pooled[:, :3] / scales])
+    solution = np.linalg.lstsq(design, pooled[:, 3], rcond=None)[0]
+    reference = np.concatenate([[solution[0]], solution[1:] / scales])
+    bounds = {"tiny": [-2e-6, 2e-6], "unit": [-1, 1], "huge": [0, 3e9], "y": [-10, 20]}
+    with running_federation(tmp_path / "fed", owners, "none", environment=dict(FAST_RETRIES)) as federation:
+        client = Client(federation.model_creator.url)
+        model = client.wait(client.train(features=columns[:3], label="y", bounds=bounds), timeout=300)
+        assert model["status"] == "finished", model.get("error")
+        assert model["stop_reason"] == "exact: all directions explored"
+        assert_matches_lstsq(model, columns[:3], reference, rtol=1e-6)
+        spec = coordinator_job(federation, model["model_id"])["spec"]
+        assert spec["feature_scales"] == [19, 0, -31] and spec["label_scale"] == -4

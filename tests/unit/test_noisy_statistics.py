@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from support import SHIPPED
 
 from common.protocol.messages import PrivacyDeclaration, TrainingOptions, ciphertexts_under
+from common.protocol.scales import unscaled_coefficients
 from coordinator.policy import aggregate
 from data_owner.accounting import rho_for
 from data_owner.affine import EncryptedAffineMap
@@ -138,7 +139,10 @@ def test_a_private_run_solves_the_summed_releases_with_adassp_and_resumes_after_
     vector = sum(np.array(m.offset, dtype=float) for m in maps) / 2**spec.gradient_frac_bits
     expected = solve_adassp(matrix, vector, NoiseModel.of(spec, privacy))
     coefficients = list(run.coefficients().values())
-    np.testing.assert_allclose(coefficients, expected.coefficients, rtol=1e-9)
+    # The bounds give the job its scales: the statistics are in scaled units, the model is not.
+    assert spec.feature_scales == (-2, -2) and spec.label_scale == -4
+    unscaled = unscaled_coefficients(spec.feature_scales, spec.label_scale, list(map(Fraction, expected.coefficients)))
+    np.testing.assert_allclose(coefficients, [float(c) for c in unscaled], rtol=1e-9)
     # At ε = 5 on 600 rows the model is close to the truth it was drawn from.
     np.testing.assert_allclose(coefficients, [0.5, 1.5, -2.0], atol=0.5)
     report = run.result()["privacy"]
@@ -172,7 +176,8 @@ def test_a_first_order_private_run_converges_to_the_fully_regularised_noisy_obje
     matrix = sum(np.array(m.matrix, dtype=float) for m in maps) / 2**spec.data_frac_bits
     vector = sum(np.array(m.offset, dtype=float) for m in maps) / 2**spec.gradient_frac_bits
     expected = np.linalg.solve(matrix + noise.penalty(noise.tau), vector)
-    np.testing.assert_allclose(list(run.coefficients().values()), expected, rtol=1e-3, atol=1e-4)
+    unscaled = unscaled_coefficients(spec.feature_scales, spec.label_scale, list(map(Fraction, expected)))
+    np.testing.assert_allclose(list(run.coefficients().values()), [float(c) for c in unscaled], rtol=1e-3, atol=1e-4)
     report = run.result()["privacy"]["regularisation"]
     assert report["lambda"] == pytest.approx(noise.tau) and report["intercept_penalised"]
     run.close()
