@@ -12,13 +12,16 @@ from typing import Any
 from flask_openapi3.openapi import OpenAPI
 
 from common.service.app import Worker, create_base_app, peer_client
-from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, Authenticator, Caller, token_digest
-from common.service.settings import load_settings, with_secrets
+from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, OPERATOR, Authenticator, Caller, token_digest
+from common.service.settings import load_or_create_token, load_settings, with_secrets
 from coordinator.config import CoordinatorSettings
 from coordinator.rounds import RoundRegistry
 from coordinator.runner import RoundRunner
 from coordinator.store import CoordinatorStore
 from coordinator.views import contributions, data_owners, jobs
+
+#: Where a coordinator keeps its operator's token when none is configured (mode 0600).
+OPERATOR_TOKEN_FILE = "operator_token"
 
 
 def create_app(
@@ -48,6 +51,7 @@ def create_app(
         " sees a plaintext weight, gradient or data value.",
         settings,
     )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = CoordinatorStore(str(settings.state_dir / "coordinator.sqlite3"))
     registry = RoundRegistry()
     runner = RoundRunner(store, peer_client(app, settings), registry, Worker("coordinator-rounds", threads=8), settings)
@@ -58,7 +62,11 @@ def create_app(
 
     app.extensions.update(
         auth=Authenticator(
-            {ENROLMENT: settings.enrolment_secret, MODEL_CREATOR: settings.model_creator_token},
+            {
+                ENROLMENT: settings.enrolment_secret,
+                MODEL_CREATOR: settings.model_creator_token,
+                OPERATOR: settings.operator_token or load_or_create_token(settings.state_dir / OPERATOR_TOKEN_FILE),
+            },
             owner_with_credential,
         ),
         clock=clock,

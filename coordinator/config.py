@@ -54,5 +54,8 @@ class CoordinatorSettings(ServiceSettings):
     enrolment_secret: str | None = None
     model_creator_token: str | None = None
     coordinator_token: str | None = None
+    # The federation operator's bearer token (DELETE /data_owners/<name>); if empty, one is made at
+    # first start in the state dir (operator_token, mode 0600).
+    operator_token: str | None = None
     # Jobs under keys of fewer than 2048 bits are refused, unless this test-only flag is set.
     test_only_small_keys: bool = False

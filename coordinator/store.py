@@ -93,7 +93,7 @@ class RoundState:
 
 
 #: The schema's version, kept in SQLite's ``user_version``; :data:`_ADDED_COLUMNS` brings older files up to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Columns added since the first schema: (table, column, declaration). A database made before them
 #: gets them by ``ALTER TABLE ... ADD COLUMN`` when it is opened; their rows hold NULL there, which
@@ -103,6 +103,7 @@ _ADDED_COLUMNS = (
     ("data_owners", "identity_key", "TEXT"),
     ("data_owners", "signed_at", "REAL"),
     ("members", "member_key", "TEXT"),
+    ("data_owners", "columns", "TEXT"),
 )
 
 
@@ -110,7 +111,8 @@ class CoordinatorStore(SQLiteStore):
     schema = """
     CREATE TABLE IF NOT EXISTS data_owners (
         name TEXT PRIMARY KEY, url TEXT NOT NULL, credential_digest TEXT NOT NULL UNIQUE,
-        coordinator_token TEXT NOT NULL, registered_at REAL NOT NULL, identity_key TEXT, signed_at REAL
+        coordinator_token TEXT NOT NULL, registered_at REAL NOT NULL, identity_key TEXT, signed_at REAL,
+        columns TEXT
     );
     CREATE TABLE IF NOT EXISTS jobs (
         job_id TEXT PRIMARY KEY, spec TEXT NOT NULL, public_key TEXT NOT NULL,
@@ -156,6 +158,7 @@ class CoordinatorStore(SQLiteStore):
         signed_at: float,
         credential_digest: str,
         coordinator_token: str,
+        columns: Sequence[str] = (),
     ) -> bool:
         """Enrol a data owner, or enrol it again with new credentials; True when it is new.
 
@@ -186,11 +189,20 @@ class CoordinatorStore(SQLiteStore):
                 )
             db.execute(
                 "INSERT INTO data_owners (name, url, credential_digest, coordinator_token, registered_at,"
-                " identity_key, signed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
+                " identity_key, signed_at, columns) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
                 " url = excluded.url, credential_digest = excluded.credential_digest,"
                 " coordinator_token = excluded.coordinator_token, registered_at = excluded.registered_at,"
-                " identity_key = excluded.identity_key, signed_at = excluded.signed_at",
-                (name, url, credential_digest, coordinator_token, time.time(), identity_key, signed_at),
+                " identity_key = excluded.identity_key, signed_at = excluded.signed_at, columns = excluded.columns",
+                (
+                    name,
+                    url,
+                    credential_digest,
+                    coordinator_token,
+                    time.time(),
+                    identity_key,
+                    signed_at,
+                    json.dumps(list(columns)),
+                ),
             )
         return known is None
 
@@ -205,6 +217,17 @@ class CoordinatorStore(SQLiteStore):
         with self.connect() as db:
             rows = db.execute("SELECT name, url, coordinator_token FROM data_owners ORDER BY name")
             return {row["name"]: DataOwnerAddress(row["url"], row["coordinator_token"]) for row in rows}
+
+    def published_columns(self) -> dict[str, list[str]]:
+        """The column names each registered owner publishes (none for one enrolled before schemas)."""
+        with self.connect() as db:
+            rows = db.execute("SELECT name, columns FROM data_owners ORDER BY name")
+            return {row["name"]: json.loads(row["columns"]) if row["columns"] else [] for row in rows}
+
+    def remove_data_owner(self, name: str) -> bool:
+        """Forget a data owner: its credentials stop working and no job asks it again. True if known."""
+        with self.connect() as db:
+            return db.execute("DELETE FROM data_owners WHERE name = ?", (name,)).rowcount > 0
 
     def data_owner_by_credential(self, credential_digest: str) -> str | None:
         """The name of the data owner holding a credential, if any."""

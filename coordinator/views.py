@@ -7,6 +7,7 @@ and the data owners' contributions and refusals to a round they were asked for.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated
 
@@ -16,13 +17,15 @@ from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel, Field
 
 from common.crypto.paillier import SECURE_KEY_BITS
-from common.protocol.errors import Conflict, FederatedError, Forbidden, ProtocolViolation
+from common.protocol.errors import Conflict, FederatedError, Forbidden, NotFound, ProtocolViolation
 from common.protocol.messages import (
     MAX_ROUND,
     Accepted,
     Contribution,
     DataOwnerEntry,
     DataOwnerList,
+    Deregistered,
+    Deregistration,
     Enrolled,
     Enrolment,
     FinishJob,
@@ -30,6 +33,7 @@ from common.protocol.messages import (
     JobOpened,
     JobRecord,
     OpenJob,
+    OwnerName,
     Refusal,
     RoundOrder,
     RoundStarted,
@@ -37,12 +41,22 @@ from common.protocol.messages import (
 )
 from common.protocol.spec import GRADIENT, JobId
 from common.service.app import answer, responses, settings_of
-from common.service.auth import DATA_OWNER, ENROLMENT, MODEL_CREATOR, new_token, requires, token_digest
+from common.service.auth import (
+    DATA_OWNER,
+    ENROLMENT,
+    MODEL_CREATOR,
+    OPERATOR,
+    new_token,
+    requires,
+    token_digest,
+)
 from coordinator.config import CoordinatorSettings
 from coordinator.policy import refusal_reason
 from coordinator.rounds import RoundCollector, RoundRegistry
 from coordinator.runner import RoundRunner
 from coordinator.store import CoordinatorStore
+
+logger = logging.getLogger(__name__)
 
 data_owners = APIBlueprint(
     "data_owners",
@@ -125,6 +139,7 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
         body.signed_at,
         token_digest(credential),
         coordinator_token,
+        body.columns,
     )
     enrolled = Enrolled(name=body.name, credential=credential, coordinator_token=coordinator_token)
     return answer(enrolled, 201 if created else 200)
@@ -133,9 +148,50 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
 @data_owners.get("/data_owners", responses=responses(200, DataOwnerList, 401, 403))
 @requires(MODEL_CREATOR)
 def list_data_owners() -> tuple[Response, int]:
-    """The registered data owners, by name, with the URLs they serve rounds on (never a credential)."""
-    entries = [DataOwnerEntry(name=name, url=address.url) for name, address in _store().data_owners().items()]
+    """The registered data owners, by name, with their URLs and published columns (never a credential)."""
+    store = _store()
+    columns = store.published_columns()
+    entries = [
+        DataOwnerEntry(name=name, url=address.url, columns=columns.get(name, []))
+        for name, address in store.data_owners().items()
+    ]
     return answer(DataOwnerList(data_owners=entries))
+
+
+class OwnerPath(BaseModel):
+    name: OwnerName
+
+
+@data_owners.delete("/data_owners/<name>", responses=responses(200, Deregistered, 400, 401, 403, 404))
+@requires(OPERATOR)
+def remove_data_owner(path: OwnerPath) -> tuple[Response, int]:
+    """Remove a data owner from the federation (the federation operator's credential).
+
+    Its credentials stop working, no later attempt of any job asks it, and it must enrol again to
+    come back (under the identity key its name was bound to, which the coordinator forgets too).
+    """
+    if not _store().remove_data_owner(path.name):
+        raise NotFound(f"data owner {path.name!r} is not registered")
+    logger.info("data owner %s removed by the operator", path.name)
+    return answer(Deregistered(name=path.name, status="removed"))
+
+
+@data_owners.post("/data_owners/<name>/deregistration", responses=responses(200, Deregistered, 400, 401, 403, 404))
+@requires(DATA_OWNER)
+def deregister_data_owner(path: OwnerPath, body: Deregistration) -> tuple[Response, int]:
+    """A data owner leaves the federation: with its own credential, signed with its identity key."""
+    if g.caller.name != path.name:
+        raise Forbidden(f"data owner {g.caller.name!r} may not deregister {path.name!r}")
+    identity_key = _store().identity_key(path.name)
+    if identity_key is None:
+        raise Forbidden(f"data owner {path.name!r} has no identity key bound; it cannot sign its deregistration")
+    body.verify(path.name, identity_key)
+    window = current_app.extensions["settings"].enrolment_window
+    if abs(body.signed_at - _now()) > window:
+        raise Forbidden(f"body.signed_at: the deregistration was not signed within {window:g} s of now")
+    _store().remove_data_owner(path.name)
+    logger.info("data owner %s deregistered itself", path.name)
+    return answer(Deregistered(name=path.name, status="removed"))
 
 
 # --- jobs and rounds ------------------------------------------------------------------------

@@ -10,12 +10,15 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask_openapi3.openapi import OpenAPI
 
 from common.crypto.identity import IdentityKey
+from common.dataset import read_header
 from common.protocol.errors import FederatedError
+from common.protocol.messages import Deregistration
 from common.protocol.messages import Enrolment as EnrolmentMessage
 from common.service.app import create_base_app, peer_client, settings_of
 from common.service.auth import COORDINATOR, OPERATOR, Authenticator, Caller, same_token
@@ -100,6 +103,27 @@ class Enrolment:
         return Caller(COORDINATOR) if same_token(token, expected) else None
 
 
+def published_columns(data: Path, policy: OwnerPolicy) -> list[str]:
+    """The column names this owner publishes at enrolment: its file's, as far as its policy allows."""
+    header = read_header(data)
+    return [name for name in header if policy.allow_columns is None or name in policy.allow_columns]
+
+
+def deregister(app: OpenAPI) -> None:
+    """Leave the federation: the coordinator forgets this owner (signed, with its credential).
+
+    Raises
+    ------
+    FederatedError
+        When the coordinator refuses or cannot be reached.
+    """
+    settings = settings_of(app, DataOwnerSettings)
+    identity: IdentityKey = app.extensions["identity"]
+    coordinator: CoordinatorClient = app.extensions["coordinator"]
+    coordinator.deregister(settings.name, Deregistration.signed(settings.name, identity, time.time()))
+    logger.info("deregistered from the coordinator at %s", settings.coordinator_url)
+
+
 def register_until_accepted(app: OpenAPI, stop: threading.Event) -> None:
     """Enrol with the coordinator, retrying until it answers.
 
@@ -109,10 +133,11 @@ def register_until_accepted(app: OpenAPI, stop: threading.Event) -> None:
     settings = settings_of(app, DataOwnerSettings)
     identity: IdentityKey = app.extensions["identity"]
     enrolling = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, settings.enrolment_secret)
+    columns = published_columns(settings.data, app.extensions["job_book"].policy)
     while not stop.is_set():
         try:
             enrolled = enrolling.enrol(
-                EnrolmentMessage.signed(settings.name, settings.public_url, identity, time.time())
+                EnrolmentMessage.signed(settings.name, settings.public_url, identity, time.time(), columns)
             )
         except FederatedError as exc:
             logger.info("enrolment with the coordinator not accepted yet, retrying: %s", exc.message)

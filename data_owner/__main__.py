@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 from typing import Any
 
+from common.protocol.errors import FederatedError
 from common.service.app import configure_logging, run_forever, serve
 from common.service.cli import base_config, base_parser, serve_options, start_or_exit
-from data_owner import create_app, register_until_accepted
+from data_owner import create_app, deregister, register_until_accepted
 from data_owner.config import DataOwnerSettings
 
 
@@ -48,6 +50,11 @@ def main() -> None:
     private.add_argument(
         "--privacy-budget", type=float, metavar="EPS", help="the ε all jobs together may cost (composed in zCDP)"
     )
+    parser.add_argument(
+        "--deregister",
+        action="store_true",
+        help="leave the federation: enrol, tell the coordinator to forget this owner, and exit",
+    )
     policy.add_argument(
         "--test-only-small-keys",
         action="store_true",
@@ -59,10 +66,23 @@ def main() -> None:
     config.update(DATA=str(args.data), NAME=args.name or f"data-owner-{args.port}", COORDINATOR_URL=args.coordinator)
     config["POLICY"] = policy_options(args)
     app = start_or_exit(create_app, config)
+    if args.deregister:
+        leave(app)
+        return
     run_forever(lambda stop: register_until_accepted(app, stop), "registration")
     # The worker processes exit before the owner does, releasing what they hold.
     app.extensions["on_exit"] = [lambda: app.extensions["processes"].shutdown(wait=True)]
     serve(app, args.host, args.port, **serve_options(args))
+
+
+def leave(app: Any) -> None:
+    """``--deregister``: enrol (for a credential), deregister, and exit with a status saying how it went."""
+    register_until_accepted(app, threading.Event())
+    try:
+        deregister(app)
+    except FederatedError as exc:
+        raise SystemExit(f"could not deregister: {exc.message}") from None
+    print(f"{app.extensions['job_book'].name}: deregistered")
 
 
 def policy_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -49,6 +49,7 @@ def create_app(settings: ModelCreatorSettings | Mapping[str, Any] | None = None)
         auth=Authenticator({COORDINATOR: settings.coordinator_token, USER: settings.api_token}, open_roles=open_roles),
         model_store=store,
         key_store=keys,
+        coordinator=coordinator,
         trainer=Trainer(store, keys, coordinator, Worker("model-creator"), settings),
     )
     app.register_api(models)

@@ -23,11 +23,21 @@ from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.dataset import load_columns, read_columns, read_header
-from common.protocol.errors import Conflict, DataError, NotFound, ProtocolViolation, SchemaError
+from common.protocol.errors import (
+    Conflict,
+    DataError,
+    FederatedError,
+    NotFound,
+    ProtocolViolation,
+    SchemaError,
+    UpstreamError,
+)
 from common.protocol.messages import (
     Accepted,
     Aggregate,
     ExportedModel,
+    Federation,
+    FederationMember,
     ImportedTraining,
     JobFailure,
     ModelCancelling,
@@ -46,6 +56,7 @@ from common.protocol.models import MODELS, check_binary_labels
 from common.protocol.spec import JobId
 from common.service.app import answer, documents, responses, settings_of
 from common.service.auth import COORDINATOR, USER, requires
+from common.service.clients import CoordinatorClient
 from model_creator.config import ModelCreatorSettings
 from model_creator.job import Trainer
 from model_creator.progress import with_progress
@@ -178,8 +189,55 @@ def train(body: TrainingBody) -> tuple[Response, int]:
     training_request = TrainingRequest.of(body, settings)
     if settings.test_data is not None and MODELS[training_request.model].binary_labels:
         _check_binary_label(settings.test_data, training_request.label)
+    warnings = _check_columns(training_request)
     model_id = _trainer().start(training_request)
-    return answer(TrainingStarted(model_id=model_id, status="pending"), 202)
+    return answer(TrainingStarted(model_id=model_id, status="pending", warnings=warnings), 202)
+
+
+def _federation() -> list[FederationMember]:
+    """The owners registered with the coordinator and the columns each publishes."""
+    coordinator: CoordinatorClient = current_app.extensions["coordinator"]
+    listed = coordinator.data_owners().data_owners
+    return [FederationMember(name=entry.name, columns=entry.columns) for entry in listed]
+
+
+def _check_columns(request: TrainingRequest) -> list[str]:
+    """Check a job's columns against the federation's schema; what the job will do without.
+
+    The owners that take part are those that publish every column of the job; fewer than the
+    job's ``min_data_owners`` (and at least one) is a 422 naming each missing column and the
+    owners that lack it. When the coordinator cannot be reached the job is not refused here: its
+    owners check their own columns when they join.
+    """
+    try:
+        members = [member for member in _federation() if member.columns]
+    except FederatedError as exc:
+        logger.info("no column check against the federation: %s", exc.message)
+        return []
+    wanted = [*request.features, request.label]
+    lacking = {member.name: [c for c in wanted if c not in member.columns] for member in members}
+    taking_part = [name for name, missing in lacking.items() if not missing]
+    by_column = {c: [name for name, missing in lacking.items() if c in missing] for c in wanted}
+    described = "; ".join(f"{c!r} (lacked by {', '.join(names)})" for c, names in by_column.items() if names)
+    if members and len(taking_part) < max(1, request.min_data_owners):
+        raise ProtocolViolation(
+            f"body: {len(taking_part)} data owner(s) publish every column of the job, the job needs"
+            f" {max(1, request.min_data_owners)}; missing: {described}"
+        )
+    return [f"data owners without every column of the job will not take part: {described}"] if described else []
+
+
+@models.get("/federation", responses=responses(200, Federation, 401, 403, 502))
+@requires(USER)
+def federation() -> tuple[Response, int]:
+    """The data owners of the federation, as the coordinator knows them, with the columns they publish.
+
+    A 502 when the coordinator cannot be asked (its own error is named in the message).
+    """
+    try:
+        return answer(Federation(data_owners=_federation()))
+    except FederatedError as exc:
+        raise UpstreamError(f"the coordinator cannot list the federation: {exc.message}") from None
 
 
 @models.get("/models", responses=responses(200, ModelList, 401, 403))

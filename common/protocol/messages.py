@@ -55,6 +55,9 @@ from common.protocol.spec import (
 from common.protocol.wire import MAX_VECTOR_LENGTH, decode_ciphertexts
 
 MAX_ROUND = 1_000_000
+DEREGISTER_PURPOSE = "federated_trainer/deregister/v1"
+#: The most column names an owner publishes at enrolment.
+MAX_PUBLISHED_COLUMNS = 10_000
 MAX_ATTEMPT = 1000
 MAX_REASON = 2000
 MAX_PREDICTION_ROWS = 100_000
@@ -219,6 +222,10 @@ class Enrolment(Message):
     identity_key: PublicKeyText
     signed_at: Annotated[float, Field(ge=0, le=1e11, description="When the owner signed, in seconds since 1970.")]
     signature: SignatureText
+    columns: Annotated[list[ColumnName], Field(max_length=MAX_PUBLISHED_COLUMNS)] = Field(
+        default_factory=list,
+        description="The column names the owner's policy publishes (names only): the federation's schema.",
+    )
 
     def statement(self) -> bytes:
         """What the signature covers."""
@@ -229,18 +236,24 @@ class Enrolment(Message):
                 "url": self.url,
                 "identity_key": self.identity_key,
                 "signed_at": self.signed_at,
+                "columns": list(self.columns),
             }
         )
 
     @classmethod
-    def signed(cls, name: str, url: str, identity: IdentityKey, signed_at: float) -> Enrolment:
-        unsigned = cls.model_construct(name=name, url=url, identity_key=identity.public_text, signed_at=signed_at)
+    def signed(
+        cls, name: str, url: str, identity: IdentityKey, signed_at: float, columns: Sequence[str] = ()
+    ) -> Enrolment:
+        unsigned = cls.model_construct(
+            name=name, url=url, identity_key=identity.public_text, signed_at=signed_at, columns=list(columns)
+        )
         return cls(
             name=name,
             url=url,
             identity_key=identity.public_text,
             signed_at=signed_at,
             signature=identity.sign(unsigned.statement()),
+            columns=list(columns),
         )
 
     def verify(self) -> None:
@@ -329,6 +342,34 @@ class MemberKey(Message):
         verify(self.identity_key, self.statement(job_id, key_fingerprint), self.signature, f"member {self.name}")
 
 
+class Deregistration(Message):
+    """Data owner → coordinator, ``POST /data_owners/<name>/deregistration``: it leaves the federation.
+
+    Sent with the owner's credential and signed with its identity key, so that neither a stolen
+    credential nor a replayed statement alone can remove an owner.
+    """
+
+    signed_at: Annotated[float, Field(ge=0, le=1e11, description="When the owner signed, in seconds since 1970.")]
+    signature: SignatureText
+
+    @staticmethod
+    def statement(name: str, signed_at: float) -> bytes:
+        return canonical({"purpose": DEREGISTER_PURPOSE, "name": name, "signed_at": signed_at})
+
+    @classmethod
+    def signed(cls, name: str, identity: IdentityKey, signed_at: float) -> Deregistration:
+        return cls(signed_at=signed_at, signature=identity.sign(cls.statement(name, signed_at)))
+
+    def verify(self, name: str, identity_key: str) -> None:
+        """Raise :class:`~common.protocol.errors.Forbidden` unless ``identity_key`` signed this for ``name``."""
+        verify(identity_key, self.statement(name, self.signed_at), self.signature, "body.signature")
+
+
+class Deregistered(Answer):
+    name: OwnerName
+    status: Literal["removed"]
+
+
 class Enrolled(Answer):
     """The coordinator's answer to an enrolment: the owner's credentials."""
 
@@ -340,6 +381,7 @@ class Enrolled(Answer):
 class DataOwnerEntry(Answer):
     name: OwnerName
     url: Url
+    columns: list[str] = Field(default_factory=list, description="The column names it publishes.")
 
 
 class DataOwnerList(Answer):
@@ -691,6 +733,22 @@ class TrainingOptions(Message):
 class TrainingStarted(Answer):
     model_id: JobId
     status: Literal["pending"]
+    warnings: list[str] = Field(
+        default_factory=list, description="What the job will do without: owners that lack one of its columns."
+    )
+
+
+class FederationMember(Answer):
+    """A data owner as the model creator's user sees the federation."""
+
+    name: OwnerName
+    columns: list[str] = Field(description="The column names it publishes (names only).")
+
+
+class Federation(Answer):
+    """``GET /federation`` on the model creator: the owners registered with the coordinator."""
+
+    data_owners: list[FederationMember]
 
 
 class ModelCancelling(Answer):

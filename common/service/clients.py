@@ -19,6 +19,8 @@ from common.protocol.messages import (
     Aggregate,
     Contribution,
     DataOwnerList,
+    Deregistered,
+    Deregistration,
     Enrolled,
     Enrolment,
     FinishJob,
@@ -65,6 +67,9 @@ class CoordinatorClient(_Client):
 
     def enrol(self, message: Enrolment) -> Enrolled:
         return self._call("POST", "/data_owners", Enrolled, message)
+
+    def deregister(self, name: str, message: Deregistration) -> Deregistered:
+        return self._call("POST", f"/data_owners/{name}/deregistration", Deregistered, message)
 
     def data_owners(self) -> DataOwnerList:
         return self._call("GET", "/data_owners", DataOwnerList)

@@ -110,8 +110,8 @@ def test_register_then_reregister_then_list(coordinator_app):
     listed = client.get("/data_owners")
     assert listed.status_code == 200
     assert listed.get_json() == {"data_owners": [
-        {"name": "owner-a", "url": "http://127.0.0.1:5003"},
-        {"name": "owner-b", "url": "https://owner-b.example:5002"},
+        {"name": "owner-a", "url": "http://127.0.0.1:5003", "columns": []},
+        {"name": "owner-b", "url": "https://owner-b.example:5002", "columns": []},
     ]}
     assert issued["credential"] not in listed.get_data(as_text=True)
 
@@ -195,7 +195,7 @@ def test_reenrolment_under_a_bound_name_with_another_identity_key_is_refused(coo
     assert_json_error(real.post("/jobs/job-1/rounds/0/contributions", json=contribution), 409, "is not open")
     # The real owner may still enrol again, with its own key.
     assert register(coordinator_app, "owner-a", "http://127.0.0.1:5009", signed_at=time.time() + 2).status_code == 200
-    assert listed(coordinator_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5009"}]
+    assert listed(coordinator_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5009", "columns": []}]
 
 
 def test_another_name_may_use_another_key_and_a_key_may_not_take_a_bound_name(coordinator_app):
@@ -243,7 +243,7 @@ def test_enrolment_must_be_signed_within_the_window(clocked_app, signed_at, stat
     response = register(clocked_app, "owner-a", "http://127.0.0.1:5001", signed_at=signed_at)
     if fragment is None:
         assert response.status_code == status, response.get_json()
-        assert listed(clocked_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001"}]
+        assert listed(clocked_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001", "columns": []}]
     else:
         assert_json_error(response, status, fragment)
         assert listed(clocked_app) == []
@@ -254,7 +254,7 @@ def test_stale_reenrolment_keeps_the_owner(clocked_app):
     assert_json_error(register(clocked_app, "owner-a", "http://127.0.0.1:5002", signed_at=NOW - 400), 403,
                       "before the coordinator's time")
     assert register(clocked_app, "owner-a", "http://127.0.0.1:5003", signed_at=NOW - 99).status_code == 200
-    assert listed(clocked_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5003"}]
+    assert listed(clocked_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5003", "columns": []}]
 
 
 @pytest.mark.parametrize("forge", [
@@ -277,7 +277,7 @@ def test_badly_signed_enrolment_under_a_bound_name_keeps_the_owner(coordinator_a
     first = register(coordinator_app, "owner-a", "http://127.0.0.1:5001")
     body = {**enrolment("owner-a", "http://127.0.0.1:5001", signed_at=time.time() + 1), "url": "http://evil:1"}
     assert_json_error(as_enrolling_owner(coordinator_app).post("/data_owners", json=body), 403, "body.signature")
-    assert listed(coordinator_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001"}]
+    assert listed(coordinator_app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001", "columns": []}]
     assert first.status_code == 201
 
 
@@ -303,7 +303,7 @@ def test_an_older_database_is_migrated_and_binds_at_the_next_enrolment(tmp_path)
                    for table in ("data_owners", "members")}
     assert {"identity_key", "signed_at"} <= columns["data_owners"] and "member_key" in columns["members"]
     store = app.extensions["coordinator_store"]
-    assert listed(app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001"}]
+    assert listed(app) == [{"name": "owner-a", "url": "http://127.0.0.1:5001", "columns": []}]
     assert store.identity_key("owner-a") is None
     # A job key from before job keys: the owner counts as not joined, and is joined again.
     assert store.member_keys("job-1") == {}

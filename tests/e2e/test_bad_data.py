@@ -123,11 +123,13 @@ def test_owner_with_non_numeric_value_is_left_out_and_named(federation, tmp_path
     # The refusal names where the problem is, never the owner's cell itself.
     assert all("n/a" not in entry["failures"]["text"] for entry in model["history"])
 
-    # A column that not even the model creator's test data has is refused up front, naming it,
+    # A column that no owner publishes is refused up front, naming it and the owners that lack it,
     # and changes nothing stored.
     before = get_json(running, f"{running.model_creator.url}/models")
     response = running.session.post(f"{running.model_creator.url}/model",
                                     json={"features": [*DIABETES_FEATURES, "clinic_score"]}, timeout=30)
-    assert 400 <= response.status_code < 500, response.text
-    assert "clinic_score" in response.json()["error"]
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert "0 data owner(s) publish every column of the job" in error
+    assert "'clinic_score' (lacked by good_a, good_b, text)" in error, error
     assert get_json(running, f"{running.model_creator.url}/models") == before

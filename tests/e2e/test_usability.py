@@ -187,3 +187,54 @@ def test_features_near_1e_minus_6_and_1e9_in_one_job_are_exact_to_1e_6_with_boun
         assert_matches_lstsq(model, columns[:3], reference, rtol=1e-6)
         spec = coordinator_job(federation, model["model_id"])["spec"]
         assert spec["feature_scales"] == [19, 0, -31] and spec["label_scale"] == -4
+
+
+def test_the_federation_lists_each_owners_columns_and_jobs_are_checked_against_them(tmp_path):
+    with running_federation(tmp_path, SHIPPED_OWNERS, "none", environment=dict(FAST_RETRIES)) as federation:
+        client = Client(federation.model_creator.url)
+        listed = client.session.get(f"{client.url}/federation", timeout=30).json()["data_owners"]
+        assert [owner["name"] for owner in listed] == SHIPPED_OWNER_NAMES
+        columns = {owner["name"]: owner["columns"] for owner in listed}
+        assert "clinic" in columns["owner_c"] and "clinic" not in columns["owner_a"]
+        assert all(set(DIABETES_FEATURES) <= set(published) for published in columns.values())
+
+        # Every owner must take part: the one lacking the column is named, and nothing starts.
+        with pytest.raises(ClientError, match=r"HTTP 422: body: 1 data owner\(s\) publish every column of the job, "
+                                              r"the job needs 3; missing: 'clinic' \(lacked by owner_a, owner_b\)"):
+            client.train(features=["age", "clinic"], min_data_owners=3)
+        assert client.models() == []
+        # One is enough: the job starts and says who will not take part (and owner_c, whose 'clinic'
+        # is text, refuses it at the join, naming only the column).
+        started = client.session.post(f"{client.url}/model", json={"features": ["age", "clinic"]}, timeout=30).json()
+        assert started["warnings"] == ["data owners without every column of the job will not take part:"
+                                       " 'clinic' (lacked by owner_a, owner_b)"]
+        model = client.wait(started["model_id"], timeout=300)
+        assert model["status"] == "failed" and "owner_c: refused the job" in model["error"]
+        assert "bad_value (column 'clinic')" in model["error"]
+
+
+def test_owners_leave_by_deregistering_or_by_the_operator_and_later_jobs_run_without_them(tmp_path):
+    with running_federation(tmp_path, SHIPPED_OWNERS, SHIPPED / "test.csv", environment=dict(FAST_RETRIES)) as fed:
+        client = Client(fed.model_creator.url)
+        owner_c = fed.data_owner("owner_c")
+        owner_c.stop()
+        left = subprocess.run([str(CHECKOUT / "run_data_owner.sh"), *owner_c.arguments, "--port", str(owner_c.port),
+                               "--deregister"], capture_output=True, text=True, timeout=120, env=fed._environment())
+        assert left.returncode == 0 and "owner_c: deregistered" in left.stdout, left.stderr
+        names = [o["name"] for o in client.session.get(f"{client.url}/federation", timeout=30).json()["data_owners"]]
+        assert names == ["owner_a", "owner_b"]
+
+        token = (fed.workdir / "coordinator" / "operator_token").read_text().strip()
+        removed = fed.session.delete(f"{fed.coordinator.url}/data_owners/owner_b",
+                                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert removed.status_code == 200 and removed.json() == {"name": "owner_b", "status": "removed"}
+        not_operator = fed.session.delete(f"{fed.coordinator.url}/data_owners/owner_a",
+                                          headers=fed.bearer("model_creator_token"), timeout=30)
+        assert not_operator.status_code == 403
+        gone = fed.session.delete(f"{fed.coordinator.url}/data_owners/owner_b",
+                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert gone.status_code == 404
+
+        model = client.wait(client.train(), timeout=300)
+        assert model["status"] == "finished" and model["data_owners"] == ["owner_a"]
+        assert all(not entry["failures"] for entry in model["history"]), model["history"]
