@@ -75,6 +75,7 @@ _UNIQUE = Field(min_length=1, max_length=MAX_FEATURES, json_schema_extra={"uniqu
 FeatureList = Annotated[list[ColumnName], _UNIQUE, AfterValidator(_distinct)]
 FeatureTuple = Annotated[tuple[ColumnName, ...], _UNIQUE, AfterValidator(_distinct)]
 Bits = Annotated[int, Field(strict=True, ge=0, le=256), INTEGRAL]
+Exponent = Annotated[int, Field(strict=True, ge=-MAX_EXPONENT, le=MAX_EXPONENT), INTEGRAL]
 Bound = Annotated[float, Field(allow_inf_nan=False, ge=-(2.0**64), le=2.0**64)]
 ColumnBounds = Annotated[
     dict[ColumnName, Annotated[list[Bound], Field(min_length=2, max_length=2)]],
@@ -135,10 +136,8 @@ class JobSpec(BaseModel):
     min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS), INTEGRAL]
     key_fingerprint: Fingerprint
     bounds: ColumnBounds | None = None
-    feature_scales: (
-        Annotated[tuple[Annotated[int, Field(strict=True, ge=-MAX_EXPONENT, le=MAX_EXPONENT)], ...], Field()] | None
-    ) = None
-    label_scale: Annotated[int, Field(strict=True, ge=-MAX_EXPONENT, le=MAX_EXPONENT)] = 0
+    feature_scales: tuple[Exponent, ...] | None = None
+    label_scale: Exponent = 0
 
     @field_validator("label")
     @classmethod
