@@ -117,6 +117,11 @@ class ConjugateDirections(Optimizer):
     def coefficients(self) -> list[Fraction]:
         return [Fraction(int(v.numerator), int(v.denominator)) for v in self._estimate]
 
+    @property
+    def directions(self) -> list[tuple[list[rational], list[rational], rational]]:
+        """The explored A-conjugate directions, each with its image under A and its curvature."""
+        return list(self._directions)
+
     def restart(self) -> None:
         self._estimate = self._as_point(self.query)
         self._gradient = None
@@ -205,8 +210,9 @@ class ConjugateDirections(Optimizer):
         curvature = _dot(direction, image)
         if curvature <= 0:
             raise TrainingError(
-                "the pooled design matrix is singular: some features are collinear or there are"
-                " fewer rows than coefficients"
+                "the pooled design matrix is singular: some features are collinear, there are"
+                " fewer rows than coefficients, or a column's values are too small for the job's"
+                " fixed-point scale (declare its bounds)"
             )
         step = -_dot(direction, self._gradient) / curvature
         self._estimate = [x + step * d for x, d in zip(self._estimate, direction, strict=True)]

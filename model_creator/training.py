@@ -33,6 +33,7 @@ from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
 from model_creator.config import ModelCreatorSettings
 from model_creator.noisy_statistics import NoiseModel, Regularised, probe_statistics, solve_adassp
+from model_creator.precision import RELATIVE_PRECISION, relative_error_bounds
 from model_creator.progress import DEFAULT_FIRST_ORDER_ROUNDS
 from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling, StatisticsProbe
 
@@ -259,6 +260,28 @@ class TrainingRun:
         self.round += 1
         return record
 
+    def _check_precision(self, contributors: int) -> None:
+        """An exact job must be exact to 1e-6: fail naming the coefficient the encoding cannot honour.
+
+        Raises
+        ------
+        TrainingError
+            When the rounding of the owners' statistics could move a coefficient by more.
+        """
+        assert isinstance(self.optimizer, ConjugateDirections)
+        solution = [float(c) for c in self.optimizer.coefficients]
+        bounds = relative_error_bounds(self.optimizer.directions, solution, contributors, self.spec.data_frac_bits)
+        if bounds is None:
+            return
+        worst = max(range(len(bounds)), key=lambda i: bounds[i])
+        if bounds[worst] > RELATIVE_PRECISION:
+            name = ["intercept", *self.spec.features][worst]
+            raise TrainingError(
+                f"the job's fixed-point scale cannot make it exact to {RELATIVE_PRECISION:g}: coefficient {name!r}"
+                f" is only within {bounds[worst]:.1e} relative (a column's values are too small or too large for"
+                " one scale); declare bounds for the job's columns so that each gets its own scale"
+            )
+
     def _protect(self, privacy: dict[str, PrivacyDeclaration]) -> None:
         """Take the contributors' privacy declarations: the noise model, and the solver it needs.
 
@@ -320,6 +343,8 @@ class TrainingRun:
             self.optimizer.restart()
         self.data_owners = data_owners
         self.optimizer.observe(gradient, row_count)
+        if isinstance(self.optimizer, ConjugateDirections) and self.optimizer.done:
+            self._check_precision(contributors)
         norm = float(np.linalg.norm([float(g) for g in gradient])) / row_count
         return self._record("gradient", contributors, data_owners, failures, norm, restarted)
 

@@ -106,11 +106,12 @@ def test_quorum_of_three_with_a_bad_owner_fails_readably(with_nan_owner):
 def test_feature_missing_from_every_owner_fails_naming_it(with_nan_owner):
     finished = post_model(with_nan_owner, None)
     assert finished["status"] == "finished"
-    model = post_model(with_nan_owner, {"features": [*DIABETES_FEATURES, "clinic_score"]})
-    assert model["status"] == "failed"
-    assert "clinic_score" in model["error"], model["error"]
-    assert "Traceback" not in model["error"]
-    # The failed job loses or changes nothing: the finished model is still served.
+    # No owner publishes the column (the federation's schema): refused at once, naming it.
+    refused = with_nan_owner.session.post(f"{with_nan_owner.model_creator.url}/model",
+                                          json={"features": [*DIABETES_FEATURES, "clinic_score"]}, timeout=30)
+    assert refused.status_code == 422 and "'clinic_score' (lacked by " in refused.json()["error"], refused.text
+    assert "Traceback" not in refused.text
+    # The refused job loses or changes nothing: the finished model is still served.
     assert get_json(with_nan_owner, f"{with_nan_owner.model_creator.url}/model/{finished['model_id']}") == finished
     assert with_nan_owner.prediction()["model_id"] == finished["model_id"]
 

@@ -89,8 +89,16 @@ def test_any_mix_of_magnitudes_is_exact_to_1e_6_with_declared_bounds(small_key, 
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
 
 
-def test_without_bounds_tiny_and_huge_columns_cannot_be_exact(small_key):
-    """The same data without the scales: the huge column overflows the encoding, loudly."""
-    parts = owners([1e-6, 1.0, 1e9], 5)
-    with pytest.raises((EncodingOverflow, TrainingError)):
-        train(small_key, parts, None)
+def test_without_bounds_a_column_too_small_for_the_scale_fails_the_job_naming_it(small_key):
+    """1e-5 with one fixed scale: the solution would be ~1e-3 off, so it is an error, never "exact"."""
+    with pytest.raises(TrainingError, match=r"cannot make it exact to 1e-06: coefficient 'f0' is only within "
+                                            r"\d\.\de-0[1-4] relative .*declare bounds"):
+        train(small_key, owners([1e-5, 1.0, 1.0], 5), None)
+    # 1e-2 and 1e9 are still exact to 1e-6 at one scale: trained, and right.
+    parts = owners([1e-2, 1.0, 1e9], 5)
+    np.testing.assert_allclose(train(small_key, parts, None), reference(parts, [1e-2, 1.0, 1e9]), rtol=1e-6)
+
+
+def test_without_bounds_a_column_too_large_for_the_scale_overflows_loudly(small_key):
+    with pytest.raises(EncodingOverflow):
+        train(small_key, owners([1.0, 1.0, 1e12], 5), None)
