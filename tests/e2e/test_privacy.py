@@ -312,8 +312,12 @@ def run(tmp_path_factory) -> Iterator[Run]:
     log = directory / "coordinator_traffic.jsonl"
     environment = {"FT_COORDINATOR_ROUND_TIMEOUT": str(ROUND_TIMEOUT), "FT_COORDINATOR_RETRY_DELAY": str(RETRY_DELAY)}
     started = time.time()
+    # Every owner publishes the columns its jobs read and no other (--allow-columns): the columns it
+    # keeps to itself must then appear nowhere the coordinator looks, its registry included.
+    published = sorted({column for job in JOBS.values() for column in [*job["features"], job["label"]]})
     with running_federation(workdir, list(owners.items()), test_csv, coordinator_traffic_log=log,
-                            environment=environment) as federation:
+                            environment=environment, owner_options=["--allow-columns", ",".join(published)]
+                            ) as federation:
         models = {}
         for label in ("exact", "standardised", "missing_column", "not_binary"):
             models[label] = post_model(federation, JOBS[label])

@@ -152,8 +152,8 @@ def test_a_run_with_a_failing_job_is_quiet_and_stops_cleanly(tmp_path):
     with fed as federation:
         client = Client(federation.model_creator.url)
         assert client.wait(client.train(), timeout=300)["status"] == "finished"
-        failed = client.wait(client.train(features=["age", "glucose"]), timeout=300)
-        assert failed["status"] == "failed" and "missing_column (column 'glucose')" in failed["error"]
+        failed = client.wait(client.train(features=["age", "clinic"]), timeout=300)
+        assert failed["status"] == "failed" and "bad_value (column 'clinic')" in failed["error"]
         parties = list(federation.parties.values())
     for party in parties:
         log = party.log_path.read_text(errors="replace")
