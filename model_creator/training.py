@@ -23,11 +23,12 @@ from common.crypto.bigint import mpz
 from common.crypto.encoding import decode
 from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PrivateKey
-from common.crypto.randomness import ObfuscatorPool
+from common.crypto.randomness import ObfuscatorPool, obfuscator_maker
 from common.protocol.errors import ProtocolViolation, SchemaError
 from common.protocol.messages import RoundHistory, RoundOrder, TrainingOptions
 from common.protocol.models import MODELS
-from common.protocol.spec import GRADIENT, STATISTICS, JobSpec, RoundKind
+from common.protocol.moments import Moments
+from common.protocol.spec import GRADIENT, MOMENTS, STATISTICS, JobSpec, Protocol, Randomness, RoundKind
 from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
 from model_creator.config import ModelCreatorSettings
@@ -58,6 +59,8 @@ class TrainingRequest:
     standardize: bool
     tolerance: float
     relative_tolerance: float
+    protocol: Protocol = "gradients"
+    randomness: Randomness = "standard"
 
     @classmethod
     def of(cls, options: TrainingOptions, settings: ModelCreatorSettings) -> TrainingRequest:
@@ -97,6 +100,8 @@ class TrainingRequest:
             standardize=options.standardize if options.standardize is not None else kind.standardize_by_default,
             tolerance=options.tolerance,
             relative_tolerance=options.relative_tolerance,
+            protocol=options.protocol,
+            randomness=options.randomness,
         )
 
     @classmethod
@@ -136,9 +141,12 @@ class TrainingRun:
             weight_frac_bits=settings.weight_frac_bits,
             max_contributors=settings.max_data_owners,
             min_data_owners=request.min_data_owners,
+            protocol=request.protocol,
+            randomness=request.randomness,
         )
         self.optimizer = self._optimizer()
-        self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, private_key.raw_obfuscator).start()
+        make = obfuscator_maker(public_key, self.spec.randomness, private_key.raw_obfuscator)
+        self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, make).start()
         self.round = 0
         self.round_started = time.monotonic()
         self.data_owners: list[str] | None = None
@@ -168,8 +176,11 @@ class TrainingRun:
 
     @property
     def next_kind(self) -> RoundKind:
-        """A statistics round first when training on standardised features, then gradient rounds."""
-        return "statistics" if self.request.standardize and self.feature_statistics is None else "gradient"
+        """A statistics round first when training on standardised features, then the job's main rounds.
+
+        Those are gradient rounds, or in a one-shot job the one moments round.
+        """
+        return "statistics" if self.request.standardize and self.feature_statistics is None else self.spec.main_kind
 
     def round_order(self) -> RoundOrder:
         """The next round's order to the coordinator, its weights encrypted with fresh randomness.
@@ -221,6 +232,8 @@ class TrainingRun:
             )
         if kind == STATISTICS:
             record = self._absorb_statistics(values, where, data_owners, failures, contributors)
+        elif kind == MOMENTS:
+            record = self._absorb_moments(values, where, data_owners, failures, contributors)
         else:
             record = self._absorb_gradient(values, where, data_owners, failures, contributors)
         self.round += 1
@@ -242,11 +255,7 @@ class TrainingRun:
         row_count = values[0]
         if row_count <= 0:
             raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
-        gradient = [decode(v, self.spec.gradient_frac_bits) for v in values[1:]]
-        if self.request.alpha:
-            alpha = Fraction(self.request.alpha)
-            point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
-            gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
+        gradient = self._penalised([decode(v, self.spec.gradient_frac_bits) for v in values[1:]])
         restarted = self.data_owners is not None and data_owners != self.data_owners
         if restarted:
             self.optimizer.restart()
@@ -254,6 +263,31 @@ class TrainingRun:
         self.optimizer.observe(gradient, row_count)
         norm = float(np.linalg.norm([float(g) for g in gradient])) / row_count
         return self._record("gradient", contributors, data_owners, failures, norm, restarted)
+
+    def _absorb_moments(
+        self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
+    ) -> RoundHistory:
+        """Solve exactly from the summed statistics: the exact solver, fed the gradients they give.
+
+        Every gradient :class:`Moments` gives is the one a gradient round would decrypt at the same
+        weights, so the result is the gradient protocol's, to the last bit, in one encrypted round.
+        """
+        moments = Moments.from_sums(values, self.spec, where)
+        self.data_owners = data_owners
+        gradient: list[Fraction] = []
+        while not self.optimizer.done:
+            gradient = self._penalised(moments.gradient(self.optimizer.query))
+            self.optimizer.observe(gradient, moments.row_count)
+        norm = float(np.linalg.norm([float(g) for g in gradient])) / moments.row_count
+        return self._record("moments", contributors, data_owners, failures, norm, False)
+
+    def _penalised(self, gradient: list[Fraction]) -> list[Fraction]:
+        """The decrypted gradient plus the penalty's gradient at the query point (exact)."""
+        if not self.request.alpha:
+            return gradient
+        alpha = Fraction(self.request.alpha)
+        point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
+        return [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
 
     def _record(
         self,

@@ -49,6 +49,8 @@ from common.protocol.spec import (
     JobId,
     JobSpec,
     ModelName,
+    Protocol,
+    Randomness,
     RoundKind,
 )
 from common.protocol.wire import MAX_VECTOR_LENGTH, decode_ciphertexts
@@ -333,7 +335,7 @@ def _weights_in_gradient_rounds(order: R) -> R:
     """A gradient round carries the encrypted weights; a statistics round none."""
     if (order.kind == "gradient") != (order.encrypted_weights is not None):
         raise inconsistent(
-            "encrypted_weights: expected a list of ciphertexts in a gradient round, and none in a statistics round"
+            "encrypted_weights: expected a list of ciphertexts in a gradient round, and none in other rounds"
         )
     return order
 
@@ -579,6 +581,8 @@ class TrainingOptions(Message):
     standardize: bool | SkipJsonSchema[None] = None
     tolerance: Annotated[float, Field(ge=0.0, le=1e6)] = 1e-8
     relative_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-12
+    protocol: Protocol = Field("gradients", description="'one_shot': the owners' statistics once, solved exactly.")
+    randomness: Randomness = Field("standard", description="'djn': short-exponent randomness (another assumption).")
 
     @model_validator(mode="before")
     @classmethod
@@ -598,6 +602,8 @@ class TrainingOptions(Message):
             raise inconsistent("features: 'intercept' is reserved for the intercept coefficient")
         if self.label is not None and self.features is not None and self.label in self.features:
             raise inconsistent(f"label {self.label!r} is also listed as a feature")
+        if self.protocol == "one_shot" and self.optimizer != "exact":
+            raise inconsistent("protocol: 'one_shot' is solved exactly; it takes no other optimizer than 'exact'")
         return self
 
 

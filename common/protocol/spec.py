@@ -25,7 +25,7 @@ from pydantic import (
 
 from common.crypto.packing import SlotLayout
 from common.crypto.paillier import PublicKey
-from common.protocol.errors import SchemaError
+from common.protocol.errors import ProtocolViolation, SchemaError
 from common.protocol.fields import INTEGRAL, inconsistent
 from common.protocol.models import MODELS
 
@@ -34,7 +34,10 @@ MAX_DATA_OWNERS = 100_000
 
 GRADIENT = "gradient"
 STATISTICS = "statistics"
-RoundKind = Literal["gradient", "statistics"]
+MOMENTS = "moments"
+RoundKind = Literal["gradient", "statistics", "moments"]
+Protocol = Literal["gradients", "one_shot"]
+Randomness = Literal["standard", "djn"]
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 JobId = Annotated[
@@ -90,6 +93,15 @@ class JobSpec(BaseModel):
         ``|w| < 2**weight_bits``; data owners size their bound checks on it.
     layout
         The slot layout of the data owners' packed replies.
+    protocol
+        ``"gradients"``: a gradient round per step of the optimiser; ``"one_shot"``: each data
+        owner sends its packed statistics (n_i, A_i, b_i) once, in one moments round, and the
+        model creator solves exactly (PROTOCOL.md section 10).
+    randomness
+        How every party of the job makes fresh encryption randomness: ``"standard"`` (``r ** n``
+        for a random unit r, decisional composite residuosity only) or ``"djn"`` (short
+        exponents of a fixed base, which also assumes that short exponents hide as well as full
+        ones; see :mod:`common.crypto.randomness`).
     """
 
     # Lax only so that JSON arrays become the tuple of features; every scalar field is strict.
@@ -105,6 +117,8 @@ class JobSpec(BaseModel):
     layout: SlotLayout
     min_data_owners: Annotated[int, Field(strict=True, ge=1, le=MAX_DATA_OWNERS), INTEGRAL]
     key_fingerprint: Fingerprint
+    protocol: Protocol = "gradients"
+    randomness: Randomness = "standard"
 
     @field_validator("label")
     @classmethod
@@ -144,6 +158,8 @@ class JobSpec(BaseModel):
         weight_frac_bits: int,
         max_contributors: int,
         min_data_owners: int = 1,
+        protocol: Protocol = "gradients",
+        randomness: Randomness = "standard",
     ) -> JobSpec:
         """The spec for declared bounds: slots wide enough for any gradient coordinate.
 
@@ -164,6 +180,8 @@ class JobSpec(BaseModel):
             layout=SlotLayout.for_key(public_key.bits, value_bits, max_contributors),
             min_data_owners=min_data_owners,
             key_fingerprint=public_key.fingerprint,
+            protocol=protocol,
+            randomness=randomness,
         )
 
     def check_key(self, public_key: PublicKey) -> None:
@@ -182,14 +200,27 @@ class JobSpec(BaseModel):
         """Scale of a gradient coordinate: data scale times weight scale."""
         return self.data_frac_bits + self.weight_frac_bits
 
+    @property
+    def main_kind(self) -> RoundKind:
+        """The kind of the rounds that train: moments rounds in a one-shot job, else gradient rounds."""
+        return "moments" if self.protocol == "one_shot" else "gradient"
+
+    def check_round_kind(self, kind: str, where: str) -> None:
+        """Raise unless a round of ``kind`` belongs to this job: statistics rounds and its :attr:`main_kind`."""
+        if kind not in (STATISTICS, self.main_kind):
+            raise ProtocolViolation(f"{where}: a {kind} round has no place in a job of protocol {self.protocol!r}")
+
     def reply_values(self, kind: str = GRADIENT) -> int:
         """Signed values in a data owner's reply to a round of ``kind``.
 
         A gradient round: the row count, then the gradient. A statistics round: the row count,
-        then each feature's sum, then each feature's sum of squares.
+        then each feature's sum, then each feature's sum of squares. A moments round: the row
+        count, the upper triangle of A_i row by row, then b_i.
         """
         if kind == STATISTICS:
             return 1 + 2 * len(self.features)
+        if kind == MOMENTS:
+            return 1 + self.dimension * (self.dimension + 1) // 2 + self.dimension
         return 1 + self.dimension
 
     def reply_ciphertexts(self, kind: str = GRADIENT) -> int:
