@@ -1,0 +1,380 @@
+"""``python -m bench.services [--quick | --full]``: the product through its real services, against baselines.
+
+Everything of the product is counted: a coordinator, K data owners and a model creator run as
+separate processes on loopback (started as the end-to-end tests start them, by
+:class:`~local_federation.cluster.LocalFederation`), and each job is timed from the model
+creator's record of it, ``POST /model`` to finished (``updated_at − created_at``): encryption
+randomness, HTTP, JSON, the joins, the owners' policy checks and masks, decryption and the solver.
+
+For each key size and d it runs, interleaved in one run:
+
+* **gradient rounds**: a gradient-descent job of R rounds (standard and DJN randomness); a round is
+  the job's time ÷ R, join included; the result is checked against gradient descent in numpy;
+* **exact jobs**: the default exact job (d + 1 gradient rounds) and the one-shot job (one moments
+  round), each with both kinds of randomness, checked against least squares in numpy;
+
+and, in this process on the same data and (for phe) the model creator's own key, one round of
+each baseline, checked against numpy's gradient: python-paillier used directly for the same
+protocol (:class:`~bench.phe_rounds.PheGramRound`), the seed's per-sample method
+(:class:`~bench.phe_rounds.SeedStyleRound`) and TenSEAL CKKS at 128-bit security
+(:class:`~bench.ckks.CkksRound`). A baseline's round is its critical path (its owners as if each
+had its own machine, which flatters it: the services share 2 cores), and a baseline's whole job
+is that round times the rounds the job takes, with no join at all (flattering it again).
+
+Results go to ``bench/results/services-<mode>.json``; a full run also writes
+``bench/report/services.json`` and the plot ``bench/report/services.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.ckks import CkksRound, tenseal_available
+from bench.federation import WEIGHT_FRAC_BITS, Federation, GradientMismatch, KeyMaterial, OwnerData, check_gradient
+from bench.machine import describe_machine
+from bench.phe_rounds import PheGramRound, SeedStyleRound
+from common.crypto.paillier import PrivateKey
+from local_federation.cluster import LocalFederation
+
+HERE = Path(__file__).resolve().parent
+LEARNING_RATE = 0.1
+# How far a job's coefficients may be from numpy's, relative to the largest coefficient.
+COEFFICIENT_TOLERANCE = 1e-6
+PRODUCT_JOBS = ("gd-standard", "gd-djn", "exact-standard", "exact-djn", "one-shot-standard", "one-shot-djn")
+
+
+@dataclass(frozen=True)
+class ServicesConfig:
+    """The sizes of one mode."""
+
+    mode: str
+    key_bits: tuple[int, ...]
+    dimensions: tuple[int, ...]
+    owners: int
+    rows_per_owner: int
+    gradient_rounds: int
+    repeats: int
+    # The exact gradient job and the seed-style baseline only up to these d (they grow fastest).
+    exact_max_dimension: int
+    seed_style_max_dimension: int
+    seed: int = 20261201
+
+
+QUICK = ServicesConfig("quick", (1024,), (4,), 3, 40, 3, 1, 4, 4)
+FULL = ServicesConfig("full", (2048, 3072), (10, 50, 100), 3, 2000, 10, 2, 50, 10)
+MODES = {"quick": QUICK, "full": FULL}
+
+
+def log(message: str) -> None:
+    print(f"[bench.services] {message}", file=sys.stderr, flush=True)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def make_owner_data(config: ServicesConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each owner's rows: standard normal features (as many as the largest d needs) and a noisy linear label."""
+    generator = np.random.default_rng(config.seed)
+    columns = max(config.dimensions) - 1
+    coefficients = generator.normal(size=columns + 1)
+    owners = []
+    for _ in range(config.owners):
+        features = generator.normal(size=(config.rows_per_owner, columns))
+        labels = coefficients[0] + features @ coefficients[1:] + 0.5 * generator.normal(size=config.rows_per_owner)
+        owners.append((features, labels))
+    return owners
+
+
+def feature_names(dimension: int) -> list[str]:
+    return [f"x{k}" for k in range(1, dimension)]
+
+
+def write_owner_csvs(owners: list[tuple[np.ndarray, np.ndarray]], directory: Path) -> list[tuple[str, Path]]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, (features, labels) in enumerate(owners):
+        path = directory / f"owner_{index}.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*feature_names(features.shape[1] + 1), "y"])
+            for row, label in zip(features, labels, strict=True):
+                writer.writerow([repr(float(v)) for v in row] + [repr(float(label))])
+        written.append((f"owner_{index}", path))
+    return written
+
+
+def federation_for(owners: list[tuple[np.ndarray, np.ndarray]], dimension: int, seed: int) -> Federation:
+    """The in-process baselines' view of the same rows at d coefficients, with weights on the 2**−32 grid."""
+    parts = tuple(OwnerData(features[:, : dimension - 1], labels) for features, labels in owners)
+    generator = np.random.default_rng(seed + dimension)
+    query = tuple(int(q) for q in np.rint(np.ldexp(generator.uniform(-2.0, 2.0, size=dimension), WEIGHT_FRAC_BITS)))
+    weights = tuple(math.ldexp(q, -WEIGHT_FRAC_BITS) for q in query)
+    return Federation(parts, weights, query)
+
+
+def pooled(federation: Federation) -> tuple[np.ndarray, np.ndarray]:
+    design = np.vstack([owner.design for owner in federation.owners])
+    return design, np.concatenate([owner.labels for owner in federation.owners])
+
+
+def lstsq_reference(federation: Federation) -> np.ndarray:
+    design, labels = pooled(federation)
+    return np.linalg.lstsq(design, labels, rcond=None)[0]
+
+
+def gradient_descent_reference(federation: Federation, rounds: int) -> np.ndarray:
+    """The model creator's gradient descent in numpy: mean gradient at the fixed-point query, fixed step."""
+    design, labels = pooled(federation)
+    gram, moment = design.T @ design, design.T @ labels
+    point = np.zeros(design.shape[1])
+    for _ in range(rounds):
+        query = np.ldexp(np.rint(np.ldexp(point, WEIGHT_FRAC_BITS)), -WEIGHT_FRAC_BITS)
+        point = point - LEARNING_RATE * (gram @ query - moment) / len(labels)
+    return point
+
+
+def check_coefficients(variant: str, model: dict[str, Any], reference: np.ndarray, features: list[str]) -> float:
+    """The relative error of a finished job's coefficients; raise :class:`GradientMismatch` past the tolerance."""
+    if model["status"] != "finished":
+        raise GradientMismatch(f"{variant}: the job ended {model['status']}: {model.get('error')}")
+    got = np.array([model["coefficients"][name] for name in ["intercept", *features]])
+    error = float(np.max(np.abs(got - reference)) / max(float(np.max(np.abs(reference))), 1.0))
+    if error > COEFFICIENT_TOLERANCE:
+        raise GradientMismatch(f"{variant} at d={len(reference)}: coefficients differ from numpy's by {error:.3g}")
+    return error
+
+
+# --- the product through the services -----------------------------------------------------------
+
+
+def job_body(job: str, features: list[str], rounds: int) -> dict[str, Any]:
+    kind, randomness = job.rsplit("-", 1)
+    body: dict[str, Any] = {"features": features, "label": "y", "randomness": randomness}
+    if kind == "gd":
+        body.update(optimizer="gd", learning_rate=LEARNING_RATE, max_rounds=rounds, tolerance=0, relative_tolerance=0)
+    elif kind == "one-shot":
+        body["protocol"] = "one_shot"
+    return body
+
+
+def run_job(federation: LocalFederation, body: dict[str, Any]) -> dict[str, Any]:
+    response = federation.session.post(f"{federation.model_creator.url}/model", json=body, timeout=60)
+    if response.status_code != 202:
+        raise GradientMismatch(f"POST /model {body} answered {response.status_code}: {response.text}")
+    model_id = response.json()["model_id"]
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        model: dict[str, Any] = federation.session.get(
+            f"{federation.model_creator.url}/model/{model_id}", timeout=60
+        ).json()
+        if model["status"] in ("finished", "failed", "cancelled"):
+            return model
+        time.sleep(0.05)
+    raise TimeoutError(f"model {model_id} did not finish")
+
+
+def product_jobs(config: ServicesConfig, dimension: int) -> list[str]:
+    jobs = list(PRODUCT_JOBS)
+    if dimension > config.exact_max_dimension:
+        jobs = [job for job in jobs if not job.startswith("exact")]
+    return jobs
+
+
+def measure_product(
+    config: ServicesConfig, federation: LocalFederation, baseline: Federation, key_bits: int, dimension: int
+) -> dict[str, dict[str, Any]]:
+    """Every product job at d, repetitions interleaved; medians of the job times."""
+    features = feature_names(dimension)
+    references = {
+        "gd": gradient_descent_reference(baseline, config.gradient_rounds),
+        "exact": lstsq_reference(baseline),
+        "one-shot": lstsq_reference(baseline),
+    }
+    jobs = product_jobs(config, dimension)
+    times: dict[str, list[float]] = {job: [] for job in jobs}
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(config.repeats):
+        for job in jobs:
+            model = run_job(federation, job_body(job, features, config.gradient_rounds))
+            error = check_coefficients(job, model, references[job.rsplit("-", 1)[0]], features)
+            seconds = float(model["updated_at"]) - float(model["created_at"])
+            times[job].append(seconds)
+            results[job] = {
+                "rounds": len(model["history"]),
+                "kinds": sorted({entry["kind"] for entry in model["history"]}),
+                "max_relative_error": error,
+            }
+            log(f"{key_bits}-bit d={dimension} {job}: {seconds:.3f} s, {len(model['history'])} round(s)")
+    for job in jobs:
+        results[job].update(job_seconds=statistics.median(times[job]), job_seconds_all=times[job])
+        results[job]["round_seconds"] = results[job]["job_seconds"] / results[job]["rounds"]
+    return results
+
+
+# --- the baselines in this process --------------------------------------------------------------
+
+
+def measure_baselines(
+    config: ServicesConfig, keys: KeyMaterial | None, baseline: Federation, dimension: int
+) -> dict[str, dict[str, Any]]:
+    """One checked round of each baseline that runs at this key size and d (critical path, serial)."""
+    variants: list[tuple[str, Any]] = []
+    if keys is not None:
+        variants.append(("phe-gram", PheGramRound(keys, baseline)))
+        if dimension <= config.seed_style_max_dimension:
+            variants.append(("seed-style", SeedStyleRound(keys, baseline)))
+    results: dict[str, dict[str, Any]] = {}
+    for name, variant in variants:
+        measurement = variant.run_round()
+        error = check_gradient(name, measurement.gradient, baseline)
+        results[name] = {
+            "round_seconds": measurement.critical_path,
+            "round_seconds_serial": measurement.seconds,
+            "reply_bytes": measurement.reply_bytes,
+            "max_relative_error": error,
+        }
+        log(f"d={dimension} {name}: {measurement.critical_path:.3f} s per round (critical path)")
+    return results
+
+
+def measure_ckks(baseline: Federation, dimension: int) -> dict[str, Any]:
+    variant = CkksRound(None, baseline)  # type: ignore[arg-type]
+    measurement = variant.run_round()
+    reference = baseline.reference_gradient()
+    error = float(np.max(np.abs(measurement.gradient - reference)) / max(float(np.max(np.abs(reference))), 1.0))
+    if error > variant.tolerance:
+        raise GradientMismatch(f"tenseal-ckks at d={dimension}: gradient differs from numpy's by {error:.3g}")
+    log(f"d={dimension} tenseal-ckks: {measurement.critical_path:.3f} s per round (critical path)")
+    return {
+        "round_seconds": measurement.critical_path,
+        "round_seconds_serial": measurement.seconds,
+        "reply_bytes": measurement.reply_bytes,
+        "max_relative_error": error,
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
+    owners = make_owner_data(config)
+    csvs = write_owner_csvs(owners, workdir / "data")
+    ckks_missing = tenseal_available()
+    results: dict[str, Any] = {
+        "mode": config.mode,
+        "machine": describe_machine(),
+        "config": {
+            "owners": config.owners,
+            "rows_per_owner": config.rows_per_owner,
+            "gradient_rounds": config.gradient_rounds,
+            "repeats": config.repeats,
+            "learning_rate": LEARNING_RATE,
+        },
+        "tenseal": ckks_missing or "installed",
+        "runs": [],
+    }
+    ckks_done: dict[int, dict[str, Any]] = {}
+    for key_bits in config.key_bits:
+        # The model creator checks a job's columns against its test data: the first owner's file.
+        with LocalFederation(workdir / f"federation-{key_bits}", csvs, csvs[0][1], key_bits) as federation:
+            keys: KeyMaterial | None = None
+            for dimension in config.dimensions:
+                baseline = federation_for(owners, dimension, config.seed)
+                product = measure_product(config, federation, baseline, key_bits, dimension)
+                if keys is None:
+                    key_file = workdir / f"federation-{key_bits}" / "model_creator" / "paillier_private_key.json"
+                    keys = KeyMaterial.from_private_key(PrivateKey.from_json(json.loads(key_file.read_text())))
+                # phe and the seed at the 2048-bit reference size only (and in the quick mode).
+                baselines = measure_baselines(config, keys if key_bits == config.key_bits[0] else None, baseline, dimension)
+                # CKKS does not depend on the Paillier key: once per d, shown with every key size.
+                if ckks_missing is None:
+                    if dimension not in ckks_done:
+                        ckks_done[dimension] = measure_ckks(baseline, dimension)
+                    baselines["tenseal-ckks"] = ckks_done[dimension]
+                results["runs"].append(
+                    {"key_bits": key_bits, "dimension": dimension, "product": product, "baselines": baselines}
+                )
+    results["ratios"] = ratios(results["runs"])
+    return results
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Baseline time over product time, per run, for the figures the targets name."""
+    table = []
+    for entry in runs:
+        product, baselines = entry["product"], entry["baselines"]
+        row: dict[str, Any] = {"key_bits": entry["key_bits"], "dimension": entry["dimension"]}
+        for name, baseline in baselines.items():
+            for job in ("gd-standard", "gd-djn"):
+                row[f"{name}/{job} round"] = baseline["round_seconds"] / product[job]["round_seconds"]
+            row[f"one phe-gram round/one-shot-djn job" if name == "phe-gram" else f"{name} round/one-shot-djn job"] = (
+                baseline["round_seconds"] / product["one-shot-djn"]["job_seconds"]
+            )
+            if name == "phe-gram" and "exact-standard" in product:
+                exact_job = baseline["round_seconds"] * product["exact-standard"]["rounds"]
+                row["phe-gram exact job/exact-standard job"] = exact_job / product["exact-standard"]["job_seconds"]
+                row["phe-gram exact job/exact-djn job"] = exact_job / product["exact-djn"]["job_seconds"]
+        table.append(row)
+    return table
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"Through the services ({results['mode']}): {results['config']}; TenSEAL: {results['tenseal']}"]
+    header = f"{'key':>5} {'d':>4}  {'variant':<20} {'round (s)':>10} {'job (s)':>9} {'rounds':>6}"
+    lines.append(header)
+    for entry in results["runs"]:
+        for job, value in entry["product"].items():
+            lines.append(
+                f"{entry['key_bits']:>5} {entry['dimension']:>4}  {'ours ' + job:<20} {value['round_seconds']:>10.4f}"
+                f" {value['job_seconds']:>9.3f} {value['rounds']:>6}"
+            )
+        for name, value in entry["baselines"].items():
+            lines.append(f"{entry['key_bits']:>5} {entry['dimension']:>4}  {name:<20} {value['round_seconds']:>10.4f}")
+    lines.append("Ratios (baseline time / ours):")
+    for row in results["ratios"]:
+        cells = ", ".join(f"{k}: {v:.2f}×" for k, v in row.items() if k not in ("key_bits", "dimension"))
+        lines.append(f"  {row['key_bits']}-bit d={row['dimension']}: {cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.services", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="1024-bit, d = 4 (CI)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="2048 and 3072 bits, d = 10, 50, 100")
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.set_defaults(mode="quick")
+    arguments = parser.parse_args(argv)
+    config = MODES[arguments.mode]
+    with tempfile.TemporaryDirectory(prefix="bench-services-") as workdir:
+        try:
+            results = run(config, Path(workdir))
+        except GradientMismatch as exc:
+            print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
+            return 1
+    print(render(results))
+    arguments.results_dir.mkdir(parents=True, exist_ok=True)
+    path = arguments.results_dir / f"services-{config.mode}.json"
+    path.write_text(json.dumps(results, indent=2))
+    if config.mode == "full":
+        report = HERE / "report"
+        shutil.copyfile(path, report / "services.json")
+    print(f"Wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
