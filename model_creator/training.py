@@ -32,6 +32,7 @@ from common.protocol.spec import GRADIENT, MOMENTS, STATISTICS, JobSpec, Protoco
 from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
 from model_creator.config import ModelCreatorSettings
+from model_creator.direct import DirectSolver
 from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling
 
 Validation = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -155,6 +156,8 @@ class TrainingRun:
 
     def _optimizer(self) -> Optimizer:
         spec, request = self.spec, self.request
+        if spec.protocol == "one_shot":
+            return DirectSolver(spec.dimension, spec.weight_frac_bits, spec.weight_bits)
         if request.optimizer == "exact":
             return ConjugateDirections(
                 spec.dimension, spec.weight_frac_bits, spec.weight_bits, request.max_rounds or 4 * (spec.dimension + 1)
@@ -255,7 +258,11 @@ class TrainingRun:
         row_count = values[0]
         if row_count <= 0:
             raise ProtocolViolation(f"{where}: the aggregate's row count is {row_count}")
-        gradient = self._penalised([decode(v, self.spec.gradient_frac_bits) for v in values[1:]])
+        gradient = [decode(v, self.spec.gradient_frac_bits) for v in values[1:]]
+        if self.request.alpha:
+            alpha = Fraction(self.request.alpha)
+            point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
+            gradient = [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
         restarted = self.data_owners is not None and data_owners != self.data_owners
         if restarted:
             self.optimizer.restart()
@@ -267,27 +274,18 @@ class TrainingRun:
     def _absorb_moments(
         self, values: list[int], where: str, data_owners: list[str], failures: dict[str, str], contributors: int
     ) -> RoundHistory:
-        """Solve exactly from the summed statistics: the exact solver, fed the gradients they give.
+        """Solve exactly from the summed statistics, with the penalty the gradient rounds would add.
 
-        Every gradient :class:`Moments` gives is the one a gradient round would decrypt at the same
-        weights, so the result is the gradient protocol's, to the last bit, in one encrypted round.
+        The objective is the one whose gradient every gradient round would decrypt, so the result
+        is the gradient protocol's exact minimiser, in one encrypted round. The recorded gradient
+        norm is the mean gradient's at the solution: zero.
         """
         moments = Moments.from_sums(values, self.spec, where)
-        self.data_owners = data_owners
-        gradient: list[Fraction] = []
-        while not self.optimizer.done:
-            gradient = self._penalised(moments.gradient(self.optimizer.query))
-            self.optimizer.observe(gradient, moments.row_count)
-        norm = float(np.linalg.norm([float(g) for g in gradient])) / moments.row_count
-        return self._record("moments", contributors, data_owners, failures, norm, False)
-
-    def _penalised(self, gradient: list[Fraction]) -> list[Fraction]:
-        """The decrypted gradient plus the penalty's gradient at the query point (exact)."""
-        if not self.request.alpha:
-            return gradient
+        assert isinstance(self.optimizer, DirectSolver), "a one-shot job is solved directly"
         alpha = Fraction(self.request.alpha)
-        point = [decode(q, self.spec.weight_frac_bits) for q in self.optimizer.query]
-        return [g + alpha * p * w for g, p, w in zip(gradient, self.penalty_weights, point, strict=True)]
+        self.optimizer.solve(*moments.quadratic([alpha * p for p in self.penalty_weights]))
+        self.data_owners = data_owners
+        return self._record("moments", contributors, data_owners, failures, 0.0, False)
 
     def _record(
         self,

@@ -4,8 +4,8 @@ In a one-shot job (``JobSpec.protocol == "one_shot"``, PROTOCOL.md section 10) e
 sends, packed, masked and encrypted like any reply, the values :func:`moment_values` lists: its
 row count, the upper triangle of its encoded A_i (at ``2**data_frac_bits``) and its encoded b_i
 (at the gradient's scale). The coordinator sums them over the member set as it sums gradients;
-the model creator decrypts only that sum, :class:`Moments`, which gives it exactly the gradient
-``Σ A_i w − Σ b_i`` that a gradient round would have decrypted at any w. So it learns what the
+the model creator decrypts only that sum, :class:`Moments`, which gives it exactly the quadratic
+whose gradient ``Σ A_i w − Σ b_i`` a gradient round would have decrypted at any w. So it learns what the
 exact solver learns after d + 1 gradient rounds, and nothing more, in one round.
 """
 
@@ -45,6 +45,7 @@ class Moments:
     row_count: int
     matrix: tuple[tuple[int, ...], ...]
     offset: tuple[int, ...]
+    data_frac_bits: int
     gradient_frac_bits: int
 
     @classmethod
@@ -69,15 +70,16 @@ class Moments:
                 rows[i][j] = rows[j][i] = int(values[position])
                 position += 1
         offset = tuple(int(v) for v in values[position:])
-        return cls(row_count, tuple(tuple(row) for row in rows), offset, spec.gradient_frac_bits)
+        return cls(row_count, tuple(tuple(row) for row in rows), offset, spec.data_frac_bits, spec.gradient_frac_bits)
 
-    def gradient(self, query: Sequence[int]) -> list[Fraction]:
-        """``Σ A_i w − Σ b_i`` at the fixed-point weights ``query``, exactly as a gradient round decrypts it.
+    def quadratic(self, penalty: Sequence[Fraction]) -> tuple[list[list[Fraction]], list[Fraction]]:
+        """(M, r) of the objective ½wᵀMw − rᵀw whose gradient every gradient round would decrypt.
 
-        ``A`` is at ``2**data_frac_bits`` and ``query`` at ``2**weight_frac_bits``, so their
-        product is at the gradient's scale, as ``b`` is.
+        ``M = ΣA_i + diag(penalty)`` and ``r = Σb_i``, exactly, so that ``M w − r`` is the
+        penalised gradient the model creator takes from a gradient round at any w.
         """
-        return [
-            decode(sum(a * int(q) for a, q in zip(row, query, strict=True)) - b, self.gradient_frac_bits)
-            for row, b in zip(self.matrix, self.offset, strict=True)
+        matrix = [
+            [decode(a, self.data_frac_bits) + (penalty[i] if i == j else 0) for j, a in enumerate(row)]
+            for i, row in enumerate(self.matrix)
         ]
+        return matrix, [decode(b, self.gradient_frac_bits) for b in self.offset]

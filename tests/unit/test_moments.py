@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -92,4 +94,19 @@ def test_the_masked_encrypted_sum_gives_every_gradient_a_gradient_round_decrypts
     query = encode_array(np.asarray(weights), spec.weight_frac_bits, spec.weight_bits + spec.weight_frac_bits, "w")
     expected = [sum(sum(a * q for a, q in zip(owner.matrix[j], query)) - owner.offset[j] for owner in owners)
                 for j in range(spec.dimension)]
-    assert [g * 2**spec.gradient_frac_bits for g in moments.gradient(query)] == expected
+    matrix, vector = moments.quadratic([Fraction(0)] * spec.dimension)
+    point = [Fraction(q, 2**spec.weight_frac_bits) for q in query]
+    gradient = [sum(m * w for m, w in zip(row, point)) - r for row, r in zip(matrix, vector)]
+    assert [g * 2**spec.gradient_frac_bits for g in gradient] == expected
+
+
+def test_the_penalty_is_added_to_the_diagonal_only(small_key):
+    spec = make_spec(small_key)
+    values = [5, *range(1, 11), 7, 8, 9, 10]
+    moments = Moments.from_sums(values, spec, "sum")
+    plain, _ = moments.quadratic([Fraction(0)] * 4)
+    penalised, vector = moments.quadratic([Fraction(0), Fraction(1, 3), Fraction(2), Fraction(5, 7)])
+    assert plain[0] == [Fraction(v, 2**20) for v in (1, 2, 3, 4)] and plain[1][0] == plain[0][1]
+    assert [penalised[i][i] - plain[i][i] for i in range(4)] == [0, Fraction(1, 3), 2, Fraction(5, 7)]
+    assert all(penalised[i][j] == plain[i][j] for i in range(4) for j in range(4) if i != j)
+    assert vector == [Fraction(v, 2**40) for v in (7, 8, 9, 10)]
