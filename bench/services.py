@@ -47,6 +47,7 @@ from bench.federation import WEIGHT_FRAC_BITS, Federation, GradientMismatch, Key
 from bench.machine import describe_machine
 from bench.phe_rounds import PheGramRound, SeedStyleRound
 from common.crypto.paillier import PrivateKey
+from common.dataset import load_columns
 from local_federation.cluster import LocalFederation
 
 HERE = Path(__file__).resolve().parent
@@ -70,11 +71,17 @@ class ServicesConfig:
     # The exact gradient job and the seed-style baseline only up to these d (they grow fastest).
     exact_max_dimension: int
     seed_style_max_dimension: int
+    # The README's demo job (the shipped diabetes shards), this many times per variant.
+    demo_repeats: int
     seed: int = 20261201
 
 
-QUICK = ServicesConfig("quick", (1024,), (4,), 3, 40, 3, 1, 4, 4)
-FULL = ServicesConfig("full", (2048, 3072), (10, 50, 100), 3, 2000, 10, 2, 50, 10)
+QUICK = ServicesConfig("quick", (1024,), (4,), 3, 40, 3, 1, 4, 4, 1)
+FULL = ServicesConfig("full", (2048, 3072), (10, 50, 100), 3, 2000, 10, 2, 50, 10, 3)
+CHECKOUT = HERE.parent
+DIABETES = CHECKOUT / "data" / "diabetes"
+DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+DEMO_JOBS = {"exact-standard": None, "exact-djn": {"randomness": "djn"}, "one-shot-djn": {"protocol": "one_shot", "randomness": "djn"}}
 MODES = {"quick": QUICK, "full": FULL}
 
 
@@ -116,13 +123,17 @@ def write_owner_csvs(owners: list[tuple[np.ndarray, np.ndarray]], directory: Pat
     return written
 
 
-def federation_for(owners: list[tuple[np.ndarray, np.ndarray]], dimension: int, seed: int) -> Federation:
-    """The in-process baselines' view of the same rows at d coefficients, with weights on the 2**−32 grid."""
-    parts = tuple(OwnerData(features[:, : dimension - 1], labels) for features, labels in owners)
+def _grid_weights(dimension: int, seed: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Weights in [−2, 2] on the model creator's 2**−32 grid, and their fixed-point integers."""
     generator = np.random.default_rng(seed + dimension)
     query = tuple(int(q) for q in np.rint(np.ldexp(generator.uniform(-2.0, 2.0, size=dimension), WEIGHT_FRAC_BITS)))
-    weights = tuple(math.ldexp(q, -WEIGHT_FRAC_BITS) for q in query)
-    return Federation(parts, weights, query)
+    return tuple(math.ldexp(q, -WEIGHT_FRAC_BITS) for q in query), query
+
+
+def federation_for(owners: list[tuple[np.ndarray, np.ndarray]], dimension: int, seed: int) -> Federation:
+    """The in-process baselines' view of the same rows at d coefficients."""
+    parts = tuple(OwnerData(features[:, : dimension - 1], labels) for features, labels in owners)
+    return Federation(parts, *_grid_weights(dimension, seed))
 
 
 def pooled(federation: Federation) -> tuple[np.ndarray, np.ndarray]:
@@ -186,9 +197,9 @@ def run_job(federation: LocalFederation, body: dict[str, Any]) -> dict[str, Any]
     raise TimeoutError(f"model {model_id} did not finish")
 
 
-def product_jobs(config: ServicesConfig, dimension: int) -> list[str]:
+def product_jobs(config: ServicesConfig, key_bits: int, dimension: int) -> list[str]:
     jobs = list(PRODUCT_JOBS)
-    if dimension > config.exact_max_dimension:
+    if dimension > config.exact_max_dimension or key_bits != config.key_bits[0]:
         jobs = [job for job in jobs if not job.startswith("exact")]
     return jobs
 
@@ -203,7 +214,7 @@ def measure_product(
         "exact": lstsq_reference(baseline),
         "one-shot": lstsq_reference(baseline),
     }
-    jobs = product_jobs(config, dimension)
+    jobs = product_jobs(config, key_bits, dimension)
     times: dict[str, list[float]] = {job: [] for job in jobs}
     results: dict[str, dict[str, Any]] = {}
     for _ in range(config.repeats):
@@ -228,13 +239,13 @@ def measure_product(
 
 
 def measure_baselines(
-    config: ServicesConfig, keys: KeyMaterial | None, baseline: Federation, dimension: int
+    config: ServicesConfig, keys: KeyMaterial | None, baseline: Federation, dimension: int, seed_style: bool = True
 ) -> dict[str, dict[str, Any]]:
     """One checked round of each baseline that runs at this key size and d (critical path, serial)."""
     variants: list[tuple[str, Any]] = []
     if keys is not None:
         variants.append(("phe-gram", PheGramRound(keys, baseline)))
-        if dimension <= config.seed_style_max_dimension:
+        if seed_style and dimension <= config.seed_style_max_dimension:
             variants.append(("seed-style", SeedStyleRound(keys, baseline)))
     results: dict[str, dict[str, Any]] = {}
     for name, variant in variants:
@@ -264,6 +275,42 @@ def measure_ckks(baseline: Federation, dimension: int) -> dict[str, Any]:
         "reply_bytes": measurement.reply_bytes,
         "max_relative_error": error,
     }
+
+
+def measure_demo(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
+    """The README's default job on the shipped shards, against phe used directly for the same job.
+
+    phe's job is its measured round at the same d times the rounds our exact job took.
+    """
+    owners = [(f"owner_{letter}", DIABETES / f"owner_{letter}.csv") for letter in "abc"]
+    key_bits = config.key_bits[0]
+    times: dict[str, list[float]] = {job: [] for job in DEMO_JOBS}
+    rounds: dict[str, int] = {}
+    columns = [load_columns(path, DIABETES_FEATURES, "progression") for _, path in owners]
+    parts = tuple(OwnerData(features, labels) for features, labels in columns)
+    federation = Federation(parts, *_grid_weights(len(DIABETES_FEATURES) + 1, config.seed))
+    reference = lstsq_reference(federation)
+    with LocalFederation(workdir / "demo", owners, DIABETES / "test.csv", key_bits) as services:
+        for _ in range(config.demo_repeats):
+            for job, body in DEMO_JOBS.items():
+                model = run_job(services, body)
+                check_coefficients(f"demo {job}", model, reference, DIABETES_FEATURES)
+                times[job].append(float(model["updated_at"]) - float(model["created_at"]))
+                rounds[job] = len(model["history"])
+                log(f"demo {job}: {times[job][-1]:.3f} s, {rounds[job]} round(s)")
+        key_file = workdir / "demo" / "model_creator" / "paillier_private_key.json"
+        keys = KeyMaterial.from_private_key(PrivateKey.from_json(json.loads(key_file.read_text())))
+    phe_round = measure_baselines(config, keys, federation, federation.dimension, seed_style=False)["phe-gram"]
+    results: dict[str, Any] = {"key_bits": key_bits, "phe_round_seconds": phe_round["round_seconds"], "jobs": {}}
+    for job in DEMO_JOBS:
+        seconds = statistics.median(times[job])
+        results["jobs"][job] = {
+            "job_seconds": seconds,
+            "job_seconds_all": times[job],
+            "rounds": rounds[job],
+            "phe_same_job_over_ours": phe_round["round_seconds"] * rounds["exact-standard"] / seconds,
+        }
+    return results
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -308,6 +355,7 @@ def run(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
                     {"key_bits": key_bits, "dimension": dimension, "product": product, "baselines": baselines}
                 )
     results["ratios"] = ratios(results["runs"])
+    results["demo"] = measure_demo(config, workdir)
     return results
 
 
@@ -343,11 +391,61 @@ def render(results: dict[str, Any]) -> str:
             )
         for name, value in entry["baselines"].items():
             lines.append(f"{entry['key_bits']:>5} {entry['dimension']:>4}  {name:<20} {value['round_seconds']:>10.4f}")
+    demo = results["demo"]
+    lines.append(f"Demo job (shipped diabetes shards, {demo['key_bits']}-bit), phe round {demo['phe_round_seconds']:.4f} s:")
+    for job, value in demo["jobs"].items():
+        lines.append(
+            f"  {job:<16} {value['job_seconds']:.3f} s, {value['rounds']} round(s);"
+            f" phe for the same job / ours: {value['phe_same_job_over_ours']:.2f}×"
+        )
     lines.append("Ratios (baseline time / ours):")
     for row in results["ratios"]:
         cells = ", ".join(f"{k}: {v:.2f}×" for k, v in row.items() if k not in ("key_bits", "dimension"))
         lines.append(f"  {row['key_bits']}-bit d={row['dimension']}: {cells}")
     return "\n".join(lines)
+
+
+PLOT_SERIES = {
+    "ours gd-standard": ("product", "gd-standard", "round_seconds", "tab:blue", "o", "-"),
+    "ours gd-djn": ("product", "gd-djn", "round_seconds", "tab:cyan", "o", "-"),
+    "ours one-shot-djn (whole job)": ("product", "one-shot-djn", "job_seconds", "tab:green", "s", "-"),
+    "ours one-shot-standard (whole job)": ("product", "one-shot-standard", "job_seconds", "tab:olive", "s", "--"),
+    "phe-gram (phe used directly)": ("baselines", "phe-gram", "round_seconds", "tab:red", "^", "-"),
+    "seed-style": ("baselines", "seed-style", "round_seconds", "tab:brown", "v", ":"),
+    "TenSEAL CKKS (128-bit)": ("baselines", "tenseal-ckks", "round_seconds", "tab:purple", "D", "-."),
+}
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Seconds against d per key size: our rounds and one-shot jobs through the services, the baselines' rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key_sizes = sorted({entry["key_bits"] for entry in results["runs"]})
+    figure, panels = plt.subplots(1, len(key_sizes), figsize=(6 * len(key_sizes), 5), dpi=110, squeeze=False)
+    for axes, key_bits in zip(panels[0], key_sizes, strict=True):
+        runs = [entry for entry in results["runs"] if entry["key_bits"] == key_bits]
+        for label, (group, name, field, colour, marker, style) in PLOT_SERIES.items():
+            points = [(entry["dimension"], entry[group][name][field]) for entry in runs if name in entry[group]]
+            if points:
+                axes.plot(*zip(*points, strict=True), color=colour, marker=marker, linestyle=style, label=label)
+        dimensions = [entry["dimension"] for entry in runs]
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xticks(dimensions)
+        axes.set_xticklabels([str(d) for d in dimensions])
+        axes.minorticks_off()
+        axes.set_xlabel("d (features + intercept)")
+        axes.set_ylabel("seconds (log): a round, or a whole one-shot job")
+        axes.set_title(f"{key_bits}-bit Paillier, through the services", fontsize=10)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,10 +467,13 @@ def main(argv: list[str] | None = None) -> int:
     arguments.results_dir.mkdir(parents=True, exist_ok=True)
     path = arguments.results_dir / f"services-{config.mode}.json"
     path.write_text(json.dumps(results, indent=2))
+    plot_path = arguments.results_dir / f"services-{config.mode}.png"
+    plot(results, plot_path)
     if config.mode == "full":
         report = HERE / "report"
         shutil.copyfile(path, report / "services.json")
-    print(f"Wrote {path}")
+        shutil.copyfile(plot_path, report / "services.png")
+    print(f"Wrote {path} and {plot_path}")
     return 0
 
 
