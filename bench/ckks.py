@@ -28,7 +28,7 @@ POLY_MODULUS_DEGREE = 8192
 COEFF_MOD_BIT_SIZES = (60, 40, 40, 60)
 GLOBAL_SCALE_BITS = 40
 # CKKS decrypts an approximation: its error relative to the gradient's size stays far below this.
-CKKS_RELATIVE_TOLERANCE = 1e-4
+CKKS_RELATIVE_TOLERANCE = 1e-5
 
 
 def tenseal_available() -> str | None:
