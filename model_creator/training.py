@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from common.crypto.bigint import mpz
 from common.crypto.encoding import decode
@@ -25,6 +26,7 @@ from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PrivateKey
 from common.crypto.randomness import ObfuscatorPool, obfuscator_maker
 from common.protocol.errors import ProtocolViolation, SchemaError
+from common.protocol.fields import validation_error
 from common.protocol.messages import RoundHistory, RoundOrder, TrainingOptions
 from common.protocol.models import MODELS
 from common.protocol.moments import Moments
@@ -130,21 +132,26 @@ class TrainingRun:
         self.private_key = private_key
         self.validation = validation
         public_key = private_key.public_key
-        self.spec = JobSpec.for_bounds(
-            job_id,
-            request.model,
-            request.features,
-            request.label,
-            public_key,
-            data_bits=settings.data_bits,
-            data_frac_bits=settings.data_frac_bits,
-            weight_bits=max(1, math.ceil(math.log2(request.max_abs_weight))),
-            weight_frac_bits=settings.weight_frac_bits,
-            max_contributors=settings.max_data_owners,
-            min_data_owners=request.min_data_owners,
-            protocol=request.protocol,
-            randomness=request.randomness,
-        )
+        # A spec the request cannot have (a one-shot reply too large for a message, say) fails the
+        # job with the spec's own words, naming the option.
+        try:
+            self.spec = JobSpec.for_bounds(
+                job_id,
+                request.model,
+                request.features,
+                request.label,
+                public_key,
+                data_bits=settings.data_bits,
+                data_frac_bits=settings.data_frac_bits,
+                weight_bits=max(1, math.ceil(math.log2(request.max_abs_weight))),
+                weight_frac_bits=settings.weight_frac_bits,
+                max_contributors=settings.max_data_owners,
+                min_data_owners=request.min_data_owners,
+                protocol=request.protocol,
+                randomness=request.randomness,
+            )
+        except ValidationError as exc:
+            raise validation_error(exc, "job") from None
         self.optimizer = self._optimizer()
         make = obfuscator_maker(public_key, self.spec.randomness, private_key.raw_obfuscator)
         self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, make).start()

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from common.crypto.packing import SlotLayout
@@ -28,6 +29,7 @@ from common.crypto.paillier import PublicKey
 from common.protocol.errors import ProtocolViolation, SchemaError
 from common.protocol.fields import INTEGRAL, inconsistent
 from common.protocol.models import MODELS
+from common.protocol.wire import MAX_VECTOR_LENGTH
 
 MAX_FEATURES = 500
 MAX_DATA_OWNERS = 100_000
@@ -142,6 +144,16 @@ class JobSpec(BaseModel):
         if layout is not None and min_data_owners > layout.max_contributors:
             raise inconsistent("more than the layout can count")
         return min_data_owners
+
+    @model_validator(mode="after")
+    def _one_shot_fits_a_message(self) -> JobSpec:
+        if self.protocol == "one_shot" and self.reply_ciphertexts(MOMENTS) > MAX_VECTOR_LENGTH:
+            raise inconsistent(
+                f"protocol: a one-shot reply of {len(self.features)} features needs"
+                f" {self.reply_ciphertexts(MOMENTS)} ciphertexts, more than the {MAX_VECTOR_LENGTH} a message carries;"
+                " use 'gradients'"
+            )
+        return self
 
     @classmethod
     def for_bounds(

@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from pydantic import ValidationError
 from hypothesis import strategies as st
 
 from common.crypto.encoding import encode_array
@@ -110,3 +111,11 @@ def test_the_penalty_is_added_to_the_diagonal_only(small_key):
     assert [penalised[i][i] - plain[i][i] for i in range(4)] == [0, Fraction(1, 3), 2, Fraction(5, 7)]
     assert all(penalised[i][j] == plain[i][j] for i in range(4) for j in range(4) if i != j)
     assert vector == [Fraction(v, 2**40) for v in (7, 8, 9, 10)]
+
+
+def test_a_one_shot_job_too_large_for_one_message_is_refused_naming_the_option(small_key):
+    features = tuple(f"f{i}" for i in range(400))
+    assert make_spec(small_key, "gradients", features).reply_ciphertexts() == 34
+    with pytest.raises(ValidationError, match="protocol: a one-shot reply of 400 features needs 6751 ciphertexts,"
+                                              " more than the 4096 a message carries; use 'gradients'"):
+        make_spec(small_key, "one_shot", features)
