@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 
 import pytest
 
+from common.crypto import paillier
 from common.crypto.bigint import gcd, mpz, powmod
+from common.crypto.paillier import PrivateKey, PublicKey
 from common.crypto.randomness import (
     DJN_EXPONENT_BITS,
     FixedBasePowers,
@@ -96,3 +99,25 @@ def test_the_job_names_the_scheme_each_party_makes_its_randomness_with(small_key
     pool = ObfuscatorPool(public_key, 4, obfuscator_maker(public_key, "djn"))
     pool.fill()
     assert all(small_key.raw_decrypt(pool.take()) == 0 for _ in range(4))
+
+
+def test_the_key_holders_obfuscators_have_the_distribution_of_r_to_the_n(monkeypatch):
+    """Over every unit r of a toy key, r ↦ obfuscator hits each n-th residue once, as r ↦ r^n does."""
+    key = PrivateKey(PublicKey(mpz(5 * 7)), mpz(5), mpz(7))
+    n, nsquare = 35, 35 * 35
+    units = [r for r in range(1, n) if math.gcd(r, n) == 1]
+    drawn = iter(units)
+    monkeypatch.setattr(paillier, "random_unit", lambda _: mpz(next(drawn)))
+    obfuscators = [int(key.raw_obfuscator()) for _ in units]
+    assert sorted(obfuscators) == sorted(pow(r, n, nsquare) for r in units)
+    assert len(set(obfuscators)) == len(units) == 24
+
+
+def test_every_obfuscator_is_an_nth_residue(small_key):
+    phi = (small_key.p - 1) * (small_key.q - 1)
+    nsquare = small_key.public_key.nsquare
+    makers = [small_key.raw_obfuscator, small_key.public_key.raw_obfuscator,
+              ShortExponentRandomness(small_key.public_key)]
+    assert all(powmod(make(), phi, nsquare) == 1 for make in makers for _ in range(5))
+    # A unit that is not an n-th residue fails the same test.
+    assert powmod(small_key.public_key.n + 2, phi, nsquare) != 1
