@@ -124,8 +124,10 @@ class KeyMaterial:
         return cls.from_private_key(PrivateKey.generate(bits))
 
 
-def check_gradient(variant: str, gradient: np.ndarray, federation: Federation) -> float:
-    """Return the relative error of a variant's gradient; raise :class:`GradientMismatch` past the tolerance."""
+def check_gradient(
+    variant: str, gradient: np.ndarray, federation: Federation, tolerance: float = RELATIVE_TOLERANCE
+) -> float:
+    """Return the relative error of a variant's gradient; raise :class:`GradientMismatch` past ``tolerance``."""
     reference = federation.reference_gradient()
     gradient = np.asarray(gradient, dtype=np.float64)
     if gradient.shape != reference.shape or not np.all(np.isfinite(gradient)):
@@ -134,9 +136,9 @@ def check_gradient(variant: str, gradient: np.ndarray, federation: Federation) -
         )
     scale = max(float(np.max(np.abs(reference))), 1.0)
     error = float(np.max(np.abs(gradient - reference))) / scale
-    if error > RELATIVE_TOLERANCE:
+    if error > tolerance:
         raise GradientMismatch(
             f"{variant} at d={federation.dimension}: decrypted gradient differs from numpy's by"
-            f" {error:.3g} (relative), more than {RELATIVE_TOLERANCE:g}"
+            f" {error:.3g} (relative), more than {tolerance:g}"
         )
     return error

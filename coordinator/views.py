@@ -251,6 +251,7 @@ def start_round(path: JobPath, body: RoundOrder) -> tuple[Response, int]:
     if job.status != "running":
         raise Conflict(f"job {job.job_id} is {job.status}")
     job.public_key.check_fingerprint(body.key_fingerprint, "body.key_fingerprint")
+    job.spec.check_round_kind(body.kind, "body.kind")
     weights = None
     if body.kind == GRADIENT and body.encrypted_weights is not None:
         ciphertexts_under(body.encrypted_weights, job.public_key, "body.encrypted_weights", job.spec.dimension)

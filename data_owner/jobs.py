@@ -25,12 +25,12 @@ from common.crypto.identity import IdentityKey
 from common.crypto.masking import JobKeyPair
 from common.crypto.packing import check_values
 from common.crypto.paillier import PublicKey
-from common.crypto.randomness import ObfuscatorPool
+from common.crypto.randomness import ObfuscatorPool, obfuscator_maker
 from common.dataset import load_columns
 from common.protocol.errors import DataError, EncodingOverflow, NotFound, Refused
 from common.protocol.messages import MemberKey, PrivacyDeclaration
 from common.protocol.models import MODELS, FloatArray, check_binary_labels
-from common.protocol.spec import JobSpec
+from common.protocol.spec import MOMENTS, JobSpec
 from common.protocol.statistics import feature_sums
 from data_owner.affine import EncryptedAffineMap
 from data_owner.ledger import Ledger
@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 class JoinedJob:
     """A job this owner takes part in, with what it precomputed for it.
 
-    ``statistics`` answers gradient rounds, ``feature_sums`` statistics rounds, ``pool``
+    ``statistics`` answers gradient rounds and moments rounds (the one place this owner's
+    statistics for the job are kept), ``feature_sums`` statistics rounds, ``pool``
     supplies the randomness of every ciphertext sent, ``job_keys`` and ``member`` are this owner's
     ephemeral key pair for the job and its signed public half.
     """
@@ -127,7 +128,9 @@ class JobBook:
             )
         job_keys = JobKeyPair.generate()
         member = MemberKey.signed(self.name, self.identity, job_keys, spec.job_id, public_key.fingerprint, privacy)
-        pool = ObfuscatorPool(public_key, 2 * spec.reply_ciphertexts()).start()
+        # Stock for two gradient rounds; a one-shot job has only its one moments round.
+        stock = spec.reply_ciphertexts(MOMENTS) if spec.protocol == "one_shot" else 2 * spec.reply_ciphertexts()
+        pool = ObfuscatorPool(public_key, stock, obfuscator_maker(public_key, spec.randomness)).start()
         return JoinedJob(spec, public_key, statistics, sums, pool, job_keys, member)
 
     def _private(

@@ -7,7 +7,8 @@ member set is written to the ledger before the contribution can leave. A refusal
 there and then, as a code.
 
 The reply (:meth:`RoundResponder.reply`, in the worker) is the packed encrypted gradient (or, for
-a statistics round, the packed encrypted feature sums), with this owner's pairwise masks added to
+a statistics round, the packed encrypted feature sums; for the moments round of a one-shot job,
+the packed encrypted statistics themselves), with this owner's pairwise masks added to
 its plaintext constants, so that only the sum over the whole member set can be decrypted. When no
 reply can be computed the owner says so at once with a coded refusal, so the round does not wait
 for it until its deadline.
@@ -25,7 +26,8 @@ from common.crypto.identity import canonical
 from common.crypto.masking import MaskContext, member_masks
 from common.protocol.errors import EncodingOverflow, FederatedError, Forbidden, Refused
 from common.protocol.messages import Contribution, Refusal, RoundRequest, ciphertexts_under
-from common.protocol.spec import GRADIENT, STATISTICS
+from common.protocol.moments import moment_values
+from common.protocol.spec import GRADIENT, MOMENTS, STATISTICS
 from common.protocol.statistics import encrypt_statistics
 from common.protocol.wire import encode_ciphertexts
 from common.service.app import Worker
@@ -78,6 +80,7 @@ class RoundResponder:
         """
         spec, public_key = joined.spec, joined.public_key
         public_key.check_fingerprint(request.key_fingerprint, "body.key_fingerprint")
+        spec.check_round_kind(request.kind, "body.kind")
         weights = None
         if request.kind == GRADIENT and request.encrypted_weights is not None:
             weights = ciphertexts_under(request.encrypted_weights, public_key, "body.encrypted_weights", spec.dimension)
@@ -167,6 +170,10 @@ class RoundResponder:
         joined = admitted.joined
         if admitted.kind == STATISTICS:
             return encrypt_statistics(joined.public_key, joined.feature_sums, joined.spec, joined.pool, admitted.masks)
+        if admitted.kind == MOMENTS:
+            statistics = joined.statistics
+            values = moment_values(statistics.matrix, statistics.offset, statistics.row_count)
+            return encrypt_statistics(joined.public_key, values, joined.spec, joined.pool, admitted.masks)
         assert admitted.weights is not None
         return joined.statistics.evaluate(
             joined.public_key,

@@ -6,9 +6,12 @@ States and transitions (:func:`transition` is the one table of them)::
     ----------------------------  ---------------------------  -----------------------------
     pending                       Opened(statistics)           statistics round 0
     pending                       Opened(gradient)             gradient round 0
-    statistics round k            Absorbed(k)                  gradient round k+1
+    pending                       Opened(moments)              moments round 0
+    statistics round k            Absorbed(k, gradient)        gradient round k+1
+    statistics round k            Absorbed(k, moments)         moments round k+1
     gradient round k              Absorbed(k, not done)        gradient round k+1
     gradient round k              Absorbed(k, done)            finished
+    moments round k               Absorbed(k, done)            finished
     any but a final state         Failed(reason)               failed
     any but a final state         Cancelled(reason)            cancelled
 
@@ -36,7 +39,7 @@ from common.crypto.bigint import mpz
 from common.dataset import load_columns
 from common.protocol.errors import Conflict, DataError, FederatedError, NotFound
 from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PrivacyDeclaration, PublicKeyMessage, RoundHistory
-from common.protocol.spec import STATISTICS, RoundKind
+from common.protocol.spec import RoundKind
 from common.service.app import Worker
 from common.service.clients import CoordinatorClient
 from model_creator.config import ModelCreatorSettings
@@ -53,6 +56,7 @@ class Phase(str, Enum):
     PENDING = "pending"
     STATISTICS = "statistics"
     GRADIENT = "gradient"
+    MOMENTS = "moments"
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -60,10 +64,10 @@ class Phase(str, Enum):
     @classmethod
     def awaiting(cls, kind: RoundKind) -> Phase:
         """The phase in which a round of ``kind`` is awaited."""
-        return cls.STATISTICS if kind == STATISTICS else cls.GRADIENT
+        return cls(kind)
 
 
-ROUND_PHASES = frozenset({Phase.STATISTICS, Phase.GRADIENT})
+ROUND_PHASES = frozenset({Phase.STATISTICS, Phase.GRADIENT, Phase.MOMENTS})
 FINAL_PHASES = frozenset({Phase.FINISHED, Phase.FAILED, Phase.CANCELLED})
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from common.crypto.bigint import rational
 
@@ -40,6 +41,16 @@ def relative_error_bounds(
         directions_matrix = np.array([[float(x) for x in d] for d, _, _ in directions]).T
         images = np.array([[float(x) for x in image] for _, image, _ in directions]).T
         matrix = np.linalg.solve(directions_matrix.T, images.T).T
+    except (np.linalg.LinAlgError, OverflowError, ValueError):
+        return None
+    return relative_error_bounds_of_matrix(matrix, coefficients, contributors, data_frac_bits)
+
+
+def relative_error_bounds_of_matrix(
+    matrix: npt.NDArray[np.float64], coefficients: Sequence[float], contributors: int, data_frac_bits: int
+) -> list[float] | None:
+    """As :func:`relative_error_bounds`, from the summed matrix itself (a one-shot job has it)."""
+    try:
         matrix = (matrix + matrix.T) / 2
         diagonal = np.abs(np.diag(matrix))
         if not np.all(np.isfinite(matrix)) or np.any(diagonal == 0):

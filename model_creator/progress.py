@@ -5,7 +5,8 @@ answer about a model carries its progress, whatever the model creator restarted 
 
 The exact solver (and its private variant, which probes the noisy objective) takes d + 1
 gradient rounds for d coefficients (the features and the intercept); a first-order optimiser runs
-up to its ``max_rounds``; training on standardised features adds the statistics round. A job can
+up to its ``max_rounds``; a one-shot job takes one round; training on standardised features adds
+the statistics round. A job can
 end earlier (an exact solver whose gradient vanishes, a tolerance reached), and later when its
 owners change (the solver starts again): the fraction of a job in flight is therefore capped
 below 1, and the time left is the mean duration of its rounds so far times the rounds still expected.
@@ -31,6 +32,8 @@ def expected_rounds(request: Mapping[str, Any]) -> int | None:
     if optimizer not in ("exact", "gd", "momentum", "adam"):
         return None
     statistics = 1 if request.get("standardize") else 0
+    if request.get("protocol") == "one_shot":
+        return 1 + statistics
     if optimizer == "exact":
         return len(request["features"]) + 2 + statistics
     return int(request.get("max_rounds") or DEFAULT_FIRST_ORDER_ROUNDS) + statistics

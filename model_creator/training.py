@@ -18,22 +18,26 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from common.crypto.bigint import mpz, rational
 from common.crypto.encoding import decode
 from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PrivateKey
-from common.crypto.randomness import ObfuscatorPool
+from common.crypto.randomness import ObfuscatorPool, obfuscator_maker
 from common.protocol.errors import ProtocolViolation, SchemaError, TrainingError
+from common.protocol.fields import validation_error
 from common.protocol.messages import PrivacyDeclaration, RoundHistory, RoundOrder, TrainingOptions
 from common.protocol.models import MODELS
+from common.protocol.moments import Moments
 from common.protocol.scales import scales_from_bounds, unscaled_coefficients
-from common.protocol.spec import GRADIENT, STATISTICS, JobSpec, RoundKind
+from common.protocol.spec import GRADIENT, MOMENTS, STATISTICS, JobSpec, Protocol, Randomness, RoundKind
 from common.protocol.statistics import FeatureStatistics
 from common.protocol.wire import encode_ciphertexts
 from model_creator.config import ModelCreatorSettings
+from model_creator.direct import DirectSolver
 from model_creator.noisy_statistics import NoiseModel, Regularised, probe_statistics, solve_adassp
-from model_creator.precision import RELATIVE_PRECISION, relative_error_bounds
+from model_creator.precision import RELATIVE_PRECISION, relative_error_bounds, relative_error_bounds_of_matrix
 from model_creator.progress import DEFAULT_FIRST_ORDER_ROUNDS
 from model_creator.solvers import ConjugateDirections, FirstOrder, Optimizer, Scaling, StatisticsProbe
 
@@ -64,6 +68,8 @@ class TrainingRequest:
     relative_tolerance: float
     bounds: dict[str, list[float]] | None = None
     name: str | None = None
+    protocol: Protocol = "gradients"
+    randomness: Randomness = "standard"
 
     @classmethod
     def of(cls, options: TrainingOptions, settings: ModelCreatorSettings) -> TrainingRequest:
@@ -109,6 +115,8 @@ class TrainingRequest:
             standardize=options.standardize if options.standardize is not None else kind.standardize_by_default,
             tolerance=options.tolerance,
             relative_tolerance=options.relative_tolerance,
+            protocol=options.protocol,
+            randomness=options.randomness,
         )
 
     @classmethod
@@ -141,24 +149,32 @@ class TrainingRun:
         feature_scales, label_scale = scales_from_bounds(
             request.features, request.label, request.bounds, self.kind.binary_labels
         )
-        self.spec = JobSpec.for_bounds(
-            job_id,
-            request.model,
-            request.features,
-            request.label,
-            public_key,
-            data_bits=settings.data_bits,
-            data_frac_bits=settings.data_frac_bits,
-            weight_bits=max(1, math.ceil(math.log2(request.max_abs_weight))),
-            weight_frac_bits=settings.weight_frac_bits,
-            max_contributors=settings.max_data_owners,
-            min_data_owners=request.min_data_owners,
-            bounds=request.bounds,
-            feature_scales=feature_scales,
-            label_scale=label_scale,
-        )
+        # A spec the request cannot have (a one-shot reply too large for a message, say) fails the
+        # job with the spec's own words, naming the option.
+        try:
+            self.spec = JobSpec.for_bounds(
+                job_id,
+                request.model,
+                request.features,
+                request.label,
+                public_key,
+                data_bits=settings.data_bits,
+                data_frac_bits=settings.data_frac_bits,
+                weight_bits=max(1, math.ceil(math.log2(request.max_abs_weight))),
+                weight_frac_bits=settings.weight_frac_bits,
+                max_contributors=settings.max_data_owners,
+                min_data_owners=request.min_data_owners,
+                bounds=request.bounds,
+                feature_scales=feature_scales,
+                label_scale=label_scale,
+                protocol=request.protocol,
+                randomness=request.randomness,
+            )
+        except ValidationError as exc:
+            raise validation_error(exc, "job") from None
         self.optimizer = self._optimizer()
-        self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, private_key.raw_obfuscator).start()
+        make = obfuscator_maker(public_key, self.spec.randomness, private_key.raw_obfuscator)
+        self.pool = ObfuscatorPool(public_key, 3 * self.spec.dimension, make).start()
         self.round = 0
         self.round_started = time.monotonic()
         self.data_owners: list[str] | None = None
@@ -174,6 +190,8 @@ class TrainingRun:
 
     def _optimizer(self) -> Optimizer:
         spec, request = self.spec, self.request
+        if spec.protocol == "one_shot":
+            return DirectSolver(spec.dimension, spec.weight_frac_bits, spec.weight_bits)
         if request.optimizer == "exact":
             return ConjugateDirections(
                 spec.dimension, spec.weight_frac_bits, spec.weight_bits, request.max_rounds or 4 * (spec.dimension + 1)
@@ -195,8 +213,11 @@ class TrainingRun:
 
     @property
     def next_kind(self) -> RoundKind:
-        """A statistics round first when training on standardised features, then gradient rounds."""
-        return "statistics" if self.request.standardize and self.feature_statistics is None else "gradient"
+        """A statistics round first when training on standardised features, then the job's main rounds.
+
+        Those are gradient rounds, or in a one-shot job the one moments round.
+        """
+        return "statistics" if self.request.standardize and self.feature_statistics is None else self.spec.main_kind
 
     def round_order(self) -> RoundOrder:
         """The next round's order to the coordinator, its weights encrypted with fresh randomness.
@@ -254,6 +275,8 @@ class TrainingRun:
             )
         if kind == STATISTICS:
             record = self._absorb_statistics(values, where, data_owners, failures, contributors)
+        elif kind == MOMENTS:
+            record = self._absorb_moments(values, where, data_owners, failures, contributors, dict(privacy or {}))
         else:
             self._protect(dict(privacy or {}))
             record = self._absorb_gradient(values, where, data_owners, failures, contributors)
@@ -270,7 +293,11 @@ class TrainingRun:
         """
         assert isinstance(self.optimizer, ConjugateDirections)
         solution = [float(c) for c in self.optimizer.coefficients]
-        bounds = relative_error_bounds(self.optimizer.directions, solution, contributors, self.spec.data_frac_bits)
+        self._raise_if_imprecise(
+            relative_error_bounds(self.optimizer.directions, solution, contributors, self.spec.data_frac_bits)
+        )
+
+    def _raise_if_imprecise(self, bounds: list[float] | None) -> None:
         if bounds is None:
             return
         worst = max(range(len(bounds)), key=lambda i: bounds[i])
@@ -347,6 +374,46 @@ class TrainingRun:
             self._check_precision(contributors)
         norm = float(np.linalg.norm([float(g) for g in gradient])) / row_count
         return self._record("gradient", contributors, data_owners, failures, norm, restarted)
+
+    def _absorb_moments(
+        self,
+        values: list[int],
+        where: str,
+        data_owners: list[str],
+        failures: dict[str, str],
+        contributors: int,
+        privacy: dict[str, PrivacyDeclaration],
+    ) -> RoundHistory:
+        """Solve from the summed statistics, with the penalty the gradient rounds would add.
+
+        The objective is the one whose gradient every gradient round would decrypt, so the result
+        is the gradient protocol's exact minimiser, in one encrypted round. Statistics that data
+        owners noised (PROTOCOL.md section 8) are solved with AdaSSP's regularisation instead, as
+        the probing solver does. The recorded gradient norm is the mean gradient's at the
+        solution: zero.
+        """
+        moments = Moments.from_sums(values, self.spec, where)
+        assert isinstance(self.optimizer, DirectSolver), "a one-shot job is solved directly"
+        alpha = Fraction(self.request.alpha)
+        matrix, vector = moments.quadratic([alpha * p for p in self.penalty_weights])
+        if privacy:
+            self.privacy = privacy
+            self.noise = NoiseModel.of(self.spec, privacy)
+            floats = np.array([[float(v) for v in row] for row in matrix]), np.array([float(v) for v in vector])
+            self.regularised = solve_adassp(*floats, self.noise)
+            self.optimizer.take(
+                [Fraction(c) for c in self.regularised.coefficients],
+                "solved from the summed noisy statistics, regularised",
+            )
+        else:
+            self.optimizer.solve(matrix, vector)
+            solution = [float(c) for c in self.optimizer.coefficients]
+            matrix_floats = np.array([[float(v) for v in row] for row in matrix])
+            self._raise_if_imprecise(
+                relative_error_bounds_of_matrix(matrix_floats, solution, contributors, self.spec.data_frac_bits)
+            )
+        self.data_owners = data_owners
+        return self._record("moments", contributors, data_owners, failures, 0.0, False)
 
     def _record(
         self,

@@ -16,6 +16,7 @@ gcd = gmpy2.gcd
 lcm = gmpy2.lcm
 invert = gmpy2.invert
 powmod = gmpy2.powmod
+divexact = gmpy2.divexact
 
 
 def random_unit(n: int | gmpy2.mpz) -> gmpy2.mpz:

@@ -50,6 +50,8 @@ from common.protocol.spec import (
     JobId,
     JobSpec,
     ModelName,
+    Protocol,
+    Randomness,
     RoundKind,
 )
 from common.protocol.wire import MAX_VECTOR_LENGTH, decode_ciphertexts
@@ -418,7 +420,7 @@ def _weights_in_gradient_rounds(order: R) -> R:
     """A gradient round carries the encrypted weights; a statistics round none."""
     if (order.kind == "gradient") != (order.encrypted_weights is not None):
         raise inconsistent(
-            "encrypted_weights: expected a list of ciphertexts in a gradient round, and none in a statistics round"
+            "encrypted_weights: expected a list of ciphertexts in a gradient round, and none in other rounds"
         )
     return order
 
@@ -703,6 +705,8 @@ class TrainingOptions(Message):
     relative_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-12
     bounds: ColumnBounds | SkipJsonSchema[None] = None
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    protocol: Protocol = Field("gradients", description="'one_shot': the owners' statistics once, solved exactly.")
+    randomness: Randomness = Field("standard", description="'djn': short-exponent randomness (another assumption).")
 
     @model_validator(mode="before")
     @classmethod
@@ -727,6 +731,8 @@ class TrainingOptions(Message):
         for column, (low, high) in (self.bounds or {}).items():
             if not low < high:
                 raise inconsistent(f"bounds: {column!r}: the low bound {low:g} is not below the high bound {high:g}")
+        if self.protocol == "one_shot" and self.optimizer != "exact":
+            raise inconsistent("protocol: 'one_shot' is solved exactly; it takes no other optimizer than 'exact'")
         return self
 
 

@@ -21,21 +21,26 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from common.crypto.packing import SlotLayout
 from common.crypto.paillier import PublicKey
-from common.protocol.errors import SchemaError
+from common.protocol.errors import ProtocolViolation, SchemaError
 from common.protocol.fields import INTEGRAL, inconsistent
 from common.protocol.models import MODELS
 from common.protocol.scales import MAX_EXPONENT
+from common.protocol.wire import MAX_VECTOR_LENGTH
 
 MAX_FEATURES = 500
 MAX_DATA_OWNERS = 100_000
 
 GRADIENT = "gradient"
 STATISTICS = "statistics"
-RoundKind = Literal["gradient", "statistics"]
+MOMENTS = "moments"
+RoundKind = Literal["gradient", "statistics", "moments"]
+Protocol = Literal["gradients", "one_shot"]
+Randomness = Literal["standard", "djn"]
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 JobId = Annotated[
@@ -120,6 +125,15 @@ class JobSpec(BaseModel):
     feature_scales, label_scale
         The power of two each feature and the label are multiplied by before anything is
         encoded (common/protocol/scales.py); ``None`` and 0: none.
+    protocol
+        ``"gradients"``: a gradient round per step of the optimiser; ``"one_shot"``: each data
+        owner sends its packed statistics (n_i, A_i, b_i) once, in one moments round, and the
+        model creator solves exactly (PROTOCOL.md section 10).
+    randomness
+        How every party of the job makes fresh encryption randomness: ``"standard"`` (``r ** n``
+        for a random unit r, decisional composite residuosity only) or ``"djn"`` (short
+        exponents of a fixed base, which also assumes that short exponents hide as well as full
+        ones; see :mod:`common.crypto.randomness`).
     """
 
     # Lax only so that JSON arrays become the tuple of features; every scalar field is strict.
@@ -138,6 +152,9 @@ class JobSpec(BaseModel):
     bounds: ColumnBounds | None = None
     feature_scales: tuple[Exponent, ...] | None = None
     label_scale: Exponent = 0
+
+    protocol: Protocol = "gradients"
+    randomness: Randomness = "standard"
 
     @field_validator("label")
     @classmethod
@@ -176,6 +193,16 @@ class JobSpec(BaseModel):
     def _bounds_of_job_columns(cls, bounds: dict[str, list[float]] | None, info: ValidationInfo) -> object:
         return check_bounds(bounds, (*info.data.get("features", ()), info.data.get("label")))
 
+    @model_validator(mode="after")
+    def _one_shot_fits_a_message(self) -> JobSpec:
+        if self.protocol == "one_shot" and self.reply_ciphertexts(MOMENTS) > MAX_VECTOR_LENGTH:
+            raise inconsistent(
+                f"protocol: a one-shot reply of {len(self.features)} features needs"
+                f" {self.reply_ciphertexts(MOMENTS)} ciphertexts, more than the {MAX_VECTOR_LENGTH} a message carries;"
+                " use 'gradients'"
+            )
+        return self
+
     @classmethod
     def for_bounds(
         cls,
@@ -194,6 +221,8 @@ class JobSpec(BaseModel):
         bounds: dict[str, list[float]] | None = None,
         feature_scales: tuple[int, ...] | None = None,
         label_scale: int = 0,
+        protocol: Protocol = "gradients",
+        randomness: Randomness = "standard",
     ) -> JobSpec:
         """The spec for declared bounds: slots wide enough for any gradient coordinate.
 
@@ -217,6 +246,8 @@ class JobSpec(BaseModel):
             bounds=bounds,
             feature_scales=feature_scales,
             label_scale=label_scale,
+            protocol=protocol,
+            randomness=randomness,
         )
 
     def check_key(self, public_key: PublicKey) -> None:
@@ -235,14 +266,27 @@ class JobSpec(BaseModel):
         """Scale of a gradient coordinate: data scale times weight scale."""
         return self.data_frac_bits + self.weight_frac_bits
 
+    @property
+    def main_kind(self) -> RoundKind:
+        """The kind of the rounds that train: moments rounds in a one-shot job, else gradient rounds."""
+        return "moments" if self.protocol == "one_shot" else "gradient"
+
+    def check_round_kind(self, kind: str, where: str) -> None:
+        """Raise unless a round of ``kind`` belongs to this job: statistics rounds and its :attr:`main_kind`."""
+        if kind not in (STATISTICS, self.main_kind):
+            raise ProtocolViolation(f"{where}: a {kind} round has no place in a job of protocol {self.protocol!r}")
+
     def reply_values(self, kind: str = GRADIENT) -> int:
         """Signed values in a data owner's reply to a round of ``kind``.
 
         A gradient round: the row count, then the gradient. A statistics round: the row count,
-        then each feature's sum, then each feature's sum of squares.
+        then each feature's sum, then each feature's sum of squares. A moments round: the row
+        count, the upper triangle of A_i row by row, then b_i.
         """
         if kind == STATISTICS:
             return 1 + 2 * len(self.features)
+        if kind == MOMENTS:
+            return 1 + self.dimension * (self.dimension + 1) // 2 + self.dimension
         return 1 + self.dimension
 
     def reply_ciphertexts(self, kind: str = GRADIENT) -> int:

@@ -430,6 +430,16 @@ def test_bad_round_start(coordinator_app, small_key, other_small_key, path, valu
     assert client.get("/jobs/job-1").get_json()["rounds"] == []
 
 
+def test_a_moments_round_in_a_job_of_gradients_is_refused(coordinator_app, small_key):
+    client = as_model_creator(coordinator_app)
+    spec = make_spec(small_key)
+    create_job(client, small_key, spec)
+    body = {"round": 0, "kind": "moments", "key_fingerprint": spec.key_fingerprint}
+    assert_json_error(client.post("/jobs/job-1/rounds", json=body), 422,
+                      "body.kind: a moments round has no place in a job of protocol 'gradients'")
+    assert client.get("/jobs/job-1").get_json()["rounds"] == []
+
+
 @pytest.mark.parametrize(("make", "status"), ciphertext_cases("body.encrypted_weights"))
 def test_bad_encrypted_weights(coordinator_app, small_key, make, status):
     client = as_model_creator(coordinator_app)

@@ -341,6 +341,14 @@ def test_bad_round(joined, small_key, other_small_key, path, value, status, frag
     assert_json_error(joined.client.post("/jobs/job-1/rounds", json=body), status, fragment)
 
 
+def test_a_moments_round_in_a_job_of_gradients_is_refused(joined, small_key):
+    body = round_body(small_key, make_spec(small_key), joined.members)
+    del body["encrypted_weights"]
+    body["kind"] = "moments"
+    assert_json_error(joined.client.post("/jobs/job-1/rounds", json=body), 422,
+                      "body.kind: a moments round has no place in a job of protocol 'gradients'")
+
+
 @pytest.mark.parametrize(("make", "status"), ciphertext_cases("body.encrypted_weights"))
 def test_bad_encrypted_weights(joined, small_key, make, status):
     body = round_body(small_key, make_spec(small_key), joined.members)

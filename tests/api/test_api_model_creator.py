@@ -119,6 +119,14 @@ MODEL_CASES = [
     pytest.param({"standardize": 1}, 400, "body.standardize", id="standardize-int"),
     pytest.param({"tolerance": -1}, 400, "body.tolerance", id="tolerance-negative"),
     pytest.param({"relative_tolerance": 2}, 400, "body.relative_tolerance", id="relative-tolerance-too-big"),
+    pytest.param({"protocol": "two_shot"}, 400, "body.protocol: Input should be 'gradients' or 'one_shot'",
+                 id="protocol-unknown"),
+    pytest.param({"protocol": "one_shot", "optimizer": "adam"}, 422,
+                 "body: protocol: 'one_shot' is solved exactly; it takes no other optimizer than 'exact'",
+                 id="one-shot-with-adam"),
+    pytest.param({"randomness": "fast"}, 400, "body.randomness: Input should be 'standard' or 'djn'",
+                 id="randomness-unknown"),
+    pytest.param({"randomness": None}, 400, "body.randomness", id="randomness-null"),
 ]
 
 RAW_MODEL_CASES = [

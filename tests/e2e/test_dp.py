@@ -213,3 +213,25 @@ def test_owners_without_privacy_flags_are_unchanged(tmp_path: Path):
         assert_matches_lstsq(model, DIABETES_FEATURES, reference, rtol=1e-6)
         assert "privacy" not in model
         assert fed.owner_status("owner_a")["privacy"] is None
+
+
+def test_a_one_shot_job_on_private_owners_is_one_round_solved_as_the_probing_solver_does(tmp_path: Path):
+    options = ["--dp-epsilon", "2", "--dp-delta", "1e-5", "--privacy-budget", "4"]
+    with running_federation(tmp_path, SHIPPED_OWNERS, SHIPPED / "test.csv", owner_options=options,
+                            environment=dict(FAST_RETRIES)) as federation:
+        model = post_model(federation, {**DP_JOB, "protocol": "one_shot"})
+        assert model["status"] == "finished", model.get("error")
+        assert [entry["kind"] for entry in model["history"]] == ["moments"]
+        assert model["stop_reason"] == "solved from the summed noisy statistics, regularised"
+        assert sorted(model["privacy"]["data_owners"]) == SHIPPED_OWNER_NAMES
+        spec = job_spec(federation, model["model_id"])
+        releases = {name: ledger_releases(federation, name, model["model_id"]) for name in SHIPPED_OWNER_NAMES}
+        encoded = [stored[0].encoded(spec) for stored in releases.values()]
+        matrix = sum(np.array(e.matrix, dtype=float) for e in encoded) / 2**spec.data_frac_bits
+        vector = sum(np.array(e.offset, dtype=float) for e in encoded) / 2**spec.gradient_frac_bits
+        noise = NoiseModel.of(spec, {name: stored[0].declaration for name, stored in releases.items()})
+        expected = solve_adassp(matrix, vector, noise)
+        unscaled = unscaled_coefficients(spec.feature_scales, spec.label_scale,
+                                         list(map(Fraction, expected.coefficients)))
+        coefficients = [model["coefficients"][name] for name in ["intercept", *DIABETES_FEATURES]]
+        np.testing.assert_allclose(coefficients, [float(c) for c in unscaled], rtol=1e-9)

@@ -20,6 +20,7 @@ from e2e_support import (
     assert_finished_exact,
     assert_matches_lstsq,
     assert_prediction,
+    coordinator_job,
     generated_owners,
     generated_test_csv,
     load,
@@ -29,7 +30,7 @@ from e2e_support import (
     running_federation,
     validation_mse,
 )
-from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNERS
+from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +134,56 @@ def test_generated_owners_really_differ_in_layout(generated):
     headers = [Path(path).read_text().splitlines()[0].split(",") for _, path in generated.generated_owners]
     assert len({tuple(header) for header in headers}) >= 3
     assert all({"listing_id", "agent", "unused_score"} <= set(header) for header in headers)
+
+
+# --- One-shot statistics and DJN randomness -----------------------------------------------------
+# A one-shot job ("protocol": "one_shot") asks every owner once for its packed, masked, encrypted
+# (n_i, A_i, b_i); the model creator decrypts only the sum and solves. Its result must be the
+# gradient protocol's own, to the last bit, and least squares on the pooled rows; DJN randomness
+# ("randomness": "djn") must change nothing in any result.
+
+
+@pytest.fixture(scope="module")
+def gradient_model(shipped):
+    return post_model(shipped, None)
+
+
+@pytest.fixture(scope="module")
+def shipped_reference():
+    x, y = pooled([path for _, path in SHIPPED_OWNERS], DIABETES_FEATURES, DIABETES_LABEL)
+    return lstsq_reference(x, y)
+
+
+@pytest.mark.parametrize("randomness", ["standard", "djn"])
+def test_a_one_shot_job_is_one_moments_round_and_the_gradient_protocols_exact_model(
+    shipped, gradient_model, shipped_reference, randomness
+):
+    model = post_model(shipped, {"protocol": "one_shot", "randomness": randomness})
+    assert_finished_exact(model, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
+    assert [entry["kind"] for entry in model["history"]] == ["moments"]
+    assert model["request"]["protocol"] == "one_shot" and model["request"]["randomness"] == randomness
+    assert_matches_lstsq(model, DIABETES_FEATURES, shipped_reference)
+    # d + 1 gradient rounds for d coefficients (the features and the intercept).
+    assert len(gradient_model["history"]) == len(DIABETES_FEATURES) + 2
+    assert model["coefficients"] == gradient_model["coefficients"]
+    job = coordinator_job(shipped, model["model_id"])
+    assert job["spec"]["protocol"] == "one_shot" and job["spec"]["randomness"] == randomness
+    assert [(r["kind"], sorted(r["contributors"])) for r in job["rounds"]] == [("moments", SHIPPED_OWNER_NAMES)]
+
+
+def test_djn_randomness_trains_the_same_gradient_rounds(shipped, gradient_model):
+    model = post_model(shipped, {"randomness": "djn"})
+    assert_finished_exact(model, SHIPPED_OWNER_NAMES, DIABETES_FEATURES)
+    assert [entry["kind"] for entry in model["history"]] == ["gradient"] * (len(DIABETES_FEATURES) + 2)
+    assert model["coefficients"] == gradient_model["coefficients"]
+
+
+def test_a_standardised_ridge_one_shot_job_equals_its_gradient_job(shipped):
+    body = {"model": "ridge", "alpha": 3.5, "standardize": True, "features": ["bmi", "bp", "s5"]}
+    gradients = post_model(shipped, body)
+    one_shot = post_model(shipped, {**body, "protocol": "one_shot", "randomness": "djn"})
+    assert gradients["status"] == one_shot["status"] == "finished", (gradients.get("error"), one_shot.get("error"))
+    assert [entry["kind"] for entry in one_shot["history"]] == ["statistics", "moments"]
+    assert one_shot["coefficients"] == gradients["coefficients"]
+    assert one_shot["scaling"] == gradients["scaling"]
+

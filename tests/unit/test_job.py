@@ -42,6 +42,11 @@ ALLOWED = [
                  JobState(Phase.GRADIENT, 1), id="statistics-to-gradient-1"),
     pytest.param(JobState(Phase.GRADIENT, 3), Absorbed(record(3), "gradient", False), JobState(Phase.GRADIENT, 4),
                  id="gradient-k-to-k+1"),
+    pytest.param(PENDING, Opened("moments"), JobState(Phase.MOMENTS, 0), id="pending-to-moments-0"),
+    pytest.param(JobState(Phase.STATISTICS, 0), Absorbed(record(0, "statistics"), "moments", False),
+                 JobState(Phase.MOMENTS, 1), id="statistics-to-moments-1"),
+    pytest.param(JobState(Phase.MOMENTS, 1), Absorbed(record(1, "moments"), "moments", True),
+                 JobState(Phase.FINISHED, 2), id="moments-to-finished"),
     pytest.param(JobState(Phase.GRADIENT, 3), Absorbed(record(3), "gradient", True), JobState(Phase.FINISHED, 4),
                  id="gradient-to-finished"),
     *(pytest.param(state, Failed("boom"), JobState(Phase.FAILED, state.round), id=f"{state}-fails")
@@ -78,6 +83,7 @@ def test_a_state_awaits_only_its_own_round():
     assert state.awaits("gradient", 2)
     assert not state.awaits("gradient", 1) and not state.awaits("gradient", 3) and not state.awaits("statistics", 2)
     assert JobState(Phase.STATISTICS, 0).awaits("statistics", 0)
+    assert JobState(Phase.MOMENTS, 0).awaits("moments", 0) and not JobState(Phase.MOMENTS, 0).awaits("gradient", 0)
     assert not PENDING.awaits("gradient", 0) and not JobState(Phase.FINISHED, 2).awaits("gradient", 2)
 
 
