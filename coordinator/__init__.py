@@ -48,7 +48,7 @@ def create_app(
         " sees a plaintext weight, gradient or data value.",
         settings,
     )
-    store = CoordinatorStore(str(settings.state_dir / "coordinator.sqlite3"))
+    store = CoordinatorStore(str(settings.state_dir / "coordinator.sqlite3"), reset=settings.reset_state)
     registry = RoundRegistry()
     runner = RoundRunner(store, peer_client(app, settings), registry, Worker("coordinator-rounds", threads=8), settings)
 

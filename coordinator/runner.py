@@ -29,6 +29,7 @@ from common.protocol.errors import (
     ProtocolViolation,
     Refused,
     UpstreamError,
+    is_transient,
 )
 from common.protocol.messages import (
     Aggregate,
@@ -128,6 +129,12 @@ class RoundRunner:
             return False
 
         def on_error(exc: Exception) -> None:
+            if isinstance(exc, FederatedError) and is_transient(exc):
+                # The round stays as stored; the model creator's asking again resumes it.
+                logger.warning(
+                    "job %s round %d interrupted (%s); resumed when asked again", job_id, round_number, exc.message
+                )
+                return
             self.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}")
 
         self.worker.submit(self._run_claimed_round, job_id, round_number, on_error=on_error)
@@ -233,7 +240,9 @@ class RoundRunner:
             raise NotFound(f"round {round_number} of job {job_id} has no aggregate")
         try:
             self._model_creator(job).deliver(job_id, state.aggregate)
-        except UpstreamError as exc:
+        except FederatedError as exc:
+            if not (isinstance(exc, UpstreamError) or is_transient(exc)):
+                raise
             logger.warning(
                 "job %s round %d: aggregate kept until the model creator asks again: %s",
                 job_id,

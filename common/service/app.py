@@ -46,6 +46,7 @@ from common.protocol.errors import (
     ProtocolViolation,
     Refused,
     SchemaError,
+    StorageUnavailable,
     TrainingError,
     Unauthorized,
     UpstreamError,
@@ -81,6 +82,7 @@ STATUS_OF: dict[type[FederatedError], int] = {
     InvalidCiphertext: 422,
     KeyMismatch: 422,
     TrainingError: 422,
+    StorageUnavailable: 503,
     UpstreamError: 502,
     FederatedError: 500,
 }
@@ -96,6 +98,9 @@ _ERROR_DESCRIPTIONS = {
     413: "Content Too Large",
     422: "Unprocessable Content",
 }
+#: Seconds a 503 (a storage fault) tells the caller to wait before trying again (``Retry-After``).
+RETRY_AFTER_SECONDS = 2
+
 HEALTH = Tag(name="health", description="Liveness of the service.")
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -314,6 +319,7 @@ def peer_client(app: Any, settings: ServiceSettings) -> PeerClient:
     return PeerClient(
         settings.request_timeout,
         connect_retries=settings.connect_retries,
+        status_retries=settings.status_retries,
         recorder=traffic_log.recorder() if traffic_log else None,
         verify=str(settings.ca_bundle) if settings.ca_bundle else True,
         allow_insecure_http=settings.allow_insecure_http,
@@ -328,7 +334,10 @@ def register_error_handlers(app: Flask) -> None:
         status = status_of(error)
         if error.peer is not None:
             return jsonify(error=error.message, type="UpstreamError"), status
-        return jsonify(error.to_json()), status
+        response = jsonify(error.to_json())
+        if status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
