@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from typing import Any, Final
 
@@ -46,6 +47,8 @@ from model_creator.config import ModelCreatorSettings
 from model_creator.job import Trainer
 from model_creator.store import ModelStore
 from model_creator.training import TrainingRequest
+
+logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT: Final = "federated_trainer.model/1"
 CSV_TYPES = ("text/csv", "multipart/form-data")
@@ -255,7 +258,13 @@ def prediction(query: ModelQuery) -> tuple[Response, int]:
     test_data = _settings().test_data
     if test_data is None:
         raise Conflict("the model creator has no test data (start it with --test-data CSV)")
-    features, labels = load_columns(test_data, model.features, model.label)
+    try:
+        features, labels = load_columns(test_data, model.features, model.label)
+    except DataError as exc:
+        # The message names the file; the answer names what the user asked for, never a server path.
+        logger.warning("GET /prediction: %s", exc.message)
+        problem = exc.message.removeprefix(f"{test_data}: ")
+        raise DataError(f"the test data cannot score model {model.model_id}: {problem}", exc.code, exc.column) from None
     return answer(_predict(model, features, labels))
 
 

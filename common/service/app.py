@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -379,8 +380,8 @@ def _parse_json_body() -> None:
     except WerkzeugBadRequest:
         try:
             json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SchemaError(f"body: malformed JSON ({exc})") from None
+        except ValueError as exc:
+            raise SchemaError(f"body: malformed JSON ({_json_problem(exc)})") from None
         except RecursionError:
             raise SchemaError("body: malformed JSON (nested too deeply)") from None
         raise SchemaError("body: malformed JSON") from None
@@ -388,6 +389,15 @@ def _parse_json_body() -> None:
         raise SchemaError("body: malformed JSON (nested too deeply)") from None
     if not isinstance(payload, dict):
         raise SchemaError("body: expected a JSON object")
+
+
+def _json_problem(error: ValueError) -> str:
+    """What is wrong with a body that is not JSON, in the body's own terms, never Python's advice."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg}: line {error.lineno} column {error.colno} (char {error.pos})"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text at byte {error.start}"
+    return f"a number has more than the {sys.get_int_max_str_digits()} digits allowed"
 
 
 class Worker:
