@@ -16,7 +16,7 @@ Hierarchy::
     │   ├── InvalidCiphertext            not n²'s width, or not 0 < c < n² with gcd(c, n) = 1
     │   └── KeyMismatch                  message names another public key than the job's
     ├── TrainingError                    the maths cannot go on (e.g. a singular design)
-    ├── StorageUnavailable               this party cannot write its state now (disk full, I/O error)
+    ├── StorageUnavailable               this party cannot use its state storage now (disk full, I/O error)
     └── UpstreamError                    another party failed, timed out or answered an error
         └── PeerUnreachable              it could not be reached or did not answer in time
 
@@ -160,7 +160,7 @@ class TrainingError(FederatedError):
 
 
 class StorageUnavailable(FederatedError):
-    """The party cannot write its state right now (the disk is full, an I/O error): try again later.
+    """The party cannot use its state storage right now (the disk is full, an I/O error): try again later.
 
     Nothing was written (the transaction was rolled back); the request may be sent again as it
     was, and a job it belongs to goes on once the storage works again.

@@ -24,8 +24,9 @@ Refusing a database that cannot be used
     begins with an empty database on purpose).
 
 Storage faults
-    A write that SQLite cannot make (the disk is full, an I/O error, the file cannot be opened)
-    is a :class:`~common.protocol.errors.StorageUnavailable`: the request answers 503 with
+    A read or write that SQLite cannot make (the disk is full, an I/O error, the file cannot be
+    opened: on a full disk even a reader may need space for the shared-memory index) is a
+    :class:`~common.protocol.errors.StorageUnavailable`: the request answers 503 with
     ``Retry-After`` and the caller tries again later; nothing is half-written, since the
     transaction is rolled back.
 """
@@ -134,7 +135,8 @@ class SQLiteStore:
             if exc.sqlite_errorcode & 0xFF not in TRANSIENT_CODES:
                 raise
             logger.error("state database %s: %s", self.path, exc)
-            raise StorageUnavailable(f"this party cannot write its state right now ({exc}); try again later") from None
+            message = f"this party cannot use its state storage right now ({exc}); try again later"
+            raise StorageUnavailable(message) from None
 
     def _create(self, path: Path) -> None:
         """Make a new database of the current schema and version, whole, then move it into place."""
