@@ -461,21 +461,22 @@ def serve(
     certificate: str | None = None,
     private_key: str | None = None,
     allow_insecure_http: bool = False,
-    threads: int = 16,
 ) -> None:
     """Serve with cheroot, a production WSGI server, over HTTPS when a certificate is given.
 
-    Plain HTTP is refused on anything but loopback unless ``allow_insecure_http`` says otherwise:
-    the parties exchange credentials, and ciphertexts are only as private as their metadata.
+    The server has read deadlines and threads to spare for slow clients
+    (:mod:`common.service.server`). Plain HTTP is refused on anything but loopback unless
+    ``allow_insecure_http`` says otherwise: the parties exchange credentials, and ciphertexts are
+    only as private as their metadata.
     """
-    from cheroot import wsgi
+    from common.service.server import GuardedServer
 
     if bool(certificate) != bool(private_key):
         raise SystemExit("give both --tls-cert and --tls-key, or neither")
     if not certificate and not is_loopback(host) and not allow_insecure_http:
         raise SystemExit(f"refusing plain HTTP on {host}: give --tls-cert and --tls-key, or --allow-insecure-http")
     check_port_free(host, port)
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name=app.name)
+    server = GuardedServer((host, port), app, app.name)
     scheme = "http"
     if certificate:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
