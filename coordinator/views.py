@@ -126,6 +126,7 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
         token_digest(credential),
         coordinator_token,
     )
+    current_app.extensions["round_runner"].liveness.mark_online(body.name)
     enrolled = Enrolled(name=body.name, credential=credential, coordinator_token=coordinator_token)
     return answer(enrolled, 201 if created else 200)
 

@@ -32,6 +32,11 @@ from common.protocol.errors import PeerUnreachable, UpstreamError, from_peer
 
 TrafficRecorder = Callable[[str, str, bytes], None]
 
+#: Seconds to wait for a peer to accept the connection (the call's own timeout, if shorter). A peer
+#: that is stopped or hung still has its listening socket, whose backlog fills: without a short
+#: connect timeout each connection retry would wait the whole call timeout.
+CONNECT_TIMEOUT = 5.0
+
 #: The answers that say "try again later": a gateway's failure or timeout, a peer's storage fault.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
@@ -115,7 +120,7 @@ class PeerClient:
                 method,
                 url,
                 data=body,
-                timeout=timeout or self.timeout,
+                timeout=(min(CONNECT_TIMEOUT, timeout or self.timeout), timeout or self.timeout),
                 allow_redirects=False,
                 headers=headers,
                 verify=self.verify,
