@@ -50,11 +50,16 @@ logger = logging.getLogger(__name__)
 #: The files SQLite keeps beside a database, by suffix.
 COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 
-#: SQLite's primary result codes of a fault of the storage rather than of the statement: the
-#: disk is full, an I/O error, the file cannot be opened, it is locked or busy for too long.
-TRANSIENT_CODES = frozenset(
-    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
-)
+#: SQLite's primary result codes of a fault of the storage rather than of the statement, with
+#: their messages (Python before 3.11 gives only the message): busy or locked for too long, an I/O
+#: error, the disk is full, the file cannot be opened.
+TRANSIENT_CODES = {
+    5: "database is locked",
+    6: "database table is locked",
+    10: "disk I/O error",
+    13: "database or disk is full",
+    14: "unable to open database file",
+}
 
 #: What to do with a database that is refused at start-up, for the message that refuses it.
 REMEDY = (
@@ -132,7 +137,7 @@ class SQLiteStore:
             finally:
                 connection.close()
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in TRANSIENT_CODES:
+            if not _transient(exc):
                 raise
             logger.error("state database %s: %s", self.path, exc)
             message = f"this party cannot use its state storage right now ({exc}); try again later"
@@ -166,6 +171,14 @@ class SQLiteStore:
                 self.migrate(connection, from_version)
             if found < self.version:
                 connection.execute(f"PRAGMA user_version = {self.version}")
+
+
+def _transient(error: sqlite3.OperationalError) -> bool:
+    """Whether ``error`` is a fault of the storage: by its code, or its message before Python 3.11."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in TRANSIENT_CODES
+    return str(error) in TRANSIENT_CODES.values()
 
 
 def unusable(path: Path, version: int) -> str | None:
