@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from common.crypto.bigint import mpz
-from common.protocol.errors import FederatedError, ProtocolViolation, UpstreamError
+from common.protocol.errors import FederatedError, ProtocolViolation, UpstreamError, is_transient
 from common.protocol.spec import JobSpec
 
 
@@ -190,9 +190,10 @@ def refuses_job(error: FederatedError) -> bool:
 
     An error the owner answered with (its data cannot serve the job, the spec is not one it
     accepts, ...) is a refusal, and the owner is not asked again for the job. An owner that could
-    not be reached, or failed in a way it does not name, may still take part in a later attempt.
+    not be reached, failed in a way it does not name, or could not use its storage for now (a
+    503), may still take part in a later attempt.
     """
-    return error.peer is not None and not isinstance(error, UpstreamError)
+    return error.peer is not None and not isinstance(error, UpstreamError) and not is_transient(error)
 
 
 def describe(registered: Collection[str], replies: Collection[str], failures: Mapping[str, str]) -> str:

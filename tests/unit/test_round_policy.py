@@ -24,6 +24,7 @@ from common.protocol.errors import (
     ProtocolViolation,
     Refused,
     SchemaError,
+    StorageUnavailable,
     UpstreamError,
 )
 from common.protocol.spec import JobSpec
@@ -236,6 +237,7 @@ def test_an_error_the_owner_answered_with_refuses_the_job(error):
         PeerUnreachable("PUT ...: connection refused", peer=OWNER),
         UpstreamError("PUT ...: HTTP 500: internal error", peer=OWNER),
         UpstreamError("PUT ...: unexpected answer (2 error(s))", peer=OWNER),
+        StorageUnavailable("PUT ...: HTTP 503: this party cannot use its state storage right now", peer=OWNER),
         DataError("raised here, not answered by the owner"),
         FederatedError("raised here"),
     ],
