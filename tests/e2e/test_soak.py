@@ -158,6 +158,9 @@ def test_jobs_survive_random_kills_stops_and_full_disks(tmp_path):
                 time.sleep(0.5)
             logs = {name: party.log_path.read_text(errors="replace") for name, party in federation.parties.items()}
             summary = f"faults injected: {dict(injected)}; jobs: {len(model_ids)}"
+            died = [name for name, party in federation.parties.items()
+                    if party.process is not None and party.process.poll() is not None]
+            assert not died, f"parties that died on their own: {died}; {summary}"
             assert set(ended) == set(model_ids), f"jobs still running: {set(model_ids) - set(ended)}; {summary}"
             finished = [model for model in ended.values() if model["status"] == "finished"]
             for model in ended.values():
