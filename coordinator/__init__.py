@@ -52,7 +52,7 @@ def create_app(
         settings,
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = CoordinatorStore(str(settings.state_dir / "coordinator.sqlite3"))
+    store = CoordinatorStore(str(settings.state_dir / "coordinator.sqlite3"), reset=settings.reset_state)
     registry = RoundRegistry()
     runner = RoundRunner(store, peer_client(app, settings), registry, Worker("coordinator-rounds", threads=8), settings)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.service.app import configure_logging, serve
+from common.service.app import configure_logging, run_forever, serve
 from common.service.cli import base_config, base_parser, serve_options, start_or_exit
 from coordinator import create_app
 
@@ -15,7 +15,9 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(args.log_level)
     app = start_or_exit(create_app, {**base_config(args), "TEST_ONLY_SMALL_KEYS": args.test_only_small_keys})
-    app.extensions["round_runner"].resume_unfinished()
+    runner = app.extensions["round_runner"]
+    runner.resume_unfinished()
+    run_forever(runner.liveness.watch_forever, "liveness")
     serve(app, args.host, args.port, **serve_options(args))
 
 

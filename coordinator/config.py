@@ -25,6 +25,12 @@ class CoordinatorSettings(ServiceSettings):
         Seconds between two attempts at a round.
     fan_out_threads
         Concurrent calls to data owners when a round is sent out.
+    health_interval, health_timeout, health_misses
+        While an attempt waits, each member yet to reply is asked ``GET /health`` every
+        ``health_interval`` seconds (``health_timeout`` each); one that misses ``health_misses``
+        in a row is silent: it fails the attempt at once, and is offline (left out of later rounds
+        while the quorum is met without it) until it answers health again, which is asked every
+        ``health_interval`` seconds too.
     enrolment_window
         Seconds an enrolment's signing time may be off the coordinator's clock, either way. An
         enrolment outside it is refused, so a recorded one cannot be replayed later.
@@ -50,6 +56,9 @@ class CoordinatorSettings(ServiceSettings):
     round_retries: Annotated[int, Field(ge=0, le=100)] = 2
     retry_delay: Annotated[float, Field(ge=0, le=3600)] = 2.0
     fan_out_threads: Annotated[int, Field(ge=1, le=1024)] = 16
+    health_interval: Seconds = 2.0
+    health_timeout: Seconds = 2.0
+    health_misses: Annotated[int, Field(ge=1, le=100)] = 3
     enrolment_window: Seconds = 300.0
     enrolment_secret: str | None = None
     model_creator_token: str | None = None

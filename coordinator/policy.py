@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from common.crypto.bigint import mpz
-from common.protocol.errors import FederatedError, ProtocolViolation, UpstreamError
+from common.protocol.errors import FederatedError, ProtocolViolation, UpstreamError, is_transient
 from common.protocol.spec import JobSpec
 
 
@@ -90,13 +90,23 @@ class RoundPolicy:
         return sorted(name for name in registered if name not in refused)
 
     def member_set(
-        self, participants: Collection[str], joined: Collection[str], left_out: Collection[str]
+        self,
+        participants: Collection[str],
+        joined: Collection[str],
+        left_out: Collection[str],
+        offline: Collection[str] = (),
     ) -> list[str]:
         """An attempt's member set, by name: the participants that joined the job and were not left out.
 
+        Owners ``offline`` (they missed an earlier deadline and have not answered health since)
+        are left out too while the others meet the quorum: a silent owner must not hold up every
+        round. Without them the quorum is not met, so they are asked after all.
+
         Every member is sent the same member list, and each derives its masks from it.
         """
-        return sorted(name for name in participants if name in joined and name not in left_out)
+        candidates = sorted(name for name in participants if name in joined and name not in left_out)
+        online = [name for name in candidates if name not in offline]
+        return online if self.quorate(online) else candidates
 
     def quorate(self, members: Collection[str]) -> bool:
         """Whether a member set is large enough to be asked at all."""
@@ -180,9 +190,10 @@ def refuses_job(error: FederatedError) -> bool:
 
     An error the owner answered with (its data cannot serve the job, the spec is not one it
     accepts, ...) is a refusal, and the owner is not asked again for the job. An owner that could
-    not be reached, or failed in a way it does not name, may still take part in a later attempt.
+    not be reached, failed in a way it does not name, or could not use its storage for now (a
+    503), may still take part in a later attempt.
     """
-    return error.peer is not None and not isinstance(error, UpstreamError)
+    return error.peer is not None and not isinstance(error, UpstreamError) and not is_transient(error)
 
 
 def describe(registered: Collection[str], replies: Collection[str], failures: Mapping[str, str]) -> str:

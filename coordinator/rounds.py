@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.crypto.bigint import mpz
@@ -29,6 +30,7 @@ class RoundCollector:
     expected: frozenset[str]
     replies: dict[str, list[mpz]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    silent: set[str] = field(default_factory=set)
     closed: bool = False
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -53,8 +55,14 @@ class RoundCollector:
                 self.failures[owner] = reason
                 self._changed.notify_all()
 
-    def wait(self, timeout: float) -> tuple[dict[str, list[mpz]], dict[str, str]]:
+    def wait(
+        self, timeout: float, watch: Callable[[frozenset[str]], dict[str, str]] | None = None, interval: float = 2.0
+    ) -> tuple[dict[str, list[mpz]], dict[str, str]]:
         """Block until every expected owner replied or failed, or ``timeout`` seconds passed; close.
+
+        With ``watch``, every ``interval`` seconds ``watch(pending)`` names the pending owners
+        that went silent (owner → why): each fails the attempt at once rather than at its deadline.
+        The owners that missed the deadline, and the silent ones, are :attr:`silent`.
 
         Returns
         -------
@@ -63,14 +71,27 @@ class RoundCollector:
             when it closed: a failure is data for :mod:`coordinator.policy`, never an exception.
         """
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(self.expected & (self.replies.keys() | self.failures.keys())) < len(self.expected):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+        next_watch = time.monotonic() + interval
+        while True:
+            with self._changed:
+                pending = self.expected - self.replies.keys() - self.failures.keys()
+                now = time.monotonic()
+                if not pending or now >= deadline:
                     break
-                self._changed.wait(remaining)
+                if watch is None or now < next_watch:
+                    self._changed.wait(min(deadline, next_watch if watch else deadline) - now)
+                    continue
+            next_watch = time.monotonic() + interval
+            for owner, reason in watch(frozenset(pending)).items():
+                with self._changed:
+                    if owner in self.replies:
+                        continue
+                    self.silent.add(owner)
+                self.fail(owner, reason)
+        with self._changed:
             self.closed = True
             for owner in self.expected - self.replies.keys() - self.failures.keys():
+                self.silent.add(owner)
                 self.failures[owner] = f"no reply within {timeout:g} s"
             return dict(self.replies), dict(self.failures)
 

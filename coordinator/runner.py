@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Literal
 
@@ -26,9 +26,11 @@ from common.protocol.errors import (
     Conflict,
     FederatedError,
     NotFound,
+    PeerUnreachable,
     ProtocolViolation,
     Refused,
     UpstreamError,
+    is_transient,
 )
 from common.protocol.messages import (
     Aggregate,
@@ -45,6 +47,7 @@ from common.service.app import Worker
 from common.service.clients import DataOwnerClient, ModelCreatorClient
 from common.service.http import PeerClient
 from coordinator.config import CoordinatorSettings
+from coordinator.liveness import Liveness, SilenceWatch
 from coordinator.policy import Accept, Fail, Retry, RoundPolicy, aggregate, refuses_job
 from coordinator.rounds import RoundCollector, RoundRegistry
 from coordinator.store import CoordinatorStore, DataOwnerAddress, Job, RoundState
@@ -61,6 +64,9 @@ class RoundRunner:
     ----------
     sleep, clock
         How the runner waits between attempts and measures a round; tests inject their own.
+
+    The owners that went silent in a round are :attr:`liveness`'s offline ones: later attempts
+    and rounds go on without them while the quorum is met (:mod:`coordinator.liveness`).
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class RoundRunner:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.liveness = Liveness(self._answers_health, settings.health_interval)
         self.store = store
         self.http = http
         self.registry = registry
@@ -128,6 +135,12 @@ class RoundRunner:
             return False
 
         def on_error(exc: Exception) -> None:
+            if isinstance(exc, FederatedError) and is_transient(exc):
+                # The round stays as stored; the model creator's asking again resumes it.
+                logger.warning(
+                    "job %s round %d interrupted (%s); resumed when asked again", job_id, round_number, exc.message
+                )
+                return
             self.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}")
 
         self.worker.submit(self._run_claimed_round, job_id, round_number, on_error=on_error)
@@ -156,16 +169,22 @@ class RoundRunner:
             # forgot the job, concurrently.
             joined = self.store.member_keys(job_id)
             refused_before = self.store.refused(job_id)
+            offline = self.liveness.offline()
             missing = {
                 name: registered[name]
                 for name in policy.participants(registered, refused_before)
-                if name not in joined and name not in left_out
+                if name not in joined and name not in left_out and name not in offline
             }
             join_failures = self._join_all(job, missing)
             # Only a join changes who refused or holds a key: read them again only after joins.
             refused = self.store.refused(job_id) if missing else refused_before
             member_keys = self.store.member_keys(job_id) if missing else joined
-            members = policy.member_set(policy.participants(registered, refused), member_keys, left_out)
+            members = policy.member_set(policy.participants(registered, refused), member_keys, left_out, offline)
+            skipped = {
+                name: f"offline ({reason})"
+                for name, reason in offline.items()
+                if name in registered and name not in members
+            }
             if policy.quorate(members):
                 asked = {name: (registered[name], member_keys[name]) for name in members}
                 replies, failures = self._gather(job, state, asked)
@@ -180,7 +199,7 @@ class RoundRunner:
                 registered,
                 members,
                 replies,
-                {**refused, **join_failures, **left_out, **failures},
+                {**skipped, **refused, **join_failures, **left_out, **failures},
                 rejoining,
             )
             if isinstance(decision, Accept):
@@ -240,7 +259,9 @@ class RoundRunner:
             raise NotFound(f"round {round_number} of job {job_id} has no aggregate")
         try:
             self._model_creator(job).deliver(job_id, state.aggregate)
-        except UpstreamError as exc:
+        except FederatedError as exc:
+            if not (isinstance(exc, UpstreamError) or is_transient(exc)):
+                raise
             logger.warning(
                 "job %s round %d: aggregate kept until the model creator asks again: %s",
                 job_id,
@@ -275,15 +296,31 @@ class RoundRunner:
 
         An owner whose answer is a refusal is recorded as having refused the job (and is not
         asked again for it); any other failure, a bad job key included, leaves it free to join
-        at a later attempt.
+        at a later attempt. An owner that goes silent while joining (it misses its health checks,
+        as in a round) is not waited for: it is offline, and the attempt goes on without it.
         """
         futures = {name: self._fan_out.submit(self._join, job, name, address) for name, address in owners.items()}
+        watch = SilenceWatch(
+            self.liveness, {name: address.url for name, address in owners.items()}, self.settings.health_misses
+        )
         failures = {}
-        for name, future in futures.items():
-            error = future.exception()
-            reason = f"could not join: {type(error).__name__}: {error}" if error is not None else future.result()
-            if reason is not None:
-                failures[name] = reason
+        pending = dict(futures)
+        next_watch = self._clock() + self.settings.health_interval
+        while pending:
+            wait(pending.values(), timeout=max(0.0, next_watch - self._clock()), return_when=FIRST_COMPLETED)
+            for name in [name for name, future in pending.items() if future.done()]:
+                future = pending.pop(name)
+                error = future.exception()
+                reason = f"could not join: {type(error).__name__}: {error}" if error is not None else future.result()
+                if reason is not None:
+                    failures[name] = reason
+            if not pending or self._clock() < next_watch:
+                continue
+            next_watch = self._clock() + self.settings.health_interval
+            for name, reason in watch(pending).items():
+                del pending[name]
+                failures[name] = f"could not join: {reason}"
+                self.liveness.mark_offline(name, owners[name].url, f"silent while joining job {job.job_id}")
         return failures
 
     def _join(self, job: Job, name: str, address: DataOwnerAddress) -> str | None:
@@ -291,6 +328,9 @@ class RoundRunner:
         message = JoinJob(spec=job.spec, public_key=PublicKeyMessage.of(job.public_key))
         try:
             joined = self._data_owner(address).join(job.job_id, message)
+        except PeerUnreachable as exc:
+            self.liveness.mark_offline(name, address.url, f"not reached to join job {job.job_id}")
+            return f"could not join: {exc.message}"
         except FederatedError as exc:
             if not refuses_job(exc):
                 return f"could not join: {exc.message}"
@@ -350,14 +390,27 @@ class RoundRunner:
             **weights,
         )
         collector = RoundCollector(job.job_id, state.round, state.attempt, state.kind, frozenset(members))
+        addresses = {name: address.url for name, (address, _) in members.items()}
+        watch = SilenceWatch(self.liveness, addresses, self.settings.health_misses)
         self.registry.open(collector)
         try:
             for name, (address, _) in members.items():
                 future = self._fan_out.submit(self._ask, job, name, address, request)
                 future.add_done_callback(partial(_record_failure, collector, name))
-            return collector.wait(self.settings.round_timeout)
+            outcome = collector.wait(self.settings.round_timeout, watch, self.settings.health_interval)
         finally:
             self.registry.close(collector)
+        for name in collector.silent:
+            self.liveness.mark_offline(name, addresses[name], f"missed round {state.round} of job {job.job_id}")
+        return outcome
+
+    def _answers_health(self, url: str) -> bool:
+        """Whether the owner at ``url`` answers ``GET /health`` within ``health_timeout`` seconds."""
+        try:
+            self.http.get(f"{url}/health", timeout=self.settings.health_timeout)
+        except FederatedError:
+            return False
+        return True
 
     def _ask(self, job: Job, name: str, address: DataOwnerAddress, request: RoundRequest) -> str | None:
         """Send one member the attempt; returns ``None`` once it accepted, else why it will not reply.
@@ -373,6 +426,9 @@ class RoundRunner:
             return f"forgot the job (it is joined again before its next attempt): {exc.message}"
         except Refused as exc:
             return f"refused: {exc.message}"
+        except PeerUnreachable as exc:
+            self.liveness.mark_offline(name, address.url, f"not reached for round {request.round} of job {job.job_id}")
+            return exc.message
         except FederatedError as exc:
             return exc.message
         return None

@@ -92,9 +92,6 @@ class RoundState:
         )
 
 
-#: The schema's version, kept in SQLite's ``user_version``; :data:`_ADDED_COLUMNS` brings older files up to it.
-SCHEMA_VERSION = 3
-
 #: Columns added since the first schema: (table, column, declaration). A database made before them
 #: gets them by ``ALTER TABLE ... ADD COLUMN`` when it is opened; their rows hold NULL there, which
 #: means an owner enrolled before identity keys (bound at its next enrolment) and an owner that
@@ -131,22 +128,19 @@ class CoordinatorStore(SQLiteStore):
     );
     """
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self._migrate()
+    version = 3
+
+    def __init__(self, path: str, reset: bool = False) -> None:
+        super().__init__(path, reset)
         # A job's spec and key never change: parsed once, not on every contribution.
         self._keys: dict[str, tuple[JobSpec, PublicKey]] = {}
 
-    def _migrate(self) -> None:
-        """Bring a database made by an older coordinator up to :data:`SCHEMA_VERSION`, keeping its rows."""
-        with self.connect() as db:
-            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-                return
-            for table, column, declaration in _ADDED_COLUMNS:
-                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-                if column not in present:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def migrate(self, connection: sqlite3.Connection, from_version: int) -> None:
+        """Older schemas lack the columns added since (:data:`_ADDED_COLUMNS`): they are added."""
+        for table, column, declaration in _ADDED_COLUMNS:
+            present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     # --- data owners ------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from common.service.auth import (
     token_digest,
 )
 from coordinator.config import CoordinatorSettings
+from coordinator.liveness import Liveness
 from coordinator.policy import refusal_reason
 from coordinator.rounds import RoundCollector, RoundRegistry
 from coordinator.runner import RoundRunner
@@ -81,6 +82,11 @@ class RoundPath(BaseModel):
     job_id: JobId
     # A path segment is text: the number is read from it (lax), then bounded as every round number.
     round_number: Annotated[int, Field(ge=0, le=MAX_ROUND)]
+
+
+def _liveness() -> Liveness:
+    runner: RoundRunner = current_app.extensions["round_runner"]
+    return runner.liveness
 
 
 def _store() -> CoordinatorStore:
@@ -141,6 +147,8 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
         coordinator_token,
         body.columns,
     )
+    current_app.extensions["round_runner"].liveness.mark_online(body.name)
+    _liveness().seen(body.name)
     enrolled = Enrolled(name=body.name, credential=credential, coordinator_token=coordinator_token)
     return answer(enrolled, 201 if created else 200)
 
@@ -148,11 +156,25 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
 @data_owners.get("/data_owners", responses=responses(200, DataOwnerList, 401, 403))
 @requires(MODEL_CREATOR)
 def list_data_owners() -> tuple[Response, int]:
-    """The registered data owners, by name, with their URLs and published columns (never a credential)."""
+    """The registered data owners: URL, published columns, liveness (never a credential).
+
+    ``online`` is false for an owner marked offline (silent in a round, not reached to join): no
+    attempt asks it until it answers its health check again. ``last_seen`` is when it last enrolled,
+    replied or answered a health check, since this coordinator started (``None``: not since).
+    """
     store = _store()
     columns = store.published_columns()
+    liveness = _liveness()
+    offline, seen = liveness.offline(), liveness.last_seen()
     entries = [
-        DataOwnerEntry(name=name, url=address.url, columns=columns.get(name, []))
+        DataOwnerEntry(
+            name=name,
+            url=address.url,
+            columns=columns.get(name, []),
+            online=name not in offline,
+            offline_reason=offline.get(name),
+            last_seen=seen.get(name),
+        )
         for name, address in store.data_owners().items()
     ]
     return answer(DataOwnerList(data_owners=entries))
@@ -326,4 +348,6 @@ def _callers_round(path: RoundPath, data_owner: str, attempt: int) -> RoundColle
     if data_owner != g.caller.name:
         raise Forbidden(f"data owner {g.caller.name!r} may not speak for {data_owner!r}")
     registry: RoundRegistry = current_app.extensions["round_registry"]
-    return registry.get(path.job_id, path.round_number, attempt)
+    collector = registry.get(path.job_id, path.round_number, attempt)
+    _liveness().seen(data_owner)
+    return collector

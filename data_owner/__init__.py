@@ -60,7 +60,7 @@ def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) ->
     for warning in policy_warnings(policy):
         logger.warning("%s: %s", settings.name, warning)
     identity = IdentityKey.load_or_create(state_dir / IDENTITY_KEY_FILE)
-    ledger = Ledger(state_dir / LEDGER_FILE)
+    ledger = Ledger(state_dir / LEDGER_FILE, reset=settings.reset_state)
     operator_token = settings.operator_token or load_or_create_token(state_dir / OPERATOR_TOKEN_FILE)
     enrolment = Enrolment()
     coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, enrolment.current_credential)

@@ -40,7 +40,7 @@ def create_app(settings: ModelCreatorSettings | Mapping[str, Any] | None = None)
         "Holds the Paillier private key and the models; decrypts only sums over all data owners of a round.",
         settings,
     )
-    store = ModelStore(settings.state_dir / "model_creator.sqlite3")
+    store = ModelStore(settings.state_dir / "model_creator.sqlite3", reset=settings.reset_state)
     keys = KeyStore(settings.state_dir, settings.key_bits, settings.test_only_small_keys)
     coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, settings.model_creator_token)
     # The user API is open when no API token is configured: serve it on loopback only then.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.service.app import configure_logging, serve
+from common.service.app import configure_logging, run_forever, serve
 from common.service.cli import base_config, base_parser, serve_options, start_or_exit
 from model_creator import create_app
 from model_creator.config import ModelCreatorSettings
@@ -41,7 +41,9 @@ def main() -> None:
     )
     app = start_or_exit(create_app, config)
     app.extensions["key_store"].private_key()
-    app.extensions["trainer"].resume_unfinished()
+    trainer = app.extensions["trainer"]
+    trainer.resume_unfinished()
+    run_forever(trainer.reconcile_forever, "reconciler")
     serve(app, args.host, args.port, **serve_options(args))
 
 

@@ -20,7 +20,7 @@ from common.protocol.errors import DataError
 from common.protocol.messages import Url
 from common.protocol.spec import MAX_DATA_OWNERS, ColumnName, FeatureList
 from common.service.cli import CHECKOUT
-from common.service.settings import ServiceSettings
+from common.service.settings import Seconds, ServiceSettings
 
 DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 
@@ -58,6 +58,11 @@ class ModelCreatorSettings(ServiceSettings):
     test_data
         CSV that ``GET /prediction`` scores models on and whose header a training request's
         columns are checked against; ``None``: no test data (no metrics, no column check).
+    reconcile_interval
+        Seconds between two checks for jobs that a transient fault interrupted (a storage fault
+        here or at the coordinator, a coordinator not reached), rounds awaited for longer than
+        ``reorder_after`` seconds (ordered again: the coordinator resumes or delivers them again),
+        and finished models whose job the coordinator has not closed yet.
     api_token
         When set, the user API (``/model``, ``/models``, ``/prediction``, ...) requires
         ``Authorization: Bearer <api_token>``; otherwise it is open (serve it on loopback only).
@@ -85,6 +90,8 @@ class ModelCreatorSettings(ServiceSettings):
     max_data_owners: Annotated[int, Field(ge=1, le=MAX_DATA_OWNERS)] = 1000
     # Connection retries per call (with backoff up to 8 s): rides out a coordinator restart.
     connect_retries: Annotated[int, Field(ge=0, le=20)] = 8
+    reconcile_interval: Seconds = 5.0
+    reorder_after: Seconds = 30.0
     model_creator_token: str | None = None
     coordinator_token: str | None = None
     api_token: str | None = None

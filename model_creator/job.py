@@ -24,12 +24,21 @@ and only once, so no round is ever absorbed twice.
 
 Everything that computes or calls a peer runs in the trainer's single worker thread, in the order
 it was handed over; request handlers only check a delivery against the state and hand it over.
+
+Transient faults (:func:`~common.protocol.errors.is_transient`: a storage fault here or at the
+coordinator, a coordinator not reached once its client's retries are spent) never fail a job: the
+job is *interrupted*, its run in memory dropped, and :meth:`Trainer.reconcile` takes it up again
+from its last persisted transition once the store can be read, exactly as a restart would. The
+same check orders again a round awaited for longer than ``reorder_after`` (the coordinator then
+resumes it or delivers its aggregate again) and closes at the coordinator every final model it has
+not closed yet, so the two views of a job cannot disagree for good.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -37,7 +46,7 @@ from typing import Any
 
 from common.crypto.bigint import mpz
 from common.dataset import load_columns
-from common.protocol.errors import Conflict, DataError, FederatedError, NotFound
+from common.protocol.errors import Conflict, DataError, FederatedError, NotFound, StorageUnavailable, is_transient
 from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PrivacyDeclaration, PublicKeyMessage, RoundHistory
 from common.protocol.spec import RoundKind
 from common.service.app import Worker
@@ -153,12 +162,16 @@ def transition(state: JobState, event: Event) -> JobState:
 
 @dataclass
 class Job:
-    """A job the trainer is driving: its state, its run once built, the round delivered but not absorbed."""
+    """A job the trainer is driving: its state, its run once built, the round delivered but not absorbed.
+
+    ``ordered_at`` is when its awaited round was last ordered (monotonic seconds).
+    """
 
     model_id: str
     state: JobState
     run: TrainingRun | None = None
     delivered: int | None = None
+    ordered_at: float = 0.0
 
 
 class Trainer:
@@ -179,6 +192,8 @@ class Trainer:
         self.settings = settings
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._interrupted: set[str] = set()
+        self._queued: set[tuple[str, str]] = set()
 
     # -- what request handlers call ----------------------------------------------------------
 
@@ -233,7 +248,9 @@ class Trainer:
         """
         with self._lock:
             job = self._jobs.get(model_id)
-            if job is None or job.run is None:
+            if model_id in self._interrupted or (job is not None and job.run is None):
+                raise StorageUnavailable(f"model {model_id} is resuming after a transient fault; deliver again later")
+            if job is None:
                 raise NotFound(f"model {model_id} has no job in flight")
             if not job.state.awaits(kind, round_number):
                 raise Conflict(f"model {model_id} awaits {job.state}, not {kind} round {round_number}")
@@ -276,10 +293,92 @@ class Trainer:
         self.worker.submit(task, model_id, *args, on_error=self._failure_of(model_id))
 
     def _failure_of(self, model_id: str) -> Callable[[Exception], None]:
+        """What a job's failed step means: a transient fault interrupts it, any other error fails it."""
+
         def record(error: Exception) -> None:
-            self._apply(model_id, Failed(_reason(error)))
+            if isinstance(error, FederatedError) and is_transient(error):
+                self._interrupt(model_id, error)
+            else:
+                self._apply(model_id, Failed(_reason(error)))
 
         return record
+
+    def _interrupt(self, model_id: str, error: FederatedError) -> None:
+        """Drop a job's run after a transient fault; :meth:`reconcile` takes it up from the store."""
+        with self._lock:
+            job = self._jobs.pop(model_id, None)
+            self._interrupted.add(model_id)
+        if job is not None and job.run is not None:
+            job.run.close()
+        logger.warning(
+            "model %s interrupted by a transient fault (%s); it resumes from its last saved round",
+            model_id,
+            error.message,
+        )
+
+    # -- what the reconciler thread calls ----------------------------------------------------
+
+    def reconcile_forever(self, stop: threading.Event) -> None:
+        """Call :meth:`reconcile` every ``reconcile_interval`` seconds until ``stop`` is set."""
+        while not stop.wait(self.settings.reconcile_interval):
+            try:
+                self.reconcile()
+            except FederatedError as exc:
+                logger.warning("reconciling jobs: %s; trying again later", exc.message)
+
+    def reconcile(self) -> None:
+        """Take up interrupted jobs, order stalled rounds again, close final models at the coordinator.
+
+        The work is handed to the worker, after what it was handed before.
+
+        Raises
+        ------
+        StorageUnavailable
+            When the store cannot be read yet; nothing changed, and the next call tries again.
+        """
+        now = time.monotonic()
+        with self._lock:
+            interrupted = set(self._interrupted)
+            stalled = [
+                job.model_id
+                for job in self._jobs.values()
+                if job.state.phase in ROUND_PHASES
+                and job.run is not None
+                and job.delivered is None
+                and now - job.ordered_at >= self.settings.reorder_after
+            ]
+        if interrupted:
+            for model in self.store.unfinished():
+                if model.model_id in interrupted:
+                    logger.info("model %s: resuming after a transient fault", model.model_id)
+                    with self._lock:
+                        self._interrupted.discard(model.model_id)
+                    request = TrainingRequest.from_json(model.request)
+                    self._hand_over(model.model_id, JobState(Phase.PENDING), self._open, request, model.state)
+        for model_id in stalled:
+            self._submit_once(("reorder", model_id), self._reorder, model_id, on_error=self._failure_of(model_id))
+        for model_id, status, error in self.store.unclosed():
+            self._submit_once(("close", model_id), self._close, model_id, status, error)
+
+    def _submit_once(
+        self,
+        key: tuple[str, str],
+        task: Callable[..., None],
+        *args: Any,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Hand ``task`` to the worker unless the same one waits there still (a peer may be slow for long)."""
+        with self._lock:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+
+        def once(*task_args: Any) -> None:
+            with self._lock:
+                self._queued.discard(key)
+            task(*task_args)
+
+        self.worker.submit(once, *args, on_error=on_error)
 
     def _open(self, model_id: str, request: TrainingRequest, saved: dict[str, Any] | None) -> None:
         """Build the run (restoring a saved one), open the job at the coordinator, await its round."""
@@ -366,6 +465,7 @@ class Trainer:
         state = job.state
         if state.phase in ROUND_PHASES:
             assert job.run is not None
+            job.ordered_at = time.monotonic()
             self.coordinator.order_round(job.model_id, job.run.round_order())
             return
         if not state.final:
@@ -374,15 +474,36 @@ class Trainer:
             self._jobs.pop(job.model_id, None)
         if job.run is not None:
             job.run.close()
-        if state.phase is Phase.FINISHED:
+        self._close(job.model_id, state.phase.value, reason)
+
+    def _reorder(self, model_id: str) -> None:
+        """Order a round awaited for too long again (its first order or its aggregate may have been lost)."""
+        with self._lock:
+            job = self._jobs.get(model_id)
+        if job is None or job.run is None or job.state.phase not in ROUND_PHASES or job.delivered is not None:
+            return
+        logger.info(
+            "model %s: %s awaited for %.0f s; ordering it again", model_id, job.state, self.settings.reorder_after
+        )
+        started = job.run.round_started
+        self._enter(job)
+        job.run.round_started = started
+
+    def _close(self, model_id: str, status: str, reason: str | None) -> None:
+        """Close a final model's job at the coordinator and record that it is closed.
+
+        A failure is logged; :meth:`reconcile` tries again until the coordinator has it.
+        """
+        if status == Phase.FINISHED.value:
             message = FinishJob(status="finished")
         else:
-            prefix = "cancelled: " if state.phase is Phase.CANCELLED else ""
-            message = FinishJob(status="failed", error=(prefix + (reason or state.phase.value))[:MAX_REASON])
+            prefix = "cancelled: " if status == Phase.CANCELLED.value else ""
+            message = FinishJob(status="failed", error=(prefix + (reason or status))[:MAX_REASON])
         try:
-            self.coordinator.finish_job(job.model_id, message)
+            self.coordinator.finish_job(model_id, message)
+            self.store.set_closed(model_id)
         except FederatedError as exc:
-            logger.warning("could not close job %s at the coordinator: %s", job.model_id, exc.message)
+            logger.warning("could not close job %s at the coordinator yet: %s", model_id, exc.message)
 
     def _job(self, model_id: str) -> Job:
         with self._lock:

@@ -3,12 +3,18 @@
 Every model (its request, status, result and run state) and the history of its rounds, in
 SQLite under the state directory. A model's status is the persisted part of its job's state
 (:mod:`model_creator.job`): ``pending``, then ``running`` (with the round it awaits), then
-``finished``, ``failed`` or ``cancelled``.
+``finished``, ``failed`` or ``cancelled``. A model in a final state is ``closed`` once the
+coordinator has closed its job too; until then the trainer tells the coordinator again, so their
+views of a job cannot disagree for good.
+
+Schema versions: 1 is the first (0 when made before versions were recorded); 2 adds ``closed``
+(models of older files count as closed, as they were closed or abandoned under the old rules).
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,24 +40,45 @@ class ModelStore(SQLiteStore):
     CREATE TABLE IF NOT EXISTS models (
         model_id TEXT PRIMARY KEY, status TEXT NOT NULL, request TEXT NOT NULL,
         key_fingerprint TEXT, round INTEGER NOT NULL DEFAULT 0, error TEXT, result TEXT, state TEXT,
-        created_at REAL NOT NULL, updated_at REAL NOT NULL
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, closed INTEGER NOT NULL DEFAULT 1
     );
     CREATE TABLE IF NOT EXISTS history (
         model_id TEXT NOT NULL, round INTEGER NOT NULL, record TEXT NOT NULL,
         PRIMARY KEY (model_id, round)
     );
     """
+    version = 2
+
+    def migrate(self, connection: sqlite3.Connection, from_version: int) -> None:
+        """Schema 0 is schema 1; schema 2 adds ``closed``."""
+        if from_version == 1:
+            connection.execute("ALTER TABLE models ADD COLUMN closed INTEGER NOT NULL DEFAULT 1")
 
     def create(self, request: dict[str, Any]) -> str:
-        """Record a new pending model; returns its id."""
+        """Record a new pending model, not yet closed at the coordinator; returns its id."""
         model_id = uuid.uuid4().hex[:16]
         now = time.time()
         with self.connect() as db:
             db.execute(
-                "INSERT INTO models (model_id, status, request, created_at, updated_at) VALUES (?, 'pending', ?, ?, ?)",
+                "INSERT INTO models (model_id, status, request, created_at, updated_at, closed)"
+                " VALUES (?, 'pending', ?, ?, ?, 0)",
                 (model_id, json.dumps(request), now, now),
             )
         return model_id
+
+    def unclosed(self) -> list[tuple[str, str, str | None]]:
+        """Models in a final state whose job the coordinator has not closed yet: (id, status, error)."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT model_id, status, error FROM models"
+                " WHERE closed = 0 AND status IN ('finished', 'failed', 'cancelled') ORDER BY rowid"
+            ).fetchall()
+        return [(row["model_id"], row["status"], row["error"]) for row in rows]
+
+    def set_closed(self, model_id: str) -> None:
+        """The coordinator has closed the model's job."""
+        with self.connect() as db:
+            db.execute("UPDATE models SET closed = 1 WHERE model_id = ?", (model_id,))
 
     def import_finished(self, request: dict[str, Any], result: dict[str, Any]) -> str:
         """Store an exported model as a new finished model; returns its new id."""

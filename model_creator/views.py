@@ -63,6 +63,8 @@ from model_creator.progress import with_progress
 from model_creator.store import ModelStore
 from model_creator.training import TrainingRequest
 
+logger = logging.getLogger(__name__)
+
 EXPORT_FORMAT: Final = "federated_trainer.model/1"
 CSV_TYPES = ("text/csv", "multipart/form-data")
 
@@ -198,7 +200,10 @@ def _federation() -> list[FederationMember]:
     """The owners registered with the coordinator and the columns each publishes."""
     coordinator: CoordinatorClient = current_app.extensions["coordinator"]
     listed = coordinator.data_owners().data_owners
-    return [FederationMember(name=entry.name, columns=entry.columns) for entry in listed]
+    return [
+        FederationMember(name=entry.name, columns=entry.columns, online=entry.online, last_seen=entry.last_seen)
+        for entry in listed
+    ]
 
 
 def _check_columns(request: TrainingRequest) -> list[str]:
@@ -210,7 +215,7 @@ def _check_columns(request: TrainingRequest) -> list[str]:
     owners check their own columns when they join.
     """
     try:
-        members = [member for member in _federation() if member.columns]
+        members = [member for member in _federation() if member.columns and member.online]
     except FederatedError as exc:
         logger.info("no column check against the federation: %s", exc.message)
         return []
@@ -366,7 +371,13 @@ def prediction(query: ModelQuery) -> tuple[Response, int]:
     test_data = _settings().test_data
     if test_data is None:
         raise Conflict("the model creator has no test data (start it with --test-data CSV)")
-    features, labels = load_columns(test_data, model.features, model.label)
+    try:
+        features, labels = load_columns(test_data, model.features, model.label)
+    except DataError as exc:
+        # The message names the file; the answer names what the user asked for, never a server path.
+        logger.warning("GET /prediction: %s", exc.message)
+        problem = exc.message.removeprefix(f"{test_data}: ")
+        raise DataError(f"the test data cannot score model {model.model_id}: {problem}", exc.code, exc.column) from None
     return answer(_predict(model, features, labels))
 
 

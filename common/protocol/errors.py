@@ -16,6 +16,7 @@ Hierarchy::
     │   ├── InvalidCiphertext            not n²'s width, or not 0 < c < n² with gcd(c, n) = 1
     │   └── KeyMismatch                  message names another public key than the job's
     ├── TrainingError                    the maths cannot go on (e.g. a singular design)
+    ├── StorageUnavailable               this party cannot use its state storage now (disk full, I/O error)
     └── UpstreamError                    another party failed, timed out or answered an error
         └── PeerUnreachable              it could not be reached or did not answer in time
 
@@ -160,6 +161,14 @@ class TrainingError(FederatedError):
     """The optimisation cannot proceed, e.g. the pooled design matrix is singular."""
 
 
+class StorageUnavailable(FederatedError):
+    """The party cannot use its state storage right now (the disk is full, an I/O error): try again later.
+
+    Nothing was written (the transaction was rolled back); the request may be sent again as it
+    was, and a job it belongs to goes on once the storage works again.
+    """
+
+
 class UpstreamError(FederatedError):
     """Another party answered with an error this project does not know by name."""
 
@@ -184,10 +193,20 @@ _BY_NAME: dict[str, type[FederatedError]] = {
         EncodingOverflow,
         ProtocolViolation,
         TrainingError,
+        StorageUnavailable,
         UpstreamError,
         PeerUnreachable,
     )
 }
+
+
+def is_transient(error: FederatedError) -> bool:
+    """Whether the same call may succeed later: a storage fault here or at a peer, or a peer not reached.
+
+    A job meeting such an error waits and tries again; any other error is an answer that trying
+    again would not change.
+    """
+    return isinstance(error, StorageUnavailable | PeerUnreachable)
 
 
 def from_peer(type_name: object, message: str, peer: str) -> FederatedError:

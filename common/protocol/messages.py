@@ -384,6 +384,9 @@ class DataOwnerEntry(Answer):
     name: OwnerName
     url: Url
     columns: list[str] = Field(default_factory=list, description="The column names it publishes.")
+    online: bool = Field(default=True, description="False while the coordinator has it offline.")
+    offline_reason: str | None = None
+    last_seen: float | None = Field(default=None, description="When it was last heard from (seconds since 1970).")
 
 
 class DataOwnerList(Answer):
@@ -749,6 +752,8 @@ class FederationMember(Answer):
 
     name: OwnerName
     columns: list[str] = Field(description="The column names it publishes (names only).")
+    online: bool = Field(description="False while the coordinator has it offline (left out of rounds).")
+    last_seen: float | None = Field(description="When the coordinator last heard from it (seconds since 1970).")
 
 
 class Federation(Answer):

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ from common.protocol.errors import (
     ProtocolViolation,
     Refused,
     SchemaError,
+    StorageUnavailable,
     TrainingError,
     Unauthorized,
     UpstreamError,
@@ -83,6 +85,7 @@ STATUS_OF: dict[type[FederatedError], int] = {
     InvalidCiphertext: 422,
     KeyMismatch: 422,
     TrainingError: 422,
+    StorageUnavailable: 503,
     UpstreamError: 502,
     FederatedError: 500,
 }
@@ -98,6 +101,9 @@ _ERROR_DESCRIPTIONS = {
     413: "Content Too Large",
     422: "Unprocessable Content",
 }
+#: Seconds a 503 (a storage fault) tells the caller to wait before trying again (``Retry-After``).
+RETRY_AFTER_SECONDS = 2
+
 HEALTH = Tag(name="health", description="Liveness of the service.")
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -316,6 +322,7 @@ def peer_client(app: Any, settings: ServiceSettings) -> PeerClient:
     return PeerClient(
         settings.request_timeout,
         connect_retries=settings.connect_retries,
+        status_retries=settings.status_retries,
         recorder=traffic_log.recorder() if traffic_log else None,
         verify=str(settings.ca_bundle) if settings.ca_bundle else True,
         allow_insecure_http=settings.allow_insecure_http,
@@ -330,7 +337,10 @@ def register_error_handlers(app: Flask) -> None:
         status = status_of(error)
         if error.peer is not None:
             return jsonify(error=error.message, type="UpstreamError"), status
-        return jsonify(error.to_json()), status
+        response = jsonify(error.to_json())
+        if status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -372,8 +382,8 @@ def _parse_json_body() -> None:
     except WerkzeugBadRequest:
         try:
             json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SchemaError(f"body: malformed JSON ({exc})") from None
+        except ValueError as exc:
+            raise SchemaError(f"body: malformed JSON ({_json_problem(exc)})") from None
         except RecursionError:
             raise SchemaError("body: malformed JSON (nested too deeply)") from None
         raise SchemaError("body: malformed JSON") from None
@@ -381,6 +391,15 @@ def _parse_json_body() -> None:
         raise SchemaError("body: malformed JSON (nested too deeply)") from None
     if not isinstance(payload, dict):
         raise SchemaError("body: expected a JSON object")
+
+
+def _json_problem(error: ValueError) -> str:
+    """What is wrong with a body that is not JSON, in the body's own terms, never Python's advice."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg}: line {error.lineno} column {error.colno} (char {error.pos})"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text at byte {error.start}"
+    return f"a number has more than the {sys.get_int_max_str_digits()} digits allowed"
 
 
 class Worker:
@@ -444,21 +463,22 @@ def serve(
     certificate: str | None = None,
     private_key: str | None = None,
     allow_insecure_http: bool = False,
-    threads: int = 16,
 ) -> None:
     """Serve with cheroot, a production WSGI server, over HTTPS when a certificate is given.
 
-    Plain HTTP is refused on anything but loopback unless ``allow_insecure_http`` says otherwise:
-    the parties exchange credentials, and ciphertexts are only as private as their metadata.
+    The server has read deadlines and threads to spare for slow clients
+    (:mod:`common.service.server`). Plain HTTP is refused on anything but loopback unless
+    ``allow_insecure_http`` says otherwise: the parties exchange credentials, and ciphertexts are
+    only as private as their metadata.
     """
-    from cheroot import wsgi
+    from common.service.server import GuardedServer
 
     if bool(certificate) != bool(private_key):
         raise SystemExit("give both --tls-cert and --tls-key, or neither")
     if not certificate and not is_loopback(host) and not allow_insecure_http:
         raise SystemExit(f"refusing plain HTTP on {host}: give --tls-cert and --tls-key, or --allow-insecure-http")
     check_port_free(host, port)
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name=app.name)
+    server = GuardedServer((host, port), app, app.name)
     scheme = "http"
     if certificate:
         from cheroot.ssl.builtin import BuiltinSSLAdapter

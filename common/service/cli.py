@@ -58,6 +58,12 @@ def base_parser(
         action="store_true",
         help="allow plain HTTP on a non-loopback address, and to non-loopback peers",
     )
+    parser.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="start even if a state database is empty, damaged or of a newer version: move it aside"
+        " (renamed *.unusable-<time>) and begin with an empty one; without it such a database stops the service",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -86,6 +92,8 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
         config["CA_BUNDLE"] = str(args.ca_bundle)
     if args.traffic_log:
         config["TRAFFIC_LOG"] = str(args.traffic_log)
+    if args.reset_state:
+        config["RESET_STATE"] = True
     return config
 
 
@@ -96,10 +104,13 @@ def _url_host(host: str) -> str:
 
 
 def start_or_exit(factory: Callable[[dict[str, Any]], F], config: dict[str, Any]) -> F:
-    """``factory(config)``, or exit at once with a message naming the setting that is wrong."""
+    """``factory(config)``, or exit at once with a message naming the setting or state file that is wrong."""
     from common.service.settings import SettingsError
+    from common.service.storage import StateError
 
     try:
         return factory(config)
     except SettingsError as exc:
         raise SystemExit(f"bad setting: {exc}") from None
+    except StateError as exc:
+        raise SystemExit(f"cannot start: {exc}") from None

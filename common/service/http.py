@@ -2,7 +2,11 @@
 
 Connection failures and connections dropped before an answer are retried by urllib3's ``Retry``,
 for every method: each call between parties is idempotent by design (a repeated round request
-picks up the same round, a repeated reply is a 409 that changes nothing). A peer that cannot be
+picks up the same round, a repeated reply is a 409 that changes nothing). So are the transient
+answers 502, 503 and 504 (a peer whose storage failed answers 503 with ``Retry-After``, which is
+honoured), with backoff, inside a bounded budget: ``status_retries`` tries, each waiting the
+peer's ``Retry-After`` or the backoff (at most ``backoff_max`` seconds). A read timeout is never
+retried: the call's timeout is its deadline, not one of several in a row. A peer that cannot be
 reached is a :class:`~common.protocol.errors.PeerUnreachable`; an error a peer answers with is
 re-raised as the class its ``type`` names (:func:`~common.protocol.errors.from_peer`), with
 ``peer`` set, so callers branch on what went wrong, never on statuses.
@@ -13,25 +17,59 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from common.protocol.errors import PeerUnreachable, UpstreamError, from_peer
 
 TrafficRecorder = Callable[[str, str, bytes], None]
 
+#: Seconds to wait for a peer to accept the connection (the call's own timeout, if shorter). A peer
+#: that is stopped or hung still has its listening socket, whose backlog fills: without a short
+#: connect timeout each connection retry would wait the whole call timeout.
+CONNECT_TIMEOUT = 5.0
+
+#: The answers that say "try again later": a gateway's failure or timeout, a peer's storage fault.
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+class PeerRetry(Retry):
+    """urllib3's ``Retry``, except that a read timeout ends the call at once.
+
+    Retrying a peer that accepted the connection but did not answer in time would multiply the
+    call's deadline by the retries (three 30 s waits on a hung peer instead of one).
+    """
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
 
 class PeerClient:
-    """JSON calls to other parties with a fixed timeout and connection retries."""
+    """JSON calls to other parties with a fixed timeout, connection retries and retries of transient answers."""
 
     def __init__(
         self,
         timeout: float,
         connect_retries: int = 3,
+        status_retries: int = 3,
         recorder: TrafficRecorder | None = None,
         token: str | None = None,
         verify: str | bool = True,
@@ -43,14 +81,16 @@ class PeerClient:
         self.token = token
         self.verify = verify
         self.session = requests.Session()
-        retry = Retry(
-            total=connect_retries,
+        retry = PeerRetry(
+            total=connect_retries + status_retries,
             connect=connect_retries,
             read=connect_retries,
-            status=0,
+            status=status_retries,
             other=0,
             redirect=0,
             allowed_methods=None,
+            status_forcelist=TRANSIENT_STATUSES,
+            respect_retry_after_header=True,
             backoff_factor=0.25,
             backoff_max=8,
             raise_on_status=False,
@@ -80,7 +120,7 @@ class PeerClient:
                 method,
                 url,
                 data=body,
-                timeout=timeout or self.timeout,
+                timeout=(min(CONNECT_TIMEOUT, timeout or self.timeout), timeout or self.timeout),
                 allow_redirects=False,
                 headers=headers,
                 verify=self.verify,

@@ -93,6 +93,10 @@ class ServiceSettings(BaseSettings):
     max_content_length: Annotated[int, Field(ge=1024, le=1 << 30)] = 16 * 1024 * 1024
     request_timeout: Seconds = 30.0
     connect_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    # Tries again of a call answered 502, 503 or 504, each after the peer's Retry-After or a backoff.
+    status_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    # Start even if a state database cannot be used: it is moved aside and an empty one begun.
+    reset_state: bool = False
     traffic_log: Path | None = None
     secrets_dir: Path = DEFAULT_SECRETS_DIR
     secrets_file: Path | None = None

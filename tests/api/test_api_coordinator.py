@@ -109,10 +109,15 @@ def test_register_then_reregister_then_list(coordinator_app):
 
     listed = client.get("/data_owners")
     assert listed.status_code == 200
-    assert listed.get_json() == {"data_owners": [
-        {"name": "owner-a", "url": "http://127.0.0.1:5003", "columns": []},
-        {"name": "owner-b", "url": "https://owner-b.example:5002", "columns": []},
-    ]}
+    entries = listed.get_json()["data_owners"]
+    assert [{key: entry[key] for key in ("name", "url", "columns", "online", "offline_reason")}
+            for entry in entries] == [
+        {"name": "owner-a", "url": "http://127.0.0.1:5003", "columns": [], "online": True, "offline_reason": None},
+        {"name": "owner-b", "url": "https://owner-b.example:5002", "columns": [], "online": True,
+         "offline_reason": None},
+    ]
+    # Each was heard from when it enrolled (owner-a last at its second enrolment).
+    assert all(abs(entry["last_seen"] - time.time()) < 60 for entry in entries)
     assert issued["credential"] not in listed.get_data(as_text=True)
 
 
@@ -174,7 +179,9 @@ def test_bad_registration(coordinator_app, overrides, fragment):
 # -- identity binding ----------------------------------------------------------------------------
 
 def listed(app) -> list[dict]:
-    return as_model_creator(app).get("/data_owners").get_json()["data_owners"]
+    """The registry's names, URLs and published columns (liveness is checked where it matters)."""
+    return [{key: entry[key] for key in ("name", "url", "columns")}
+            for entry in as_model_creator(app).get("/data_owners").get_json()["data_owners"]]
 
 
 def test_reenrolment_under_a_bound_name_with_another_identity_key_is_refused(coordinator_app, small_key):

@@ -8,7 +8,10 @@ reference results are computed from the CSV files with numpy alone.
 from __future__ import annotations
 
 import csv
+import errno
 import math
+import os
+import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,6 +77,45 @@ def wait_coordinator_job(federation: LocalFederation, job_id: str, timeout: floa
         if job["status"] in ("finished", "failed") or time.monotonic() > deadline:
             return job
         time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# A small file system to fill: the storage faults
+# --------------------------------------------------------------------------------------------
+
+@contextmanager
+def small_tmpfs(directory: Path, size: str = "4m") -> Iterator[Path]:
+    """``directory`` as a tmpfs of ``size`` (mode 0700), unmounted afterwards; skips the test where one cannot be mounted.
+
+    Mounting needs root (CI runs as root on Debian); elsewhere the storage-fault tests skip with that reason.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of ``directory`` to the last byte with one file; returns it (unlink it to free the space)."""
+    filler = directory / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for block in (b"\0" * 65536, b"\0"):
+            try:
+                while True:
+                    os.write(descriptor, block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(descriptor)
+    return filler
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from common.protocol.errors import Conflict, NotFound, PeerUnreachable
+from common.protocol.errors import Conflict, NotFound, PeerUnreachable, StorageUnavailable
 from common.protocol.messages import (
     FinishJob,
     JobFinished,
@@ -112,12 +113,13 @@ class StandInCoordinator:
         return [message for call, message in self.calls if call == name]
 
 
-def trainer_over(tmp_path: Path, key, coordinator: StandInCoordinator) -> Trainer:
+def trainer_over(tmp_path: Path, key, coordinator: StandInCoordinator, **options) -> Trainer:
     tmp_path.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(tmp_path / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(key.to_json(), handle)
-    settings = ModelCreatorSettings(state_dir=tmp_path, key_bits=1024, test_only_small_keys=True, test_data=None)
+    settings = ModelCreatorSettings(state_dir=tmp_path, key_bits=1024, test_only_small_keys=True, test_data=None,
+                                    **options)
     return Trainer(ModelStore(tmp_path / "models.sqlite3"), KeyStore(tmp_path, 1024, test_only_small_keys=True), coordinator,  # type: ignore[arg-type]
                    Worker("test-trainer"), settings)
 
@@ -175,12 +177,63 @@ def test_a_stopped_job_is_persisted_closed_at_the_coordinator_and_no_longer_in_f
     assert trainer.resume_unfinished() == 0
 
 
-def test_an_unreachable_coordinator_fails_the_job_with_its_reason(tmp_path, small_key):
-    trainer = trainer_over(tmp_path, small_key, StandInCoordinator(unreachable=True))
+def test_an_unreachable_coordinator_interrupts_the_job_and_it_resumes_once_the_coordinator_answers(tmp_path,
+                                                                                                      small_key):
+    coordinator = StandInCoordinator(unreachable=True)
+    trainer = trainer_over(tmp_path, small_key, coordinator)
     model_id = trainer.start(request(trainer))
     settle(trainer)
-    model = trainer.store.get(model_id)
-    assert model.status == "failed" and "connection refused" in (model.error or "")
+    # A transient fault is no failure: the model waits, and a delivery meanwhile is a 503 to try later.
+    assert trainer.store.get(model_id).status == "pending"
+    with pytest.raises(StorageUnavailable, match="resuming after a transient fault"):
+        trainer.accept_aggregate(model_id, 0, "gradient", [], ["a"], {})
+    trainer.reconcile()
+    settle(trainer)
+    assert trainer.store.get(model_id).status == "pending" and not coordinator.named("order_round")
+
+    coordinator.unreachable = False
+    trainer.reconcile()
+    settle(trainer)
+    assert trainer.store.get(model_id).status == "running"
+    (order,) = coordinator.named("order_round")
+    assert (order.round, order.kind) == (0, "gradient")
+    assert len(coordinator.named("open_job")) == 3
+
+
+def test_a_round_awaited_too_long_is_ordered_again_and_only_once_per_wait(tmp_path, small_key):
+    coordinator = StandInCoordinator()
+    trainer = trainer_over(tmp_path, small_key, coordinator, reorder_after=0.01)
+    trainer.start(request(trainer))
+    settle(trainer)
+    time.sleep(0.02)
+    trainer.reconcile()
+    settle(trainer)
+    first, again = coordinator.named("order_round")
+    assert (again.round, again.kind, again.key_fingerprint) == (first.round, first.kind, first.key_fingerprint)
+
+
+def test_a_final_model_is_closed_at_the_coordinator_until_it_has_it(tmp_path, small_key):
+    class FinishFails(StandInCoordinator):
+        fails = True
+
+        def finish_job(self, job_id: str, message: FinishJob) -> JobFinished:
+            self.calls.append(("finish_job", message))
+            if self.fails:
+                raise StorageUnavailable("POST /finish: HTTP 503: disk full", peer="http://coordinator/finish")
+            return JobFinished(job_id=job_id, status=message.status)
+
+    coordinator = FinishFails()
+    trainer = trainer_over(tmp_path, small_key, coordinator)
+    model_id = trainer.start(request(trainer))
+    settle(trainer)
+    trainer.accept_failure(model_id, "coordinator: no quorum")
+    settle(trainer)
+    assert trainer.store.unclosed() == [(model_id, "failed", "coordinator: no quorum")]
+    coordinator.fails = False
+    trainer.reconcile()
+    settle(trainer)
+    assert [(m.status, m.error) for m in coordinator.named("finish_job")] == [("failed", "coordinator: no quorum")] * 2
+    assert trainer.store.unclosed() == []
 
 
 def test_a_resumed_job_is_opened_again_and_asked_for_the_awaited_round_without_a_transition(tmp_path, small_key):

@@ -114,7 +114,7 @@ def private_run(small_key) -> TrainingRun:
 def test_a_private_run_solves_the_summed_releases_with_adassp_and_resumes_after_a_restart(small_key):
     run = private_run(small_key)
     spec = run.spec
-    releases = [NoisyRelease.draw(exact_blocks(spec, *owners_data(seed)), rho_for(5.0, 1e-5), 5.0, 1e-5)
+    releases = [NoisyRelease.draw(exact_blocks(spec, *owners_data(seed)), rho_for(50.0, 1e-5), 50.0, 1e-5)
                 for seed in range(3)]
     maps = []
     for release in releases:
@@ -143,11 +143,11 @@ def test_a_private_run_solves_the_summed_releases_with_adassp_and_resumes_after_
     assert spec.feature_scales == (-2, -2) and spec.label_scale == -4
     unscaled = unscaled_coefficients(spec.feature_scales, spec.label_scale, list(map(Fraction, expected.coefficients)))
     np.testing.assert_allclose(coefficients, [float(c) for c in unscaled], rtol=1e-9)
-    # At ε = 5 on 600 rows the model is close to the truth it was drawn from.
+    # At ε = 50 on 600 rows the model is close to the truth it was drawn from.
     np.testing.assert_allclose(coefficients, [0.5, 1.5, -2.0], atol=0.5)
     report = run.result()["privacy"]
     assert sorted(report["data_owners"]) == sorted(privacy)
-    assert report["data_owners"]["owner_0"]["epsilon"] == 5.0 and report["data_owners"]["owner_0"]["delta"] == 1e-5
+    assert report["data_owners"]["owner_0"]["epsilon"] == 50.0 and report["data_owners"]["owner_0"]["delta"] == 1e-5
     assert report["regularisation"]["lambda"] == pytest.approx(expected.strength)
     assert report["regularisation"]["gram_noise_std"] == pytest.approx(
         math.sqrt(sum(d.noise_std["gram"] ** 2 for d in privacy.values())))

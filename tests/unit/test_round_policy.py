@@ -24,6 +24,7 @@ from common.protocol.errors import (
     ProtocolViolation,
     Refused,
     SchemaError,
+    StorageUnavailable,
     UpstreamError,
 )
 from common.protocol.spec import JobSpec
@@ -236,6 +237,7 @@ def test_an_error_the_owner_answered_with_refuses_the_job(error):
         PeerUnreachable("PUT ...: connection refused", peer=OWNER),
         UpstreamError("PUT ...: HTTP 500: internal error", peer=OWNER),
         UpstreamError("PUT ...: unexpected answer (2 error(s))", peer=OWNER),
+        StorageUnavailable("PUT ...: HTTP 503: this party cannot use its state storage right now", peer=OWNER),
         DataError("raised here, not answered by the owner"),
         FederatedError("raised here"),
     ],
@@ -291,3 +293,13 @@ def test_aggregate_rejects_mismatched_lengths(small_key):
 def test_aggregate_rejects_no_reply(small_key):
     with pytest.raises(ProtocolViolation, match="no reply"):
         aggregate(small_key.public_key.nsquare, [])
+
+
+def test_offline_owners_are_left_out_while_the_quorum_is_met_without_them():
+    policy = RoundPolicy(min_data_owners=2, attempts=3)
+    joined = {"a", "b", "c"}
+    assert policy.member_set(["a", "b", "c"], joined, {}, offline={"c"}) == ["a", "b"]
+    # Without them the quorum is not met: they are asked after all.
+    assert policy.member_set(["a", "b", "c"], joined, {}, offline={"b", "c"}) == ["a", "b", "c"]
+    assert policy.member_set(["a", "b", "c"], joined, {"a": "no reply"}, offline={"c"}) == ["b", "c"]
+    assert policy.member_set(["a", "b", "c"], joined, {}, offline=set()) == ["a", "b", "c"]

@@ -267,3 +267,32 @@ def test_registry_claims_a_round_once_until_released():
     assert registry.claim("job-1", 4) and registry.claim("job-2", 3)
     registry.release("job-1", 3)
     assert registry.claim("job-1", 3)
+
+
+def test_a_member_that_goes_silent_fails_the_attempt_before_its_deadline():
+    collector = make_collector(expected=("a", "b", "c"))
+    collector.add("a", [1])
+    collector.add("b", [2])
+    watched: list[frozenset[str]] = []
+
+    def watch(pending: frozenset[str]) -> dict[str, str]:
+        watched.append(pending)
+        return {"c": "silent: answered neither the round nor 3 health checks in a row"} if len(watched) == 3 else {}
+
+    replies, failures = collector.wait(LIVENESS, watch, interval=0.01)
+    assert replies == {"a": [1], "b": [2]}
+    assert failures == {"c": "silent: answered neither the round nor 3 health checks in a row"}
+    assert watched == [frozenset({"c"})] * 3 and collector.silent == {"c"} and collector.closed
+
+
+def test_members_that_miss_the_deadline_are_silent_and_a_reply_outweighs_a_watch():
+    collector = make_collector(expected=("a", "b"))
+
+    def watch(pending: frozenset[str]) -> dict[str, str]:
+        if "a" in pending:
+            collector.add("a", [1])  # a replies just as the watch finds it silent
+        return dict.fromkeys(pending & {"a"}, "silent")
+
+    replies, failures = collector.wait(0.05, watch, interval=0.01)
+    assert replies == {"a": [1]} and failures == {"b": "no reply within 0.05 s"}
+    assert collector.silent == {"b"}
