@@ -138,11 +138,12 @@ METADATA_NUMBER_KEYS = {
     "created_at": "a wall-clock time (the coordinator's clock)",
     "updated_at": "a wall-clock time (the coordinator's clock)",
     "started_at": "a wall-clock time (the coordinator's clock)",
+    "last_seen": "a wall-clock time (the coordinator's clock: when it last heard from an owner)",
     "seconds": "a duration measured by the coordinator",
     "delivered": "a flag (0 or 1)",
     "port": "the TCP port of a party, from its enrolment or the federation's configuration",
 }
-TIME_KEYS = {"signed_at", "registered_at", "created_at", "updated_at", "started_at"}
+TIME_KEYS = {"signed_at", "registered_at", "created_at", "updated_at", "started_at", "last_seen"}
 
 #: Strings that are keys, signatures, digests, random ids, tokens or ciphertexts: their digits are
 #: not numbers, so they are not searched as decimal text; they are searched as hexadecimal and as

@@ -238,3 +238,21 @@ def test_owners_leave_by_deregistering_or_by_the_operator_and_later_jobs_run_wit
         model = client.wait(client.train(), timeout=300)
         assert model["status"] == "finished" and model["data_owners"] == ["owner_a"]
         assert all(not entry["failures"] for entry in model["history"]), model["history"]
+
+
+def test_the_readmes_multi_owner_flow_counts_every_row_once(tmp_path):
+    """The default owner (train.csv, the union of the shards) leaves before the shards train."""
+    shards = [(f"hospital_{letter}", SHIPPED / f"owner_{letter}.csv") for letter in "abc"]
+    owners = [("data-owner", SHIPPED / "train.csv"), *shards]
+    with running_federation(tmp_path, owners, SHIPPED / "test.csv", environment=dict(FAST_RETRIES)) as fed:
+        default = fed.data_owner("data-owner")
+        default.stop()
+        left = subprocess.run([str(CHECKOUT / "run_data_owner.sh"), *default.arguments, "--port", str(default.port),
+                               "--deregister"], capture_output=True, text=True, timeout=120, env=fed._environment())
+        assert left.returncode == 0, left.stderr
+        client = Client(fed.model_creator.url)
+        model = client.wait(client.train(), timeout=300)
+        assert model["status"] == "finished" and sorted(model["data_owners"]) == [name for name, _ in shards]
+        train_rows = len((SHIPPED / "train.csv").read_text().splitlines()) - 1
+        shard_rows = sum(len(path.read_text().splitlines()) - 1 for _, path in shards)
+        assert shard_rows == train_rows == 400
