@@ -80,11 +80,14 @@ def _cut(connection: socket.socket, reason: str) -> None:
     """Shut ``connection`` down under the thread blocked on it (the TLS layer too: its raw socket)."""
     try:
         host, port = connection.getpeername()[:2]
-        peer = f"{host}:{port}"
+    except OSError:
+        return
+    # Logged first, so that whoever sees the connection end finds the reason already written.
+    logger.warning("closed the connection of %s:%s: %s", host, port, reason)
+    try:
         socket.socket.shutdown(connection, socket.SHUT_RDWR)
     except OSError:
         return
-    logger.warning("closed the connection of %s: %s", peer, reason)
 
 
 class DeadlineRequest(cheroot_server.HTTPRequest):

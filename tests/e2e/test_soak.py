@@ -126,8 +126,10 @@ def _inject(federation: LocalFederation, disks: dict[str, Path], rng: random.Ran
 
 def test_jobs_survive_random_kills_stops_and_full_disks(tmp_path):
     workdir = tmp_path / "federation"
-    with small_tmpfs(workdir / "coordinator", "4m") as coordinator_disk, \
-            small_tmpfs(workdir / "model_creator", "4m") as model_creator_disk:
+    # Room for what a soak's jobs store (the coordinator keeps every round's aggregate, and SQLite's
+    # write-ahead log alone reaches 4 MB before a checkpoint): the faults fill what is left.
+    with small_tmpfs(workdir / "coordinator", "64m") as coordinator_disk, \
+            small_tmpfs(workdir / "model_creator", "64m") as model_creator_disk:
         federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
                                      environment=ENVIRONMENT)
         observed, model_ids, injected = Observed(), [], Counter()
