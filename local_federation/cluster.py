@@ -287,10 +287,16 @@ class LocalFederation:
         prefix, host = self.placement.get(name, ([], "127.0.0.1"))
         if host != "127.0.0.1" and not self.tls_cert:
             arguments.append("--allow-insecure-http")
+        # Two probes may be handed the same free port while neither party listens yet: a port is
+        # never given to two parties of one federation.
+        taken = {other.port for other in self.parties.values()}
+        port = free_port()
+        while port in taken:
+            port = free_port()
         party = Party(
             name,
             module,
-            free_port(),
+            port,
             arguments,
             self.workdir / f"{name.replace(':', '_')}.log",
             "https" if self.tls_cert else "http",
