@@ -57,10 +57,20 @@ def private_file(path: Path) -> Path:
 
 
 def append_private(path: Path, text: str) -> None:
-    """Append ``text`` to ``path``, creating it with mode 0600 if it is missing (e.g. rotated away)."""
+    """Append ``text`` to ``path``, creating it with mode 0600 if it is missing (e.g. rotated away).
+
+    The text goes out in one ``write`` on an ``O_APPEND`` descriptor (a buffered text file would
+    split a long line into 8 KiB writes, and a reader could catch half a line between them); a
+    short write, which only a full disk causes, is finished by further writes.
+    """
+    data = text.encode("utf-8")
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_MODE)
-    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
-        handle.write(text)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(descriptor, data[written:])
+    finally:
+        os.close(descriptor)
 
 
 def write_private(path: Path, text: str) -> None:

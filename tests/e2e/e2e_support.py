@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import math
 import os
 import subprocess
@@ -67,6 +68,19 @@ def post_model(federation: LocalFederation, body: Mapping[str, Any] | None, time
     except TimeoutError:
         logs = "\n".join(f"--- {p.name}\n{p.log_tail()}" for p in federation.parties.values())
         raise AssertionError(f"model {model_id} did not end within {timeout} s\n{logs}") from None
+
+
+def traffic_records(log: Path, offset: int = 0) -> list[dict[str, Any]]:
+    """The traffic log's records after byte ``offset``, parsed from complete lines only.
+
+    A service may be appending while a test reads: a last line without its newline is not yet
+    a record, and is left for the next read.
+    """
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines()]
 
 
 def wait_coordinator_job(federation: LocalFederation, job_id: str, timeout: float = 30) -> dict[str, Any]:

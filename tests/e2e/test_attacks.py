@@ -44,6 +44,7 @@ from e2e_support import (
     post_model,
     read_table,
     running_federation,
+    traffic_records,
     wait_coordinator_job,
 )
 from support import (
@@ -158,11 +159,9 @@ def wait_logged(traffic_log: Path, offset: int, peer: str, timeout: float = 30) 
     """Wait until the traffic log records the answer to a call on ``peer`` after ``offset``."""
     deadline = time.monotonic() + timeout
     while True:
-        with traffic_log.open("rb") as log:
-            log.seek(offset)
-            if any(record["direction"] == "answered" and record["peer"] == peer
-                   for record in map(json.loads, log.read().decode("utf-8").splitlines())):
-                return
+        if any(record["direction"] == "answered" and record["peer"] == peer
+               for record in traffic_records(traffic_log, offset)):
+            return
         assert time.monotonic() < deadline, f"no answer to {peer} in {traffic_log}"
         time.sleep(0.1)
 
@@ -304,9 +303,7 @@ def test_refusals_carry_a_code_and_nothing_of_the_owners_data(shared):
         creator.stop()
         shared.start_party(creator)
 
-    with traffic_log.open("rb") as log:
-        log.seek(offset)
-        records = [json.loads(line) for line in log.read().decode("utf-8").splitlines()]
+    records = traffic_records(traffic_log, offset)
     # The registry's column names are what each owner publishes at enrolment (the federation's
     # schema; these owners' policies publish their whole header): the one place names may stand.
     for record in records:

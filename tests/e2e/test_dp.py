@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from e2e_support import assert_matches_lstsq, coordinator_job, lstsq_reference, pooled, post_model, running_federation
+from e2e_support import (
+    assert_matches_lstsq,
+    coordinator_job,
+    lstsq_reference,
+    pooled,
+    post_model,
+    running_federation,
+    traffic_records,
+)
 from support import DIABETES_FEATURES, DIABETES_LABEL, FAST_RETRIES, SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS
 
 from common.crypto.packing import unpack_sum
@@ -150,9 +158,7 @@ def rejoin_and_ask_statistics(federation: LocalFederation, owner: str, spec: Job
     assert asked.status_code == 202, asked.text
     path = f"/jobs/{spec.job_id}/rounds/{round_number}/contributions"
     for _ in range(300):
-        with log.open("rb") as handle:
-            handle.seek(offset)
-            received = [json.loads(line) for line in handle.read().decode().splitlines()]
+        received = traffic_records(log, offset)
         bodies = [r["body"] for r in received if r["direction"] == "received" and r["peer"].endswith(path)]
         if bodies:
             break

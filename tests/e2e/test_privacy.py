@@ -64,6 +64,7 @@ from e2e_support import (
     post_model,
     read_table,
     running_federation,
+    traffic_records,
     wait_coordinator_job,
     write_csv,
 )
@@ -349,7 +350,7 @@ def run(tmp_path_factory) -> Iterator[Run]:
         job_views = {job_id: coordinator_job(federation, job_id) for job_id in job_ids.values()}
         time.sleep(0.5)  # the coordinator releases finished jobs at the owners in its worker
         ended = time.time()
-        records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        records = traffic_records(log)
         tables = dump_tables(workdir / "coordinator" / "coordinator.sqlite3")
         log_lines = (workdir / "coordinator.log").read_text(encoding="utf-8", errors="replace").splitlines()
         key_path = workdir / "model_creator" / "paillier_private_key.json"
@@ -1681,7 +1682,7 @@ def test_a_replayed_attempt_with_other_weights_reveals_nothing(tmp_path):
         _wait_for_round(federation, model_id, 3)
         federation.model_creator.stop()  # the job stays joined at the owners
         time.sleep(1.0)
-        records = [json.loads(line) for line in log.read_text().splitlines()]
+        records = traffic_records(log)
         owner_url = federation.data_owner(amber).url
         request = [json.loads(r["body"]) for r in records
                    if r["direction"] == "sent" and r["peer"] == f"{owner_url}/jobs/{model_id}/rounds"][-1]
@@ -1697,7 +1698,7 @@ def test_a_replayed_attempt_with_other_weights_reveals_nothing(tmp_path):
         answer = federation.session.post(f"{owner_url}/jobs/{model_id}/rounds", json=shifted, timeout=30,
                                          headers={"Authorization": f"Bearer {token}"})
         time.sleep(1.5)
-        records = [json.loads(line) for line in log.read_text().splitlines()]
+        records = traffic_records(log)
     path = f"/jobs/{model_id}/rounds/{request['round']}/contributions"
     replies = [json.loads(r["body"])["ciphertexts"] for r in records if r["direction"] == "received"
                and r["peer"] == path and json.loads(r["body"])["data_owner"] == amber

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from e2e_support import post_model, running_federation
+from e2e_support import post_model, running_federation, traffic_records
 from support import SHIPPED, SHIPPED_OWNERS, file_mode
 
 from common.service.cli import CHECKOUT
@@ -95,7 +95,7 @@ def test_the_traffic_log_is_private_and_holds_no_secret_of_any_party(trained):
     log: Path = trained["log"]
     assert file_mode(log) == 0o600
     text = log.read_text(encoding="utf-8")
-    records = [json.loads(line) for line in text.splitlines()]
+    records = traffic_records(log)
     # The per-owner tokens the coordinator issued at enrolment (kept in its database to call the owners).
     with sqlite3.connect(trained["workdir"] / "coordinator" / "coordinator.sqlite3") as database:
         issued = [row[0] for row in database.execute("SELECT coordinator_token FROM data_owners")]
