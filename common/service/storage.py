@@ -1,9 +1,12 @@
 """SQLite storage shared by the services: one file per service under its state directory.
 
-Each call opens its own connection (sqlite3 connections must not cross threads, and request
-handlers and background workers both write), with WAL journaling so readers never wait for the
-worker, and ``synchronous=FULL``: a commit is on disk before it returns, so a finished model, a
-round or a privacy ledger entry that was answered for survives a power cut.
+Each use takes a connection of its own from a small pool (request handlers and background workers
+both write; a connection serves one thread at a time), with WAL journaling so readers never wait
+for the worker, and ``synchronous=FULL``: a commit is on disk before it returns, so a finished
+model, a round or a privacy ledger entry that was answered for survives a power cut. Connections
+are kept between uses because opening one costs more than the small transactions most uses are
+(it reads the schema again, and closing the last one checkpoints the write-ahead log); one that
+met an SQLite error is closed, never used again.
 
 A database is private to its party (the coordinator's holds the tokens it presents to each data
 owner): it is created with mode 0600 and an existing one is tightened to 0600, with its ``-wal``,
@@ -25,7 +28,8 @@ Refusing a database that cannot be used
 
 Storage faults
     A read or write that SQLite cannot make (the disk is full, an I/O error, the file cannot be
-    opened: on a full disk even a reader may need space for the shared-memory index) is a
+    opened: on a full disk a new connection may need space for the shared-memory index, while a
+    kept one still reads) is a
     :class:`~common.protocol.errors.StorageUnavailable`: the request answers 503 with
     ``Retry-After`` and the caller tries again later; nothing is half-written, since the
     transaction is rolled back.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +65,9 @@ TRANSIENT_CODES = {
     13: "database or disk is full",
     14: "unable to open database file",
 }
+
+#: Connections a store keeps open between uses; more are opened while more threads use it at once.
+IDLE_CONNECTIONS = 8
 
 #: What to do with a database that is refused at start-up, for the message that refuses it.
 REMEDY = (
@@ -89,6 +97,8 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path, reset: bool = False) -> None:
         path = Path(path)
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
         if path.exists():
             problem = unusable(path, self.version)
             if problem is not None and not reset:
@@ -128,20 +138,41 @@ class SQLiteStore:
             error, cannot open, busy): the transaction is rolled back, and a later try may succeed.
         """
         try:
-            connection = sqlite3.connect(self.path, timeout=30)
+            connection = self._take()
+            spoiled = False
             try:
-                connection.row_factory = sqlite3.Row
                 connection.execute("PRAGMA synchronous=FULL")
                 with connection:
                     yield connection
+            except sqlite3.Error:
+                spoiled = True
+                raise
             finally:
-                connection.close()
+                self._give_back(connection, spoiled)
         except sqlite3.OperationalError as exc:
             if not _transient(exc):
                 raise
             logger.error("state database %s: %s", self.path, exc)
             message = f"this party cannot use its state storage right now ({exc}); try again later"
             raise StorageUnavailable(message) from None
+
+    def _take(self) -> sqlite3.Connection:
+        """An idle connection, or a new one (``check_same_thread`` off: the pool hands each to one thread at a time)."""
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()
+        connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def _give_back(self, connection: sqlite3.Connection, spoiled: bool) -> None:
+        """Keep a connection for the next use (up to :data:`IDLE_CONNECTIONS`) unless an SQLite error spoiled it."""
+        if not spoiled and not connection.in_transaction:
+            with self._idle_lock:
+                if len(self._idle) < IDLE_CONNECTIONS:
+                    self._idle.append(connection)
+                    return
+        connection.close()
 
     def _create(self, path: Path) -> None:
         """Make a new database of the current schema and version, whole, then move it into place."""
