@@ -8,8 +8,10 @@ operator (``GET /audit``, ``GET /audit/<id>``). Two kinds of message leave an ow
   is recorded by its HTTP client (:class:`~common.service.http.OutboundAudit`) with the exact
   body bytes, *before* it is sent, and the answer's status once it came;
 * **its answers** to the coordinator's calls (join answers carrying its job key, refusals, round
-  acceptances, leave; and the error answers of those endpoints, whoever called), recorded after
-  they are made and before they are returned (:func:`record_answer`, an ``after_request`` hook).
+  acceptances, leave, and the errors it answers the coordinator with), recorded after they are
+  made and before they are returned (:func:`record_answer`, an ``after_request`` hook). A caller
+  without the coordinator's credential gets a fixed 401 or 403, not recorded: nothing of the
+  owner's is in it, and any caller could otherwise grow the audit.
 
 Not recorded: ``GET /health`` (a fixed answer), the operator's own endpoints, and the public
 documents every party serves alike (the page, its assets, the API document): none carries

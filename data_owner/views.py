@@ -182,16 +182,19 @@ def audit_body(path: AuditPath) -> Response:
 
 
 def audit_answer(response: Response) -> Response:
-    """After each request: an answer on one of the coordinator's endpoints is recorded before it leaves.
+    """After each request: an answer to the coordinator on one of its endpoints is recorded before it leaves.
+
+    Only answers to the coordinator's own credential: anyone else gets a fixed 401 or 403 that
+    carries nothing of this owner's, and recording those would let any caller grow the audit.
 
     An answer that cannot be recorded is not given: it is replaced by a 503 (``Retry-After``)
     whose fixed text carries nothing of this owner's, so the audit stays complete.
     """
     view = current_app.view_functions.get(request.endpoint or "")
-    if COORDINATOR not in getattr(view, "required_roles", ()):
-        return response
     caller = getattr(g, "caller", None)
-    peer = f"{caller.role if caller else 'unauthenticated caller'} at {request.remote_addr}"
+    if COORDINATOR not in getattr(view, "required_roles", ()) or caller is None or caller.role != COORDINATOR:
+        return response
+    peer = f"{caller.role} at {request.remote_addr}"
     try:
         _audit().record_answer(peer, request.method, request.path, response.status_code, response.get_data())
     except StorageUnavailable as exc:

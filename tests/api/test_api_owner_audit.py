@@ -125,17 +125,29 @@ def test_the_audit_is_private_and_outlives_a_restart(tmp_path, stub_peer, small_
 
 def test_pages_go_newest_first_until_next_before_is_none(tmp_path):
     app = owner_app(tmp_path)
-    client = client_with(app, "not-the-coordinator")
-    for index in range(5):  # five refused calls: answers on the coordinator's endpoints, recorded too
-        assert client.delete(f"/jobs/job-{index}").status_code == 401
+    client = enrolled(app)
+    for index in range(5):  # five calls of the coordinator: each answer leaves the owner, so is recorded
+        assert client.delete(f"/jobs/job-{index}").status_code == 200
     first = audit_of(app, "?limit=2")
     assert [entry["path"] for entry in first["entries"]] == ["/jobs/job-4", "/jobs/job-3"]
-    assert first["entries"][0]["kind"] == "error" and first["entries"][0]["peer"].startswith("unauthenticated caller")
+    assert first["entries"][0]["kind"] == "leave" and first["entries"][0]["peer"].startswith("coordinator at ")
     second = audit_of(app, f"?limit=2&before={first['next_before']}")
     assert [entry["path"] for entry in second["entries"]] == ["/jobs/job-2", "/jobs/job-1"]
     last = audit_of(app, f"?limit=2&before={second['next_before']}")
     assert [entry["path"] for entry in last["entries"]] == ["/jobs/job-0"] and last["next_before"] is None
     assert audit_of(app, "?limit=5")["next_before"] is None
+
+
+def test_calls_without_the_coordinators_credential_leave_no_record(tmp_path):
+    """Their fixed 401 or 403 carries nothing of the owner's; recording them would let anyone grow the audit."""
+    app = owner_app(tmp_path)
+    enrolled(app)
+    for client, status in ((app.test_client(), 401), (client_with(app, "not-the-coordinator"), 401),
+                           (as_operator(app), 403)):
+        for _ in range(3):
+            assert client.delete("/jobs/job-1").status_code == status
+            assert client.put("/jobs/job-1", json={}).status_code == status
+    assert audit_of(app)["entries"] == []
 
 
 @pytest.mark.parametrize("path, status, fragment", [
