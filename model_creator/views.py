@@ -269,8 +269,15 @@ def federation() -> tuple[Response, int]:
 @models.get("/models", responses=responses(200, ModelList, 401, 403))
 @requires(USER)
 def list_models() -> tuple[Response, int]:
-    """Every model, oldest first, with status, type, features, metrics and progress (no history)."""
-    return answer(ModelList(models=[with_progress(model) for model in _store().list()]))
+    """Every model, oldest first, with status, type, features, metrics, progress and interruption (no history)."""
+    return answer(ModelList(models=[_shown(model) for model in _store().list()]))
+
+
+def _shown(model: ModelRecord) -> ModelRecord:
+    """A stored model as the user sees it: with its progress and, while a fault holds it up, why."""
+    shown = with_progress(model)
+    interruption = _trainer().interruption(model.model_id) if model.status in ("pending", "running") else None
+    return shown if interruption is None else shown.model_copy(update={"interrupted": interruption})
 
 
 @models.get("/model/<model_id>", responses=responses(200, ModelRecord, 400, 401, 403, 404))
@@ -282,9 +289,11 @@ def show_model(path: ModelPath) -> tuple[Response, int]:
     round when training on standardised features) and ``max_rounds`` otherwise;
     ``fraction_done`` is the rounds taken over it (capped at 0.99 until the job ends);
     ``seconds_left`` the mean round time so far times the
-    rounds still expected.
+    rounds still expected. While a transient fault (a storage fault here or at the coordinator, a
+    coordinator that cannot be reached) holds a job in flight up, ``interrupted`` says what
+    failed, since when and how often, that it is retried, and that the job can be cancelled.
     """
-    return answer(with_progress(_store().get(path.model_id)))
+    return answer(_shown(_store().get(path.model_id)))
 
 
 @models.post("/model/<model_id>/cancel", responses=responses(202, ModelCancelling, 400, 401, 403, 404, 409))
