@@ -560,7 +560,9 @@ class Trainer:
     def _close(self, model_id: str, status: str, reason: str | None) -> None:
         """Close a final model's job at the coordinator and record that it is closed.
 
-        A failure is logged; :meth:`reconcile` tries again until the coordinator has it.
+        A failure is logged; :meth:`reconcile` tries again until the coordinator has it. A job the
+        coordinator does not know (one cancelled while a fault kept it from being opened there)
+        has nothing to close: it is recorded closed.
         """
         if status == Phase.FINISHED.value:
             message = FinishJob(status="finished")
@@ -568,7 +570,10 @@ class Trainer:
             prefix = "cancelled: " if status == Phase.CANCELLED.value else ""
             message = FinishJob(status="failed", error=(prefix + (reason or status))[:MAX_REASON])
         try:
-            self.coordinator.finish_job(model_id, message)
+            try:
+                self.coordinator.finish_job(model_id, message)
+            except NotFound:
+                logger.info("job %s was never opened at the coordinator: nothing to close there", model_id)
             self.store.set_closed(model_id)
         except FederatedError as exc:
             logger.warning("could not close job %s at the coordinator yet: %s", model_id, exc.message)
