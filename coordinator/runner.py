@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from common.crypto.bigint import mpz
 from common.protocol.errors import (
@@ -29,6 +29,7 @@ from common.protocol.errors import (
     PeerUnreachable,
     ProtocolViolation,
     Refused,
+    StorageUnavailable,
     UpstreamError,
     is_transient,
 )
@@ -330,6 +331,8 @@ class RoundRunner:
             for name in [name for name, future in pending.items() if future.done()]:
                 future = pending.pop(name)
                 error = future.exception()
+                if _own_storage_fault(error):
+                    raise error
                 reason = f"could not join: {type(error).__name__}: {error}" if error is not None else future.result()
                 if reason is not None:
                     failures[name] = reason
@@ -347,6 +350,10 @@ class RoundRunner:
         message = JoinJob(spec=job.spec, public_key=PublicKeyMessage.of(job.public_key))
         try:
             joined = self._data_owner(address).join(job.job_id, message)
+        except StorageUnavailable as exc:
+            if exc.peer is None:
+                raise
+            return f"could not join: {exc.message}"
         except PeerUnreachable as exc:
             self.liveness.mark_offline(name, address.url, f"not reached to join job {job.job_id}")
             return f"could not join: {exc.message}"
@@ -415,12 +422,17 @@ class RoundRunner:
         watch = SilenceWatch(self.liveness, addresses, self.settings.health_misses)
         self.registry.open(collector)
         try:
+            asked = []
             for name, (address, _) in members.items():
                 future = self._fan_out.submit(self._ask, job, name, address, request)
                 future.add_done_callback(partial(_record_failure, collector, name))
+                asked.append(future)
             outcome = collector.wait(self.settings.round_timeout, watch, self.settings.health_interval)
         finally:
             self.registry.close(collector)
+        for future in asked:
+            if future.done() and _own_storage_fault(error := future.exception()):
+                raise error
         for name in collector.silent:
             self.liveness.mark_offline(name, addresses[name], f"missed round {state.round} of job {job.job_id}")
         replies, failures = outcome
@@ -443,6 +455,10 @@ class RoundRunner:
         """
         try:
             self._data_owner(address).request_round(job.job_id, request)
+        except StorageUnavailable as exc:
+            if exc.peer is None:
+                raise
+            return exc.message
         except NotFound as exc:
             self.store.forget_member_key(job.job_id, name)
             return f"forgot the job (it is joined again before its next attempt): {exc.message}"
@@ -460,6 +476,15 @@ class RoundRunner:
 
     def _model_creator(self, job: Job) -> ModelCreatorClient:
         return ModelCreatorClient(self.http, job.callback_url, self.settings.coordinator_token)
+
+
+def _own_storage_fault(error: BaseException | None) -> TypeGuard[StorageUnavailable]:
+    """Whether asking an owner failed for a fault of this party's own storage (its traffic log, say).
+
+    That is no failure of the owner: the attempt stops as a transient fault, without being counted,
+    and the round is resumed when the model creator asks for it again.
+    """
+    return isinstance(error, StorageUnavailable) and error.peer is None
 
 
 def _record_failure(collector: RoundCollector, name: str, future: Future[str | None]) -> None:

@@ -142,18 +142,33 @@ class RoundResponder:
         self.worker.submit(self.reply, admitted)
 
     def reply(self, admitted: AdmittedRound) -> None:
-        """Send the round's reply, or a coded refusal saying why there is none."""
+        """Send the round's reply, or a coded refusal saying why there is none.
+
+        The contribution leaves only once its event is in the ledger. When the ledger cannot be
+        written (a full disk) the round gets a refusal (``internal``) instead, at once: the
+        coordinator goes on without this owner, or asks again, rather than waiting out the
+        round's deadline for a reply that never comes. The refusal's own event is then lost (the
+        events are the owner's status record, never what its policy rests on), with a warning.
+        """
         joined = admitted.joined
         job_id = joined.spec.job_id
         try:
             ciphertexts = self._compute(admitted)
+            self.ledger.record_event(job_id, "contributed", admitted.round, detail=f"attempt {admitted.attempt}")
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the round must not wait for us
             refusal = _as_refusal(exc)
             if isinstance(exc, FederatedError):
                 logger.warning("job %s round %d: no reply: %s", job_id, admitted.round, refusal.detail)
             else:
                 logger.exception("job %s round %d: no reply", job_id, admitted.round)
-            self.ledger.record_event(job_id, "refused", admitted.round, refusal.code, refusal.column, refusal.detail)
+            try:
+                self.ledger.record_event(
+                    job_id, "refused", admitted.round, refusal.code, refusal.column, refusal.detail
+                )
+            except StorageUnavailable as fault:
+                logger.warning(
+                    "job %s round %d: the refusal is not in the ledger: %s", job_id, admitted.round, fault.message
+                )
             message = Refusal(data_owner=self.name, attempt=admitted.attempt, code=refusal.code, column=refusal.column)
             self._send(lambda: self.coordinator.refuse(job_id, admitted.round, message))
             return
@@ -163,7 +178,6 @@ class RoundResponder:
             key_fingerprint=joined.public_key.fingerprint,
             ciphertexts=encode_ciphertexts(ciphertexts, joined.public_key),
         )
-        self.ledger.record_event(job_id, "contributed", admitted.round, detail=f"attempt {admitted.attempt}")
         self._send(lambda: self.coordinator.contribute(job_id, admitted.round, contribution))
 
     def _compute(self, admitted: AdmittedRound) -> list[mpz]:

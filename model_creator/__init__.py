@@ -50,6 +50,11 @@ def create_app(settings: ModelCreatorSettings | Mapping[str, Any] | None = None)
         model_store=store,
         key_store=keys,
         coordinator=coordinator,
+        column_check=CoordinatorClient(
+            peer_client(app, settings, single_attempt=settings.column_check_timeout),
+            settings.coordinator_url,
+            settings.model_creator_token,
+        ),
         trainer=Trainer(store, keys, coordinator, Worker("model-creator"), settings),
     )
     app.register_api(models)

@@ -63,6 +63,10 @@ class ModelCreatorSettings(ServiceSettings):
         here or at the coordinator, a coordinator not reached), rounds awaited for longer than
         ``reorder_after`` seconds (ordered again: the coordinator resumes or delivers them again),
         and finished models whose job the coordinator has not closed yet.
+    column_check_timeout
+        Seconds ``POST /model`` waits for the coordinator's list of the federation's columns, in one
+        attempt without retries: a coordinator that is away does not hold the request up (the job
+        is accepted with a warning, and opened at the coordinator when it answers).
     api_token
         When set, the user API (``/model``, ``/models``, ``/prediction``, ...) requires
         ``Authorization: Bearer <api_token>``; otherwise it is open (serve it on loopback only).
@@ -92,6 +96,7 @@ class ModelCreatorSettings(ServiceSettings):
     connect_retries: Annotated[int, Field(ge=0, le=20)] = 8
     reconcile_interval: Seconds = 5.0
     reorder_after: Seconds = 30.0
+    column_check_timeout: Seconds = 3.0
     model_creator_token: str | None = None
     coordinator_token: str | None = None
     api_token: str | None = None

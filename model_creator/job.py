@@ -32,6 +32,11 @@ from its last persisted transition once the store can be read, exactly as a rest
 same check orders again a round awaited for longer than ``reorder_after`` (the coordinator then
 resumes it or delivers its aggregate again) and closes at the coordinator every final model it has
 not closed yet, so the two views of a job cannot disagree for good.
+
+While a job is interrupted, :meth:`Trainer.interruption` says why (what failed, since when, how
+many faults in a row): ``GET /model/<id>`` shows it, so a fault that never ends is never a
+``running`` without explanation. It is cleared once the coordinator takes the job's next order
+(or the job ends); the user may cancel an interrupted job like any other in flight.
 """
 
 from __future__ import annotations
@@ -47,7 +52,15 @@ from typing import Any
 from common.crypto.bigint import mpz
 from common.dataset import load_columns
 from common.protocol.errors import Conflict, DataError, FederatedError, NotFound, StorageUnavailable, is_transient
-from common.protocol.messages import MAX_REASON, FinishJob, OpenJob, PrivacyDeclaration, PublicKeyMessage, RoundHistory
+from common.protocol.messages import (
+    MAX_REASON,
+    FinishJob,
+    JobInterruption,
+    OpenJob,
+    PrivacyDeclaration,
+    PublicKeyMessage,
+    RoundHistory,
+)
 from common.protocol.spec import RoundKind
 from common.service.app import Worker
 from common.service.clients import CoordinatorClient
@@ -174,6 +187,15 @@ class Job:
     ordered_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Interruption:
+    """A job's run of transient faults: the latest one's message, when the first came, how many."""
+
+    reason: str
+    since: float
+    attempts: int
+
+
 class Trainer:
     """Starts jobs and moves each through its states, in its worker thread."""
 
@@ -193,6 +215,7 @@ class Trainer:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._interrupted: set[str] = set()
+        self._interruptions: dict[str, Interruption] = {}
         self._queued: set[tuple[str, str]] = set()
 
     # -- what request handlers call ----------------------------------------------------------
@@ -211,6 +234,22 @@ class Trainer:
             request = TrainingRequest.from_json(model.request)
             self._hand_over(model.model_id, JobState(Phase.PENDING), self._open, request, model.state)
         return len(unfinished)
+
+    def interruption(self, model_id: str) -> JobInterruption | None:
+        """Why the job of ``model_id`` waits, while a transient fault interrupts it; else ``None``."""
+        with self._lock:
+            interruption = self._interruptions.get(model_id)
+        if interruption is None:
+            return None
+        every = self.settings.reconcile_interval
+        return JobInterruption(
+            reason=interruption.reason,
+            since=interruption.since,
+            attempts=interruption.attempts,
+            retry_every=every,
+            note=f"the job waits and is resumed from its last saved round every {every:g} s until this fault ends;"
+            f" POST /model/{model_id}/cancel stops it",
+        )
 
     def run(self, model_id: str) -> TrainingRun:
         """The run of a job in flight.
@@ -275,15 +314,21 @@ class Trainer:
     def cancel(self, model_id: str, reason: str) -> None:
         """Stop a job in flight; it ends ``cancelled`` and the coordinator is told to close it.
 
+        An interrupted job (waiting out a transient fault) is cancelled from its stored state,
+        without being resumed first.
+
         Raises
         ------
         NotFound
             When no job of ``model_id`` is in flight.
         """
         with self._lock:
-            if model_id not in self._jobs:
+            if model_id in self._interrupted:
+                self._interrupted.discard(model_id)
+                self._jobs[model_id] = Job(model_id, JobState(Phase.PENDING))
+            elif model_id not in self._jobs:
                 raise NotFound(f"model {model_id} has no job in flight")
-        self.worker.submit(self._apply, model_id, Cancelled(reason))
+        self.worker.submit(self._apply, model_id, Cancelled(reason), on_error=self._failure_of(model_id))
 
     # -- what runs in the worker -------------------------------------------------------------
 
@@ -308,6 +353,12 @@ class Trainer:
         with self._lock:
             job = self._jobs.pop(model_id, None)
             self._interrupted.add(model_id)
+            previous = self._interruptions.get(model_id)
+            self._interruptions[model_id] = Interruption(
+                error.message,
+                time.time() if previous is None else previous.since,
+                1 if previous is None else previous.attempts + 1,
+            )
         if job is not None and job.run is not None:
             job.run.close()
         logger.warning(
@@ -349,10 +400,13 @@ class Trainer:
             ]
         if interrupted:
             for model in self.store.unfinished():
-                if model.model_id in interrupted:
-                    logger.info("model %s: resuming after a transient fault", model.model_id)
-                    with self._lock:
+                with self._lock:
+                    # Taken up only if still interrupted: a cancel may have come in meanwhile.
+                    resume = model.model_id in interrupted and model.model_id in self._interrupted
+                    if resume:
                         self._interrupted.discard(model.model_id)
+                if resume:
+                    logger.info("model %s: resuming after a transient fault", model.model_id)
                     request = TrainingRequest.from_json(model.request)
                     self._hand_over(model.model_id, JobState(Phase.PENDING), self._open, request, model.state)
         for model_id in stalled:
@@ -467,14 +521,28 @@ class Trainer:
             assert job.run is not None
             job.ordered_at = time.monotonic()
             self.coordinator.order_round(job.model_id, job.run.round_order())
+            self._moved_on(job.model_id)
             return
         if not state.final:
             return
         with self._lock:
             self._jobs.pop(job.model_id, None)
+        self._moved_on(job.model_id)
         if job.run is not None:
             job.run.close()
         self._close(job.model_id, state.phase.value, reason)
+
+    def _moved_on(self, model_id: str) -> None:
+        """The job got past its interruption, if it had one: the coordinator took its order, or it ended."""
+        with self._lock:
+            interruption = self._interruptions.pop(model_id, None)
+        if interruption is not None:
+            logger.info(
+                "model %s: going on after %d transient fault(s) in %.0f s",
+                model_id,
+                interruption.attempts,
+                time.time() - interruption.since,
+            )
 
     def _reorder(self, model_id: str) -> None:
         """Order a round awaited for too long again (its first order or its aggregate may have been lost)."""
@@ -492,7 +560,9 @@ class Trainer:
     def _close(self, model_id: str, status: str, reason: str | None) -> None:
         """Close a final model's job at the coordinator and record that it is closed.
 
-        A failure is logged; :meth:`reconcile` tries again until the coordinator has it.
+        A failure is logged; :meth:`reconcile` tries again until the coordinator has it. A job the
+        coordinator does not know (one cancelled while a fault kept it from being opened there)
+        has nothing to close: it is recorded closed.
         """
         if status == Phase.FINISHED.value:
             message = FinishJob(status="finished")
@@ -500,7 +570,10 @@ class Trainer:
             prefix = "cancelled: " if status == Phase.CANCELLED.value else ""
             message = FinishJob(status="failed", error=(prefix + (reason or status))[:MAX_REASON])
         try:
-            self.coordinator.finish_job(model_id, message)
+            try:
+                self.coordinator.finish_job(model_id, message)
+            except NotFound:
+                logger.info("job %s was never opened at the coordinator: nothing to close there", model_id)
             self.store.set_closed(model_id)
         except FederatedError as exc:
             logger.warning("could not close job %s at the coordinator yet: %s", model_id, exc.message)

@@ -28,6 +28,7 @@ from common.protocol.errors import (
     DataError,
     FederatedError,
     NotFound,
+    PeerUnreachable,
     ProtocolViolation,
     SchemaError,
     UpstreamError,
@@ -196,9 +197,13 @@ def train(body: TrainingBody) -> tuple[Response, int]:
     return answer(TrainingStarted(model_id=model_id, status="pending", warnings=warnings), 202)
 
 
-def _federation() -> list[FederationMember]:
-    """The owners registered with the coordinator and the columns each publishes."""
-    coordinator: CoordinatorClient = current_app.extensions["coordinator"]
+def _federation(client: str = "coordinator") -> list[FederationMember]:
+    """The owners registered with the coordinator and the columns each publishes.
+
+    ``client`` names the app's coordinator client to ask: ``coordinator`` (the jobs' own, with
+    its retries) or ``column_check`` (one short attempt).
+    """
+    coordinator: CoordinatorClient = current_app.extensions[client]
     listed = coordinator.data_owners().data_owners
     return [
         FederationMember(name=entry.name, columns=entry.columns, online=entry.online, last_seen=entry.last_seen)
@@ -211,14 +216,30 @@ def _check_columns(request: TrainingRequest) -> list[str]:
 
     The owners that take part are those that publish every column of the job; fewer than the
     job's ``min_data_owners`` (and at least one) is a 422 naming each missing column and the
-    owners that lack it. When the coordinator cannot be reached the job is not refused here: its
-    owners check their own columns when they join.
+    owners that lack it.
+
+    The coordinator is asked once, for at most ``column_check_timeout`` seconds, without retries
+    (the jobs' own client would retry for about a minute while the coordinator is down). When it
+    cannot answer, the job is accepted all the same, with a warning saying so: opening the job
+    retries until the coordinator is back (the model shows ``interrupted`` meanwhile), and the
+    owners check their own columns when they join. Refusing it instead would only make the user
+    retry what the job retries by itself.
     """
     try:
-        members = [member for member in _federation() if member.columns and member.online]
+        members = [member for member in _federation("column_check") if member.columns and member.online]
     except FederatedError as exc:
-        logger.info("no column check against the federation: %s", exc.message)
-        return []
+        settings = _settings()
+        why = (
+            f"not reached within {settings.column_check_timeout:g} s"
+            if isinstance(exc, PeerUnreachable)
+            else f"it answered {exc.message}"
+        )
+        logger.warning("POST /model: columns not checked against the federation: the coordinator %s", why)
+        return [
+            f"the job's columns were not checked against the federation: the coordinator"
+            f" ({settings.coordinator_url}) {why}; the job opens there once it answers, and each data owner"
+            " checks its own columns when it joins"
+        ]
     wanted = [*request.features, request.label]
     lacking = {member.name: [c for c in wanted if c not in member.columns] for member in members}
     taking_part = [name for name, missing in lacking.items() if not missing]
@@ -248,8 +269,15 @@ def federation() -> tuple[Response, int]:
 @models.get("/models", responses=responses(200, ModelList, 401, 403))
 @requires(USER)
 def list_models() -> tuple[Response, int]:
-    """Every model, oldest first, with status, type, features, metrics and progress (no history)."""
-    return answer(ModelList(models=[with_progress(model) for model in _store().list()]))
+    """Every model, oldest first, with status, type, features, metrics, progress and interruption (no history)."""
+    return answer(ModelList(models=[_shown(model) for model in _store().list()]))
+
+
+def _shown(model: ModelRecord) -> ModelRecord:
+    """A stored model as the user sees it: with its progress and, while a fault holds it up, why."""
+    shown = with_progress(model)
+    interruption = _trainer().interruption(model.model_id) if model.status in ("pending", "running") else None
+    return shown if interruption is None else shown.model_copy(update={"interrupted": interruption})
 
 
 @models.get("/model/<model_id>", responses=responses(200, ModelRecord, 400, 401, 403, 404))
@@ -261,9 +289,11 @@ def show_model(path: ModelPath) -> tuple[Response, int]:
     round when training on standardised features) and ``max_rounds`` otherwise;
     ``fraction_done`` is the rounds taken over it (capped at 0.99 until the job ends);
     ``seconds_left`` the mean round time so far times the
-    rounds still expected.
+    rounds still expected. While a transient fault (a storage fault here or at the coordinator, a
+    coordinator that cannot be reached) holds a job in flight up, ``interrupted`` says what
+    failed, since when and how often, that it is retried, and that the job can be cancelled.
     """
-    return answer(with_progress(_store().get(path.model_id)))
+    return answer(_shown(_store().get(path.model_id)))
 
 
 @models.post("/model/<model_id>/cancel", responses=responses(202, ModelCancelling, 400, 401, 403, 404, 409))

@@ -907,6 +907,21 @@ class Scaling(Answer):
     stds: dict[str, float]
 
 
+class JobInterruption(Answer):
+    """Why a job in flight makes no progress: a transient fault that it waits out, retried until it works.
+
+    A storage fault (here or at the coordinator) or a coordinator that cannot be reached never
+    fails a job: the job waits and resumes from its last saved round once the fault ends. This
+    says so while it waits, for as long as the fault lasts, and is gone once the job moves on.
+    """
+
+    reason: str = Field(description="What failed, as the party that failed said it (the latest fault).")
+    since: float = Field(description="Unix time of the first fault of this interruption.")
+    attempts: int = Field(ge=1, description="Faults met since then: the first one, then each try to resume.")
+    retry_every: float = Field(description="Seconds between two tries to resume the job.")
+    note: str = Field(description="What happens next, and what the user can do about it.")
+
+
 class ModelRecord(Answer):
     """A model as the model creator stores it; a finished one carries its coefficients."""
 
@@ -943,6 +958,11 @@ class ModelRecord(Answer):
         description="Per data owner, the (ε, δ) it trained under, and how the noisy statistics were solved.",
     )
     history: list[RoundHistory] | None = None
+    interrupted: JobInterruption | None = Field(
+        default=None,
+        description="Set while a job in flight waits out a transient fault (what failed, since when);"
+        " absent once it moves on.",
+    )
 
 
 class ModelList(Answer):

@@ -263,7 +263,7 @@ def create_base_app(name: str, title: str, description: str, settings: ServiceSe
     if settings.traffic_log:
         log = TrafficLog(settings.traffic_log)
         app.extensions["traffic_log"] = log
-        app.wsgi_app = RecordingMiddleware(app.wsgi_app, log)  # type: ignore[method-assign]
+        app.wsgi_app = RecordingMiddleware(app.wsgi_app, log, RETRY_AFTER_SECONDS)  # type: ignore[method-assign]
     app.wsgi_app = BodyLimit(app.wsgi_app, settings.max_content_length)  # type: ignore[method-assign]
     return app
 
@@ -322,18 +322,20 @@ def settings_of(app: Any, kind: type[S]) -> S:
     return settings
 
 
-def peer_client(app: Any, settings: ServiceSettings) -> PeerClient:
+def peer_client(app: Any, settings: ServiceSettings, single_attempt: float | None = None) -> PeerClient:
     """The app's HTTP client for calls to other parties, configured from its settings.
 
     Its requests are recorded in the app's traffic log (``traffic_log``) and, before they leave,
     in its outbound audit (``outbound_audit``, a data owner's), when the app has them.
+    With ``single_attempt`` (seconds), a client that makes one attempt with that timeout and retries
+    nothing: for a call a user waits on, whose answer is only a courtesy when the peer is away.
     """
     traffic_log = app.extensions.get("traffic_log")
     audit: OutboundAudit | None = app.extensions.get("outbound_audit")
     return PeerClient(
-        settings.request_timeout,
-        connect_retries=settings.connect_retries,
-        status_retries=settings.status_retries,
+        settings.request_timeout if single_attempt is None else single_attempt,
+        connect_retries=settings.connect_retries if single_attempt is None else 0,
+        status_retries=settings.status_retries if single_attempt is None else 0,
         recorder=traffic_log.recorder() if traffic_log else None,
         audit=audit,
         verify=str(settings.ca_bundle) if settings.ca_bundle else True,

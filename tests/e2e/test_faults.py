@@ -1,4 +1,4 @@
-"""Faults injected into real federations: parties restarted or killed mid-job.
+"""Faults injected into real federations: parties restarted or killed mid-job, or away when a job is posted.
 
 Gradient descent is deterministic here (fixed-point weights, exact sums), so a job interrupted by
 a restart must end with exactly the coefficients of the same job run without one: any round lost
@@ -8,6 +8,8 @@ its final rounds.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -113,3 +115,40 @@ def test_owner_killed_and_restarted_mid_job_rejoins(federation_factory):
     assert history[-1]["data_owners"] == ["a", "b", "c"], "owner c did not rejoin"
     rejoined = next(i for i, entry in enumerate(history) if i > history.index(missing[-1]))
     assert history[rejoined]["data_owners"] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("fault", ["killed", "stopped"])
+def test_post_model_answers_at_once_while_the_coordinator_is_away_and_the_job_runs_when_it_is_back(
+        federation_factory, fault):
+    """The column check of ``POST /model`` asks the coordinator once, briefly: the job is accepted with a warning.
+
+    It asked through the jobs' own client, with its full retry budget: about a minute while the
+    coordinator was down, and its read timeout (30 s) while it was stopped.
+    """
+    federation = federation_factory(environment={"FT_MODEL_CREATOR_RECONCILE_INTERVAL": "1"})
+    coordinator = federation.coordinator
+    assert coordinator.process is not None
+    if fault == "killed":
+        coordinator.process.kill()
+        coordinator.process.wait(10)
+    else:
+        os.kill(coordinator.process.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        answer = federation.session.post(f"{federation.model_creator.url}/model", json=GD_JOB, timeout=30)
+        elapsed = time.monotonic() - began
+    finally:
+        if fault == "stopped":
+            os.kill(coordinator.process.pid, signal.SIGCONT)
+    assert answer.status_code == 202, answer.text
+    assert elapsed < 3 + 2, f"POST /model took {elapsed:.1f} s with the coordinator {fault}"
+    assert answer.json()["warnings"] == [
+        f"the job's columns were not checked against the federation: the coordinator ({coordinator.url}) not"
+        " reached within 3 s; the job opens there once it answers, and each data owner checks its own columns"
+        " when it joins"
+    ]
+    if fault == "killed":
+        federation.start_party(coordinator)
+    model = federation.wait_model(answer.json()["model_id"], timeout=180)
+    assert model["status"] == "finished", model.get("error")
+    assert model["round"] == GD_JOB["max_rounds"]

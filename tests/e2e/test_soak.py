@@ -1,5 +1,5 @@
 """Soak: jobs run back to back while a fault injector kills, stops and restarts random parties and
-fills and frees the coordinator's and the model creator's disks (issue 12).
+fills and frees every party's disk: the coordinator's, the model creator's and each owner's (issue 12).
 
 Every job has ``min_data_owners`` = 3, the whole federation: a round is aggregated only over all
 three owners, and gradient descent is exact here, so a job that finishes must give bit for bit the
@@ -7,9 +7,13 @@ model an undisturbed run gives. At the end every job has finished with that mode
 a reason, no model seen finished was lost, and no answer to the test's requests, and no call
 between the parties, was a 5xx other than 503.
 
-Bounded: ``SOAK_SECONDS`` of faults, then at most ``DRAIN_SECONDS`` for the jobs to end. The
-owners' disks are not filled: an owner that cannot write its privacy ledger refuses its rounds
-(a 503), which the storage-fault test of the coordinator's disk already covers end to end.
+An owner whose disk is full cannot write its privacy ledger: it answers 503 (with the reason) to
+the round or join it cannot record, and the round goes on without it or is tried again, as for a
+stopped owner; its ledger never holds a wrong or lost entry: at the end each owner's ledger holds,
+for every finished job, a request for each of its rounds (each contribution was recorded before
+it left), and no member set but the whole federation's.
+
+Bounded: ``SOAK_SECONDS`` of faults, then at most ``DRAIN_SECONDS`` for the jobs to end.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
@@ -128,8 +134,12 @@ def test_jobs_survive_random_kills_stops_and_full_disks(tmp_path):
     workdir = tmp_path / "federation"
     # Room for what a soak's jobs store (the coordinator keeps every round's aggregate, and SQLite's
     # write-ahead log alone reaches 4 MB before a checkpoint): the faults fill what is left.
-    with small_tmpfs(workdir / "coordinator", "64m") as coordinator_disk, \
-            small_tmpfs(workdir / "model_creator", "64m") as model_creator_disk:
+    state_dirs = {"coordinator": "coordinator", "model_creator": "model_creator",
+                  **{f"data_owner:{name}": f"data_owner_{name}" for name, _ in SHIPPED_OWNERS_ABC}}
+    with ExitStack() as mounts:
+        disks = {party: mounts.enter_context(small_tmpfs(workdir / directory, "64m" if "data_owner" not in party
+                                                         else "16m"))
+                 for party, directory in state_dirs.items()}
         federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
                                      environment=ENVIRONMENT)
         observed, model_ids, injected = Observed(), [], Counter()
@@ -140,9 +150,7 @@ def test_jobs_survive_random_kills_stops_and_full_disks(tmp_path):
 
             stop = threading.Event()
             runner = threading.Thread(target=_run_jobs, args=(federation, observed, model_ids, stop))
-            injector = threading.Thread(target=_inject, args=(
-                federation, {"coordinator": coordinator_disk, "model_creator": model_creator_disk},
-                random.Random(SEED), stop, injected))
+            injector = threading.Thread(target=_inject, args=(federation, disks, random.Random(SEED), stop, injected))
             runner.start()
             injector.start()
             time.sleep(SOAK_SECONDS)
@@ -181,6 +189,16 @@ def test_jobs_survive_random_kills_stops_and_full_disks(tmp_path):
                 assert listed[model_id]["status"] == "finished" and listed[model_id]["coefficients"] == coefficients
             assert listed[reference["model_id"]]["coefficients"] == reference["coefficients"]
 
+            # No lost or wrong ledger entry at an owner, whatever its disk went through.
+            for name, _ in SHIPPED_OWNERS_ABC:
+                ledger = f"file:{disks[f'data_owner:{name}'] / 'ledger.sqlite3'}?mode=ro"
+                with closing(sqlite3.connect(ledger, uri=True, timeout=30)) as db:
+                    member_sets = {row[0] for row in db.execute("SELECT members FROM member_sets")}
+                    answered = dict(db.execute("SELECT job_id, COUNT(*) FROM answered GROUP BY job_id").fetchall())
+                assert member_sets == {'["a", "b", "c"]'}, (name, member_sets)
+                for model in [*finished, reference]:
+                    assert answered.get(model["model_id"], 0) >= JOB["max_rounds"], (name, model["model_id"], answered)
+
             # No 5xx but 503, to the test or between the parties.
             assert all(status < 500 or status == 503 for status in observed.statuses), observed.statuses
             for name, text in logs.items():
@@ -193,6 +211,6 @@ def test_jobs_survive_random_kills_stops_and_full_disks(tmp_path):
             for party in federation.parties.values():
                 if party.process is not None and party.process.poll() is None:
                     os.kill(party.process.pid, signal.SIGCONT)
-            for disk in (coordinator_disk, model_creator_disk):
+            for disk in disks.values():
                 (disk / "filler").unlink(missing_ok=True)
             federation.stop()

@@ -8,6 +8,10 @@ Now a write that fails is a 503 with ``Retry-After`` (retried by the caller with
 a job it interrupts waits, and resumes from its last saved round once the store works again.
 Gradient descent is deterministic here, so the resumed job must end with exactly the coefficients
 of the same job run undisturbed: a round lost or counted twice would show.
+
+The same holds for an owner's disk (its privacy ledger), and for the disk of a traffic log
+(``--traffic-log``), whose failed write answered a bare 500; and a job held up by a fault that
+does not end says so in ``GET /model/<id>`` (``interrupted``) rather than showing ``running`` alone.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from collections import Counter
 from contextlib import closing
 
 import pytest
-from e2e_support import fill, small_tmpfs, wait_coordinator_job
+from e2e_support import fill, small_tmpfs, traffic_records, wait_coordinator_job
 from support import SHIPPED, SHIPPED_OWNERS_ABC
 
 from local_federation.cluster import LocalFederation
@@ -54,22 +59,34 @@ def _wait_for_round(federation: LocalFederation, model_id: str, round_number: in
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("party", ["coordinator", "model_creator"])
+#: Each party's state directory under the federation's, and its database there.
+STATE = {"coordinator": ("coordinator", "coordinator.sqlite3"),
+         "model_creator": ("model_creator", "model_creator.sqlite3"),
+         "data_owner:a": ("data_owner_a", "ledger.sqlite3")}
+
+
+def _reference_then_job_at_round_5(federation: LocalFederation) -> tuple[dict, str]:
+    """Start the federation, train the undisturbed model, then start the same job and wait for its round 5."""
+    federation.start()
+    reference = federation.train(GD_JOB)
+    assert reference["status"] == "finished", reference.get("error")
+    started = federation.session.post(f"{federation.model_creator.url}/model", json=GD_JOB, timeout=30)
+    model_id = started.json()["model_id"]
+    _wait_for_round(federation, model_id, 5)
+    return reference, model_id
+
+
+@pytest.mark.parametrize("party", ["coordinator", "model_creator", "data_owner:a"])
 def test_a_full_disk_mid_job_interrupts_it_and_it_resumes_to_the_undisturbed_model(tmp_path, party):
     workdir = tmp_path / "federation"
-    with small_tmpfs(workdir / party, "3m") as state:
+    directory, database_name = STATE[party]
+    with small_tmpfs(workdir / directory, "3m") as state:
         federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
                                      environment=QUICK_RECONCILE)
         try:
-            federation.start()
-            reference = federation.train(GD_JOB)
-            assert reference["status"] == "finished", reference.get("error")
-
-            started = federation.session.post(f"{federation.model_creator.url}/model", json=GD_JOB, timeout=30)
-            model_id = started.json()["model_id"]
-            _wait_for_round(federation, model_id, 5)
+            reference, model_id = _reference_then_job_at_round_5(federation)
             # The disk fills up while the write-ahead log is empty: the next commit needs new space.
-            database = state / f"{party}.sqlite3"
+            database = state / database_name
             with closing(sqlite3.connect(database, timeout=30)) as db:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = fill(state)
@@ -84,7 +101,8 @@ def test_a_full_disk_mid_job_interrupts_it_and_it_resumes_to_the_undisturbed_mod
             assert [entry["round"] for entry in during["history"]] == list(range(during["round"])), during
             filler.unlink()
 
-            model = federation.wait_model(model_id, timeout=180)
+            # Not the round deadline (300 s): an owner that cannot record its round refuses it at once.
+            model = federation.wait_model(model_id, timeout=120)
             logs = {name: party_.log_path.read_text(errors="replace") for name, party_ in federation.parties.items()}
             assert model["status"] == "finished", f"{model.get('error')}\n{logs[party][-3000:]}"
             assert model["coefficients"] == reference["coefficients"]
@@ -93,5 +111,124 @@ def test_a_full_disk_mid_job_interrupts_it_and_it_resumes_to_the_undisturbed_mod
             assert wait_coordinator_job(federation, model_id)["status"] == "finished"
             for name, text in logs.items():
                 assert "HTTP 500" not in text and "unhandled error" not in text, f"{name}:\n{text[-3000:]}"
+        finally:
+            federation.stop()
+
+
+def test_a_coordinator_disk_kept_full_shows_the_job_interrupted_and_it_can_be_cancelled(tmp_path):
+    """A fault that does not end: the model says what holds it up and since when, until the job moves on."""
+    workdir = tmp_path / "federation"
+    # The owners' contributions refused (503) through the fault are not sent again: the round
+    # under way is asked again after its deadline.
+    environment = {**QUICK_RECONCILE, "FT_COORDINATOR_ROUND_TIMEOUT": "15"}
+    with small_tmpfs(workdir / "coordinator", "3m") as state:
+        federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
+                                     environment=environment)
+        try:
+            federation.start()
+            started = federation.session.post(f"{federation.model_creator.url}/model", json=GD_JOB, timeout=30)
+            model_id = started.json()["model_id"]
+            _wait_for_round(federation, model_id, 3)
+            assert "interrupted" not in _model(federation, model_id)
+            with closing(sqlite3.connect(state / "coordinator.sqlite3", timeout=30)) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filled_at = time.time()
+            filler = fill(state)
+
+            deadline = time.monotonic() + 60
+            while (interrupted := _model(federation, model_id).get("interrupted", {})).get("attempts", 0) < 2:
+                assert time.monotonic() < deadline, f"no interruption shown: {_model(federation, model_id)}"
+                time.sleep(0.2)
+            during = _model(federation, model_id)
+            assert during["status"] == "running" and during["round"] < GD_JOB["max_rounds"]
+            assert "cannot use its state storage right now" in interrupted["reason"], interrupted
+            assert filled_at - 1 <= interrupted["since"] <= time.time()
+            assert interrupted["retry_every"] == 1
+            assert f"POST /model/{model_id}/cancel stops it" in interrupted["note"]
+            listed = federation.session.get(f"{federation.model_creator.url}/models", timeout=30).json()["models"]
+            assert [m["interrupted"]["since"] for m in listed if m["model_id"] == model_id] == [interrupted["since"]]
+
+            # A job started while the fault lasts: accepted, with a warning, then held up the same way.
+            second = federation.session.post(f"{federation.model_creator.url}/model", json=GD_JOB, timeout=30)
+            assert second.status_code == 202, second.text
+            assert "the job's columns were not checked against the federation" in second.json()["warnings"][0]
+            second_id = second.json()["model_id"]
+            deadline = time.monotonic() + 60
+            while "interrupted" not in _model(federation, second_id):
+                assert time.monotonic() < deadline, f"no interruption shown: {_model(federation, second_id)}"
+                time.sleep(0.2)
+            cancelled = federation.session.post(f"{federation.model_creator.url}/model/{second_id}/cancel", timeout=30)
+            assert cancelled.status_code == 202, cancelled.text
+            deadline = time.monotonic() + 30
+            while (ended := _model(federation, second_id))["status"] != "cancelled":
+                assert time.monotonic() < deadline, f"not cancelled: {ended}"
+                time.sleep(0.2)
+            assert "interrupted" not in ended and ended["error"] == "cancelled by the user", ended
+
+            filler.unlink()
+            model = federation.wait_model(model_id, timeout=120)
+            assert model["status"] == "finished", model.get("error")
+            assert "interrupted" not in model
+            assert [entry["round"] for entry in model["history"]] == list(range(GD_JOB["max_rounds"]))
+            log = federation.model_creator.log_path.read_text(errors="replace")
+            assert re.search(rf"model {model_id}: going on after \d+ transient fault\(s\) in \d+ s", log), log[-3000:]
+            assert f"job {second_id} was never opened at the coordinator: nothing to close there" in log
+        finally:
+            federation.stop()
+
+
+def test_a_full_disk_under_the_traffic_log_answers_503_and_loses_no_record(tmp_path):
+    """Issue 12's storage faults at the disk of ``--traffic-log``: once a bare 500, now a 503 and nothing lost.
+
+    A request that cannot be recorded is refused before the coordinator acts on it; the answers
+    and replies of exchanges under way are kept until the disk takes them; the job ends with the
+    undisturbed model, and the log holds every exchange, each as one whole line.
+    """
+    workdir = tmp_path / "federation"
+    with small_tmpfs(tmp_path / "traffic", "16m") as traffic:
+        log = traffic / "coordinator.jsonl"
+        environment = {**QUICK_RECONCILE, "FT_COORDINATOR_ROUND_TIMEOUT": "15"}
+        federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
+                                     environment=environment, coordinator_traffic_log=log)
+        try:
+            reference, model_id = _reference_then_job_at_round_5(federation)
+            filler = fill(traffic)
+            # The log's last page may still hold a few short records: the next ones find no room.
+            for _ in range(200):
+                answer = federation.session.get(f"{federation.coordinator.url}/health", timeout=30)
+                if answer.status_code != 200:
+                    break
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "2"
+            assert answer.json() == {"error": "this party cannot write its traffic log right now (its disk is full or"
+                                              " failing); try again later", "type": "StorageUnavailable"}
+            time.sleep(FAULT_SECONDS)
+            filler.unlink()
+
+            model = federation.wait_model(model_id, timeout=120)
+            assert model["status"] == "finished", model.get("error")
+            assert model["coefficients"] == reference["coefficients"]
+            assert wait_coordinator_job(federation, model_id)["status"] == "finished"
+            time.sleep(1)  # the last answers of the closing calls
+            text = federation.coordinator.log_path.read_text(errors="replace")
+            # Each outage logged once as it begins and once as it ends (a page's slack may let a short
+            # record through between two).
+            outages = re.findall(rf"traffic log {log}: writable again; ([1-9]\d*) exchange\(s\) were refused", text)
+            assert outages and text.count(f"traffic log {log}: cannot write (") == len(outages), text[-3000:]
+            # Its own fault is no owner's failure: it spends no attempt of the round.
+            assert not re.search(r"\b[abc]: this party cannot write its traffic log", text), text[-3000:]
+            assert "Traceback" not in text and "unhandled error" not in text, text[-3000:]
+            # Every exchange recorded is whole, with its outcome (one may be under way as the file is read);
+            # an outbound call without a body (a GET) has its reply recorded only.
+            deadline = time.monotonic() + 10
+            while True:
+                directions = Counter(record["direction"] for record in traffic_records(log))
+                balanced = directions["received"] == directions["answered"] and directions["reply"] >= directions["sent"]
+                if balanced or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert balanced and directions["answered"] > 0 and directions["reply"] > 0, directions
+            for name, party in federation.parties.items():
+                assert "HTTP 500" not in party.log_path.read_text(errors="replace"), name
         finally:
             federation.stop()

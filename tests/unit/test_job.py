@@ -200,6 +200,47 @@ def test_an_unreachable_coordinator_interrupts_the_job_and_it_resumes_once_the_c
     assert len(coordinator.named("open_job")) == 3
 
 
+def test_an_interrupted_job_says_why_since_when_and_how_often_until_it_moves_on(tmp_path, small_key):
+    coordinator = StandInCoordinator(unreachable=True)
+    trainer = trainer_over(tmp_path, small_key, coordinator, reconcile_interval=5)
+    before = time.time()
+    model_id = trainer.start(request(trainer))
+    settle(trainer)
+    first = trainer.interruption(model_id)
+    assert first is not None and first.attempts == 1
+    assert first.reason == "POST http://coordinator/jobs: connection refused"
+    assert before <= first.since <= time.time() and first.retry_every == 5
+    assert first.note == (f"the job waits and is resumed from its last saved round every 5 s until this fault ends;"
+                          f" POST /model/{model_id}/cancel stops it")
+    trainer.reconcile()
+    settle(trainer)
+    again = trainer.interruption(model_id)
+    assert again is not None and (again.attempts, again.since) == (2, first.since)
+
+    coordinator.unreachable = False
+    trainer.reconcile()
+    settle(trainer)
+    assert trainer.interruption(model_id) is None
+    assert coordinator.named("order_round")
+
+
+def test_an_interrupted_job_can_be_cancelled_and_is_not_resumed(tmp_path, small_key):
+    coordinator = StandInCoordinator(unreachable=True)
+    trainer = trainer_over(tmp_path, small_key, coordinator)
+    model_id = trainer.start(request(trainer))
+    settle(trainer)
+    assert trainer.interruption(model_id) is not None
+    trainer.cancel(model_id, "no longer wanted")
+    settle(trainer)
+    assert trainer.store.get(model_id).status == "cancelled"
+    assert trainer.interruption(model_id) is None
+    coordinator.unreachable = False
+    trainer.reconcile()
+    settle(trainer)
+    assert len(coordinator.named("open_job")) == 1 and not coordinator.named("order_round")
+    assert [(m.status, m.error) for m in coordinator.named("finish_job")] == [("failed", "cancelled: no longer wanted")]
+
+
 def test_a_round_awaited_too_long_is_ordered_again_and_only_once_per_wait(tmp_path, small_key):
     coordinator = StandInCoordinator()
     trainer = trainer_over(tmp_path, small_key, coordinator, reorder_after=0.01)
