@@ -7,7 +7,9 @@ it (:meth:`coordinator.policy.RoundPolicy.member_set`), and :meth:`Liveness.watc
 its ``GET /health`` every ``interval`` seconds: the first answer brings it back. An owner that
 enrols again (it restarted) is back at once.
 
-The set lives in memory: a restarted coordinator starts with every owner online, and learns again.
+The set is kept with the registry (:class:`OfflineBook`, the coordinator's store): a restarted
+coordinator still leaves out the owners it had marked offline, and probes them until they answer.
+It is read once at start and then kept in memory too, so the rounds' checks cost no query.
 """
 
 from __future__ import annotations
@@ -17,8 +19,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from common.protocol.errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
+
+
+class OfflineBook(Protocol):
+    """Where the offline marking is kept across restarts (:class:`coordinator.store.CoordinatorStore`)."""
+
+    def offline_owners(self) -> dict[str, tuple[str, str, float]]: ...
+
+    def set_offline(self, name: str, url: str, reason: str, since: float) -> None: ...
+
+    def set_online(self, name: str) -> None: ...
 
 
 class Liveness:
@@ -30,34 +45,67 @@ class Liveness:
         ``probe(url)``: whether the owner serving at ``url`` answers its health check in time.
     interval
         Seconds between two probes of an offline owner, and of a silent member during a round.
+    book
+        Where the marking is kept; the owners it holds as offline are offline from the start.
+    clock
+        The wall clock an owner's ``since`` is read from.
     """
 
-    def __init__(self, probe: Callable[[str], bool], interval: float) -> None:
+    def __init__(
+        self,
+        probe: Callable[[str], bool],
+        interval: float,
+        book: OfflineBook,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.probe = probe
         self.interval = interval
+        self.book = book
+        self._clock = clock
         self._lock = threading.Lock()
-        self._offline: dict[str, tuple[str, str]] = {}
+        self._offline: dict[str, tuple[str, str, float]] = book.offline_owners()
         self._seen: dict[str, float] = {}
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="liveness")
 
     def offline(self) -> dict[str, str]:
         """Offline owners: name → why they were marked offline."""
         with self._lock:
-            return {name: reason for name, (_, reason) in self._offline.items()}
+            return {name: reason for name, (_, reason, _) in self._offline.items()}
+
+    def offline_since(self) -> dict[str, float]:
+        """Offline owners: name → when they were marked offline (seconds since 1970)."""
+        with self._lock:
+            return {name: since for name, (_, _, since) in self._offline.items()}
 
     def mark_offline(self, name: str, url: str, reason: str) -> None:
+        """``name`` is offline, kept so across a restart (in memory only, logged, if the store fails)."""
         with self._lock:
-            known = name in self._offline
-            self._offline[name] = (url, reason)
-        if not known:
+            previous = self._offline.get(name)
+            since = previous[2] if previous else self._clock()
+            self._offline[name] = (url, reason, since)
+        if previous is None:
             logger.warning("data owner %s is offline (%s); left out of rounds until it answers /health", name, reason)
+        try:
+            self.book.set_offline(name, url, reason, since)
+        except StorageUnavailable as exc:
+            logger.error("data owner %s: its offline marking is not stored (%s)", name, exc.message)
 
     def mark_online(self, name: str) -> None:
         with self._lock:
             known = self._offline.pop(name, None) is not None
-            self._seen[name] = time.time()
+            self._seen[name] = self._clock()
         if known:
             logger.info("data owner %s is online again", name)
+            try:
+                self.book.set_online(name)
+            except StorageUnavailable as exc:
+                logger.error("data owner %s: its return online is not stored (%s)", name, exc.message)
+
+    def forget(self, name: str) -> None:
+        """``name`` left the federation: it is neither offline nor seen any more (the store forgets it too)."""
+        with self._lock:
+            self._offline.pop(name, None)
+            self._seen.pop(name, None)
 
     def seen(self, name: str) -> None:
         """``name`` spoke to the coordinator (enrolled, replied, refused): it is alive, and online."""
@@ -77,7 +125,7 @@ class Liveness:
         """Probe the offline owners every ``interval`` seconds until ``stop`` is set; bring back those that answer."""
         while not stop.wait(self.interval):
             with self._lock:
-                offline = {name: url for name, (url, _) in self._offline.items()}
+                offline = {name: url for name, (url, _, _) in self._offline.items()}
             answering = set(offline) - self.unanswered(offline)
             for name in answering:
                 self.mark_online(name)

@@ -29,12 +29,14 @@ class RoundCollector:
     kind: str
     expected: frozenset[str]
     replies: dict[str, list[mpz]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     silent: set[str] = field(default_factory=set)
     closed: bool = False
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def add(self, owner: str, ciphertexts: list[mpz]) -> None:
+    def add(self, owner: str, ciphertexts: list[mpz], size: int | None = None) -> None:
+        """Take ``owner``'s reply (``size``: the bytes of the body it came in, when measured)."""
         with self._changed:
             if self.closed:
                 raise Conflict(f"job {self.job_id} round {self.round} attempt {self.attempt} is closed")
@@ -46,6 +48,8 @@ class RoundCollector:
             # out although the owner had accepted it).
             self.failures.pop(owner, None)
             self.replies[owner] = ciphertexts
+            if size is not None:
+                self.sizes[owner] = size
             self._changed.notify_all()
 
     def fail(self, owner: str, reason: str) -> None:

@@ -34,6 +34,7 @@ from common.protocol.errors import (
 )
 from common.protocol.messages import (
     Aggregate,
+    AttemptRecord,
     JobFailure,
     JobJoined,
     JoinJob,
@@ -44,7 +45,7 @@ from common.protocol.messages import (
 from common.protocol.spec import RoundKind
 from common.protocol.wire import encode_ciphertexts
 from common.service.app import Worker
-from common.service.clients import DataOwnerClient, ModelCreatorClient
+from common.service.clients import DataOwnerClient, ModelCreatorClient, wire_size
 from common.service.http import PeerClient
 from coordinator.config import CoordinatorSettings
 from coordinator.liveness import Liveness, SilenceWatch
@@ -79,7 +80,7 @@ class RoundRunner:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.liveness = Liveness(self._answers_health, settings.health_interval)
+        self.liveness = Liveness(self._answers_health, settings.health_interval, store)
         self.store = store
         self.http = http
         self.registry = registry
@@ -164,6 +165,7 @@ class RoundRunner:
         for attempts_made in range(1, policy.attempts + 1):
             state = state.replace(attempt=state.attempt + 1)
             self.store.save_round(state)
+            attempt_started = time.time()
             registered = self.store.data_owners()
             # Every participant joins before the member set is fixed; those that never joined, or
             # forgot the job, concurrently.
@@ -185,11 +187,20 @@ class RoundRunner:
                 for name, reason in offline.items()
                 if name in registered and name not in members
             }
-            if policy.quorate(members):
+            quorate = policy.quorate(members)
+            if quorate:
                 asked = {name: (registered[name], member_keys[name]) for name in members}
-                replies, failures = self._gather(job, state, asked)
+                replies, failures, sizes = self._gather(job, state, asked)
             else:
-                replies, failures = {}, {}
+                replies, failures, sizes = {}, {}, {}
+            record = AttemptRecord(
+                attempt=state.attempt,
+                members=sorted(members) if quorate else [],
+                started_at=attempt_started,
+                finished_at=time.time(),
+                contribution_bytes=sizes,
+            )
+            state = state.replace(attempt_log=(*state.attempt_log, record))
             # A member whose job key was dropped while asking it had forgotten the job: joined again next time.
             still_joined = self.store.member_keys(job_id)
             rejoining = [name for name in members if name not in still_joined]
@@ -206,11 +217,17 @@ class RoundRunner:
                 self._aggregate(job, state, decision, replies, self._clock() - started)
                 return
             if isinstance(decision, Fail):
-                failed = state.replace(status="failed", failures=decision.failures, seconds=self._clock() - started)
+                failed = state.replace(
+                    status="failed",
+                    failures=decision.failures,
+                    seconds=self._clock() - started,
+                    finished_at=time.time(),
+                )
                 self.store.save_round(failed)
                 self.fail_job(job_id, decision.reason)
                 return
             assert isinstance(decision, Retry)
+            self.store.save_round(state)
             logger.warning("job %s round %d: %s", job_id, round_number, decision.reason)
             left_out.update(decision.left_out)
             self._sleep(self.settings.retry_delay)
@@ -239,7 +256,9 @@ class RoundRunner:
             contributors=decision.contributors,
             failures=decision.failures,
             seconds=seconds,
+            finished_at=time.time(),
             aggregate=message,
+            aggregate_bytes=wire_size(message),
         )
         self.store.save_round(aggregated)
         logger.info(
@@ -374,8 +393,10 @@ class RoundRunner:
 
     def _gather(
         self, job: Job, state: RoundState, members: dict[str, tuple[DataOwnerAddress, MemberKey]]
-    ) -> tuple[dict[str, list[mpz]], dict[str, str]]:
-        """Send the attempt to its ``members``; returns (replies, failures) once all are in or time is up.
+    ) -> tuple[dict[str, list[mpz]], dict[str, str], dict[str, int]]:
+        """Send the attempt to its ``members``; returns (replies, failures, sizes) once all are in or time is up.
+
+        ``sizes``: the bytes of each reply's body, as received.
 
         Every member gets the same request, whose member list is every member's signed job key,
         ordered by name: the members' masks cancel in the sum over exactly that set.
@@ -402,7 +423,8 @@ class RoundRunner:
             self.registry.close(collector)
         for name in collector.silent:
             self.liveness.mark_offline(name, addresses[name], f"missed round {state.round} of job {job.job_id}")
-        return outcome
+        replies, failures = outcome
+        return replies, failures, {name: size for name, size in collector.sizes.items() if name in replies}
 
     def _answers_health(self, url: str) -> bool:
         """Whether the owner at ``url`` answers ``GET /health`` within ``health_timeout`` seconds."""

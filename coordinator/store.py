@@ -1,4 +1,4 @@
-"""The coordinator's persistent state: the data-owner registry, jobs, who takes part, and rounds.
+"""The coordinator's persistent state: the data-owner registry, who is offline, jobs, who takes part, rounds.
 
 The store owns the typed record of each job (:class:`Job`) and each round (:class:`RoundState`);
 everything else reads them from here and hands changed copies back. Nothing here is secret:
@@ -18,7 +18,14 @@ from typing import Literal, NamedTuple, cast
 
 from common.crypto.paillier import PublicKey
 from common.protocol.errors import Conflict, Forbidden, NotFound
-from common.protocol.messages import Aggregate, MemberKey, PublicKeyMessage, RoundSummary
+from common.protocol.messages import (
+    Aggregate,
+    AttemptRecord,
+    JobSummary,
+    MemberKey,
+    PublicKeyMessage,
+    RoundSummary,
+)
 from common.protocol.spec import JobSpec, RoundKind
 from common.service.storage import SQLiteStore
 
@@ -43,6 +50,8 @@ class Job:
     callback_url: str
     status: JobStatus
     error: str | None
+    created_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,13 @@ class RoundState:
         restarted coordinator can run the round again.
     aggregate
         The message delivered to the model creator, kept until it surely has it.
-    started_at, seconds
-        When the round started (epoch seconds) and how long it took to aggregate or fail.
+    started_at, finished_at, seconds
+        When the round started and ended (epoch seconds; ``finished_at`` None while it runs) and
+        how long it took to aggregate or fail.
+    attempt_log
+        Every attempt made: the member set asked, when, and the bytes of each contribution.
+    aggregate_bytes
+        Bytes of the aggregate message sent to the model creator (None before there is one).
     """
 
     job_id: str
@@ -73,14 +87,18 @@ class RoundState:
     aggregate: Aggregate | None = None
     delivered: bool = False
     started_at: float = 0.0
+    finished_at: float | None = None
     seconds: float | None = None
+    attempt_log: tuple[AttemptRecord, ...] = ()
+    aggregate_bytes: int | None = None
 
     def replace(self, **changes: object) -> RoundState:
         """A copy with ``changes``, to hand back to :meth:`CoordinatorStore.save_round`."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def summary(self) -> RoundSummary:
-        """What the model creator is shown of the round: membership and timing, never a value."""
+        """What the model creator and the operator are shown of the round: membership, timing, sizes; never a value."""
+        latest = self.attempt_log[-1] if self.attempt_log else None
         return RoundSummary(
             round=self.round,
             kind=self.kind,
@@ -89,18 +107,28 @@ class RoundState:
             contributors=list(self.contributors),
             failures=dict(self.failures),
             seconds=self.seconds,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            members=list(latest.members) if latest else [],
+            contribution_bytes=dict(latest.contribution_bytes) if latest else {},
+            aggregate_bytes=self.aggregate_bytes,
+            attempt_log=list(self.attempt_log),
         )
 
 
 #: Columns added since the first schema: (table, column, declaration). A database made before them
 #: gets them by ``ALTER TABLE ... ADD COLUMN`` when it is opened; their rows hold NULL there, which
-#: means an owner enrolled before identity keys (bound at its next enrolment) and an owner that
-#: joined a job before job keys (joined again before its next round).
+#: means an owner enrolled before identity keys (bound at its next enrolment), an owner that
+#: joined a job before job keys (joined again before its next round), and a round recorded before
+#: schema 4, whose end, attempts and sizes were not kept (shown as unknown).
 _ADDED_COLUMNS = (
     ("data_owners", "identity_key", "TEXT"),
     ("data_owners", "signed_at", "REAL"),
     ("members", "member_key", "TEXT"),
     ("data_owners", "columns", "TEXT"),
+    ("rounds", "finished_at", "REAL"),
+    ("rounds", "attempt_log", "TEXT"),
+    ("rounds", "aggregate_bytes", "INTEGER"),
 )
 
 
@@ -120,7 +148,11 @@ class CoordinatorStore(SQLiteStore):
         job_id TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, attempts INTEGER NOT NULL,
         status TEXT NOT NULL, contributors TEXT NOT NULL, failures TEXT NOT NULL,
         started_at REAL NOT NULL, seconds REAL, weights TEXT, aggregate TEXT, delivered INTEGER NOT NULL DEFAULT 0,
+        finished_at REAL, attempt_log TEXT, aggregate_bytes INTEGER,
         PRIMARY KEY (job_id, round)
+    );
+    CREATE TABLE IF NOT EXISTS offline (
+        name TEXT PRIMARY KEY, url TEXT NOT NULL, reason TEXT NOT NULL, since REAL NOT NULL
     );
     CREATE TABLE IF NOT EXISTS members (
         job_id TEXT NOT NULL, data_owner TEXT NOT NULL, refusal TEXT, member_key TEXT,
@@ -128,7 +160,9 @@ class CoordinatorStore(SQLiteStore):
     );
     """
 
-    version = 3
+    #: 4: rounds keep their end, their attempts (member sets, contribution sizes) and the aggregate's
+    #: size; the offline owners are kept (table ``offline``, made by :attr:`schema`).
+    version = 4
 
     def __init__(self, path: str, reset: bool = False) -> None:
         super().__init__(path, reset)
@@ -136,7 +170,10 @@ class CoordinatorStore(SQLiteStore):
         self._keys: dict[str, tuple[JobSpec, PublicKey]] = {}
 
     def migrate(self, connection: sqlite3.Connection, from_version: int) -> None:
-        """Older schemas lack the columns added since (:data:`_ADDED_COLUMNS`): they are added."""
+        """Older schemas lack the columns added since (:data:`_ADDED_COLUMNS`): they are added.
+
+        Tables new since (``offline``) are made by :attr:`schema` at every opening.
+        """
         for table, column, declaration in _ADDED_COLUMNS:
             present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
             if column not in present:
@@ -221,7 +258,30 @@ class CoordinatorStore(SQLiteStore):
     def remove_data_owner(self, name: str) -> bool:
         """Forget a data owner: its credentials stop working and no job asks it again. True if known."""
         with self.connect() as db:
+            db.execute("DELETE FROM offline WHERE name = ?", (name,))
             return db.execute("DELETE FROM data_owners WHERE name = ?", (name,)).rowcount > 0
+
+    # --- who is offline ---------------------------------------------------------------------
+
+    def offline_owners(self) -> dict[str, tuple[str, str, float]]:
+        """The owners marked offline: name → (URL, why, since when)."""
+        with self.connect() as db:
+            rows = db.execute("SELECT name, url, reason, since FROM offline ORDER BY name").fetchall()
+        return {row["name"]: (row["url"], row["reason"], row["since"]) for row in rows}
+
+    def set_offline(self, name: str, url: str, reason: str, since: float) -> None:
+        """Keep ``name`` as offline (an owner marked again keeps its first ``since``, with the new reason)."""
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO offline (name, url, reason, since) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET url = excluded.url, reason = excluded.reason",
+                (name, url, reason, since),
+            )
+
+    def set_online(self, name: str) -> None:
+        """``name`` is online again."""
+        with self.connect() as db:
+            db.execute("DELETE FROM offline WHERE name = ?", (name,))
 
     def data_owner_by_credential(self, credential_digest: str) -> str | None:
         """The name of the data owner holding a credential, if any."""
@@ -250,7 +310,7 @@ class CoordinatorStore(SQLiteStore):
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, 'running', NULL, ?, ?)",
                 (spec.job_id, json.dumps(spec.model_dump(mode="json")), json.dumps(key_json), callback_url, now, now),
             )
-        return Job(spec.job_id, spec, public_key, callback_url, "running", None)
+        return Job(spec.job_id, spec, public_key, callback_url, "running", None, now, now)
 
     def job(self, job_id: str) -> Job:
         """A job's record.
@@ -268,7 +328,49 @@ class CoordinatorStore(SQLiteStore):
         if keys is None:
             public_key = PublicKeyMessage.model_validate(json.loads(row["public_key"])).key()
             keys = self._keys[job_id] = (JobSpec.model_validate(json.loads(row["spec"])), public_key)
-        return Job(job_id, keys[0], keys[1], row["callback_url"], row["status"], row["error"])
+        return Job(
+            job_id,
+            keys[0],
+            keys[1],
+            row["callback_url"],
+            row["status"],
+            row["error"],
+            row["created_at"],
+            row["updated_at"],
+        )
+
+    def job_summaries(self, limit: int) -> list[JobSummary]:
+        """The newest ``limit`` jobs, newest first: status, what they train, rounds started."""
+        with self.connect() as db:
+            rows = db.execute(
+                "SELECT j.job_id, j.spec, j.status, j.error, j.created_at, j.updated_at,"
+                " (SELECT COUNT(*) FROM rounds r WHERE r.job_id = j.job_id) AS round_count,"
+                " (SELECT r.status FROM rounds r WHERE r.job_id = j.job_id ORDER BY r.round DESC LIMIT 1)"
+                " AS last_round_status"
+                " FROM jobs j ORDER BY j.created_at DESC, j.job_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        summaries = []
+        for row in rows:
+            spec = JobSpec.model_validate(json.loads(row["spec"]))
+            summaries.append(
+                JobSummary(
+                    job_id=row["job_id"],
+                    status=row["status"],
+                    error=row["error"],
+                    created_at=row["created_at"],
+                    updated_at=row["updated_at"],
+                    model=spec.model,
+                    features=list(spec.features),
+                    label=spec.label,
+                    protocol=spec.protocol,
+                    randomness=spec.randomness,
+                    min_data_owners=spec.min_data_owners,
+                    rounds=row["round_count"],
+                    last_round_status=row["last_round_status"],
+                )
+            )
+        return summaries
 
     def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
         with self.connect() as db:
@@ -352,7 +454,8 @@ class CoordinatorStore(SQLiteStore):
             if db.execute("SELECT 1 FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_number)).fetchone():
                 raise Conflict(f"round {round_number} of job {job_id} was already started")
             db.execute(
-                "INSERT INTO rounds VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, NULL, ?, NULL, 0)",
+                "INSERT INTO rounds (job_id, round, kind, attempts, status, contributors, failures, started_at,"
+                " weights, delivered, attempt_log) VALUES (?, ?, ?, 0, 'running', '[]', '{}', ?, ?, 0, '[]')",
                 (job_id, round_number, kind, state.started_at, json.dumps(weights)),
             )
         return state
@@ -362,7 +465,8 @@ class CoordinatorStore(SQLiteStore):
         with self.connect() as db:
             db.execute(
                 "UPDATE rounds SET attempts = ?, status = ?, contributors = ?, failures = ?, seconds = ?,"
-                " aggregate = ?, delivered = ? WHERE job_id = ? AND round = ?",
+                " aggregate = ?, delivered = ?, finished_at = ?, attempt_log = ?, aggregate_bytes = ?"
+                " WHERE job_id = ? AND round = ?",
                 (
                     state.attempt,
                     state.status,
@@ -371,6 +475,9 @@ class CoordinatorStore(SQLiteStore):
                     state.seconds,
                     state.aggregate.model_dump_json() if state.aggregate else None,
                     int(state.delivered),
+                    state.finished_at,
+                    json.dumps([record.model_dump(mode="json") for record in state.attempt_log]),
+                    state.aggregate_bytes,
                     state.job_id,
                     state.round,
                 ),
@@ -416,5 +523,8 @@ def _round_state(row: sqlite3.Row) -> RoundState:
         aggregate=Aggregate.model_validate_json(row["aggregate"]) if row["aggregate"] else None,
         delivered=bool(row["delivered"]),
         started_at=row["started_at"],
+        finished_at=row["finished_at"],
         seconds=row["seconds"],
+        attempt_log=tuple(AttemptRecord.model_validate(record) for record in json.loads(row["attempt_log"] or "[]")),
+        aggregate_bytes=row["aggregate_bytes"],
     )

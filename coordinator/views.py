@@ -30,6 +30,8 @@ from common.protocol.messages import (
     Enrolment,
     FinishJob,
     JobFinished,
+    JobList,
+    JobListQuery,
     JobOpened,
     JobRecord,
     OpenJob,
@@ -147,25 +149,26 @@ def register_data_owner(body: Enrolment) -> tuple[Response, int]:
         coordinator_token,
         body.columns,
     )
-    current_app.extensions["round_runner"].liveness.mark_online(body.name)
     _liveness().seen(body.name)
     enrolled = Enrolled(name=body.name, credential=credential, coordinator_token=coordinator_token)
     return answer(enrolled, 201 if created else 200)
 
 
 @data_owners.get("/data_owners", responses=responses(200, DataOwnerList, 401, 403))
-@requires(MODEL_CREATOR)
+@requires(MODEL_CREATOR, OPERATOR)
 def list_data_owners() -> tuple[Response, int]:
     """The registered data owners: URL, published columns, liveness (never a credential).
 
-    ``online`` is false for an owner marked offline (silent in a round, not reached to join): no
-    attempt asks it until it answers its health check again. ``last_seen`` is when it last enrolled,
-    replied or answered a health check, since this coordinator started (``None``: not since).
+    For the model creator and the federation's operator. ``online`` is false for an owner marked
+    offline (silent in a round, not reached to join), since ``offline_since``: no attempt asks it
+    until it answers its health check again, also after a restart of the coordinator, which keeps
+    the marking. ``last_seen`` is when it last enrolled, replied or answered a health check, since
+    this coordinator started (``None``: not since).
     """
     store = _store()
     columns = store.published_columns()
     liveness = _liveness()
-    offline, seen = liveness.offline(), liveness.last_seen()
+    offline, since, seen = liveness.offline(), liveness.offline_since(), liveness.last_seen()
     entries = [
         DataOwnerEntry(
             name=name,
@@ -173,6 +176,7 @@ def list_data_owners() -> tuple[Response, int]:
             columns=columns.get(name, []),
             online=name not in offline,
             offline_reason=offline.get(name),
+            offline_since=since.get(name),
             last_seen=seen.get(name),
         )
         for name, address in store.data_owners().items()
@@ -194,6 +198,7 @@ def remove_data_owner(path: OwnerPath) -> tuple[Response, int]:
     """
     if not _store().remove_data_owner(path.name):
         raise NotFound(f"data owner {path.name!r} is not registered")
+    _liveness().forget(path.name)
     logger.info("data owner %s removed by the operator", path.name)
     return answer(Deregistered(name=path.name, status="removed"))
 
@@ -212,6 +217,7 @@ def deregister_data_owner(path: OwnerPath, body: Deregistration) -> tuple[Respon
     if abs(body.signed_at - _now()) > window:
         raise Forbidden(f"body.signed_at: the deregistration was not signed within {window:g} s of now")
     _store().remove_data_owner(path.name)
+    _liveness().forget(path.name)
     logger.info("data owner %s deregistered itself", path.name)
     return answer(Deregistered(name=path.name, status="removed"))
 
@@ -246,13 +252,38 @@ def create_job(body: OpenJob) -> tuple[Response, int]:
     return answer(JobOpened(job_id=job.job_id, status="running"), 201)
 
 
+@jobs.get("/jobs", responses=responses(200, JobList, 400, 401, 403))
+@requires(MODEL_CREATOR, OPERATOR)
+def list_jobs(query: JobListQuery) -> tuple[Response, int]:
+    """The jobs, newest first (at most ``limit``): status, what each trains, how many rounds it started.
+
+    For the federation's operator and the model creator. Nothing in it is a value of any party's
+    data: the coordinator never has one.
+    """
+    return answer(JobList(jobs=_store().job_summaries(query.limit)))
+
+
 @jobs.get("/jobs/<job_id>", responses=responses(200, JobRecord, 400, 401, 403, 404))
-@requires(MODEL_CREATOR)
+@requires(MODEL_CREATOR, OPERATOR)
 def show_job(path: JobPath) -> tuple[Response, int]:
-    """A job's status, spec and the record of its rounds: who contributed, who failed and why."""
+    """A job's status, spec and the record of its rounds, for the model creator and the operator.
+
+    Per round: who was asked in each attempt (``attempt_log``, and ``members`` for the latest),
+    who contributed, who failed and why, when it started and ended, and the sizes of what moved
+    (``contribution_bytes`` of each member's reply received, ``aggregate_bytes`` of the aggregate
+    sent to the model creator). Ciphertexts and metadata only, as everything the coordinator has.
+    """
     job = _store().job(path.job_id)
     rounds = [state.summary() for state in _store().rounds(path.job_id)]
-    record = JobRecord(job_id=job.job_id, status=job.status, error=job.error, spec=job.spec, rounds=rounds)
+    record = JobRecord(
+        job_id=job.job_id,
+        status=job.status,
+        error=job.error,
+        spec=job.spec,
+        rounds=rounds,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
     return answer(record)
 
 
@@ -315,7 +346,7 @@ def contribute(path: RoundPath, body: Contribution) -> tuple[Response, int]:
     except FederatedError as exc:
         collector.fail(body.data_owner, f"invalid reply: {exc.message}")
         raise
-    collector.add(body.data_owner, ciphertexts)
+    collector.add(body.data_owner, ciphertexts, request.content_length or len(request.get_data()))
     return answer(Accepted(status="accepted"), 202)
 
 

@@ -24,23 +24,29 @@ from common.service.app import create_base_app, peer_client, settings_of
 from common.service.auth import COORDINATOR, OPERATOR, Authenticator, Caller, same_token
 from common.service.clients import CoordinatorClient
 from common.service.settings import SettingsError, load_or_create_token, load_settings, with_secrets
+from data_owner.audit import AuditTrail
 from data_owner.config import DataOwnerSettings
 from data_owner.jobs import JobBook
 from data_owner.ledger import Ledger
 from data_owner.policy import OwnerPolicy, policy_warnings
 from data_owner.processes import ProcessPool
 from data_owner.responder import RoundResponder
-from data_owner.views import jobs, owner
+from data_owner.views import audit_answer, jobs, owner
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_KEY_FILE = "identity_key.pem"
 LEDGER_FILE = "ledger.sqlite3"
+AUDIT_FILE = "audit.sqlite3"
 OPERATOR_TOKEN_FILE = "operator_token"
 
 
 def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) -> OpenAPI:
-    """Build the data-owner app; it registers with the coordinator only when told to."""
+    """Build the data-owner app; it registers with the coordinator only when told to.
+
+    Every message it sends to another party, and every answer it gives the coordinator, is
+    recorded in its audit first (:mod:`data_owner.audit`).
+    """
     if not isinstance(settings, DataOwnerSettings):
         settings = load_settings(DataOwnerSettings, settings)
     settings = with_secrets(settings)
@@ -62,6 +68,8 @@ def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) ->
     identity = IdentityKey.load_or_create(state_dir / IDENTITY_KEY_FILE)
     ledger = Ledger(state_dir / LEDGER_FILE, reset=settings.reset_state)
     operator_token = settings.operator_token or load_or_create_token(state_dir / OPERATOR_TOKEN_FILE)
+    audit = AuditTrail(state_dir / AUDIT_FILE, reset=settings.reset_state)
+    app.extensions.update(audit=audit, outbound_audit=audit)
     enrolment = Enrolment()
     coordinator = CoordinatorClient(peer_client(app, settings), settings.coordinator_url, enrolment.current_credential)
     processes = ProcessPool(settings.worker_processes)
@@ -77,6 +85,7 @@ def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) ->
     )
     app.register_api(jobs)
     app.register_api(owner)
+    app.after_request(audit_answer)
     return app
 
 

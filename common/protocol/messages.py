@@ -64,6 +64,8 @@ MAX_ATTEMPT = 1000
 MAX_REASON = 2000
 MAX_PREDICTION_ROWS = 100_000
 MAX_ABS_COEFFICIENT = 2.0**128
+#: The most entries one page of a list (``GET /jobs``, ``GET /audit``) holds.
+MAX_LISTED = 1000
 
 _MAX_CIPHERTEXT_CHARS = 4 * -(-(2 * max(ALLOWED_KEY_BITS) // 8) // 3)
 
@@ -386,11 +388,14 @@ class DataOwnerEntry(Answer):
     columns: list[str] = Field(default_factory=list, description="The column names it publishes.")
     online: bool = Field(default=True, description="False while the coordinator has it offline.")
     offline_reason: str | None = None
+    offline_since: float | None = Field(
+        default=None, description="When the coordinator marked it offline (seconds since 1970); None when online."
+    )
     last_seen: float | None = Field(default=None, description="When it was last heard from (seconds since 1970).")
 
 
 class DataOwnerList(Answer):
-    """The coordinator's registry, for the model creator."""
+    """The coordinator's registry, for the model creator and the federation's operator."""
 
     data_owners: list[DataOwnerEntry]
 
@@ -463,8 +468,22 @@ class JobFinished(Answer):
     status: Literal["finished", "failed"]
 
 
+class AttemptRecord(Answer):
+    """One attempt at a round, as the coordinator saw it: who was asked, when, how many bytes came back."""
+
+    attempt: int = Field(ge=1, description="Attempts at a round count from 1.")
+    members: list[OwnerName] = Field(
+        description="The member set asked (empty when too few owners were available to ask any)."
+    )
+    started_at: float = Field(description="When the attempt was sent out (seconds since 1970).")
+    finished_at: float = Field(description="When its replies were all in, or its time was up.")
+    contribution_bytes: dict[str, int] = Field(
+        description="Data owner → bytes of the contribution body it sent (members that sent none are absent)."
+    )
+
+
 class RoundSummary(Answer):
-    """What the coordinator keeps of a round: membership and timing, never a value."""
+    """What the coordinator keeps of a round: membership, timing and sizes, never a value."""
 
     round: RoundNumber
     kind: RoundKind
@@ -473,6 +492,20 @@ class RoundSummary(Answer):
     contributors: list[OwnerName]
     failures: dict[str, str] = Field(description="Data owner → why it did not contribute.")
     seconds: float | None
+    started_at: float | None = Field(default=None, description="When the round started (seconds since 1970).")
+    finished_at: float | None = Field(
+        default=None, description="When it was aggregated or failed (seconds since 1970); None while running."
+    )
+    members: list[OwnerName] = Field(
+        default_factory=list, description="The member set asked in the round's latest attempt."
+    )
+    contribution_bytes: dict[str, int] = Field(
+        default_factory=dict, description="Data owner → bytes of its contribution in the latest attempt."
+    )
+    aggregate_bytes: int | None = Field(
+        default=None, description="Bytes of the aggregate message sent to the model creator; None before."
+    )
+    attempt_log: list[AttemptRecord] = Field(default_factory=list, description="Every attempt, oldest first.")
 
 
 class JobRecord(Answer):
@@ -483,6 +516,42 @@ class JobRecord(Answer):
     error: str | None
     spec: JobSpec
     rounds: list[RoundSummary]
+    created_at: float | None = Field(default=None, description="When the job was opened (seconds since 1970).")
+    updated_at: float | None = Field(default=None, description="When its status last changed.")
+
+
+class JobSummary(Answer):
+    """One job in the coordinator's list: its status, what it trains and how far it got."""
+
+    job_id: JobId
+    status: Literal["running", "finished", "failed"]
+    error: str | None
+    created_at: float = Field(description="When the job was opened (seconds since 1970).")
+    updated_at: float = Field(description="When its status last changed.")
+    model: ModelName
+    features: list[str]
+    label: str
+    protocol: Protocol
+    randomness: Randomness
+    min_data_owners: int
+    rounds: int = Field(ge=0, description="Rounds started so far.")
+    last_round_status: Literal["running", "aggregated", "failed"] | None = Field(
+        description="The status of the latest round started; None before any."
+    )
+
+
+class JobList(Answer):
+    """``GET /jobs`` of the coordinator: the jobs, newest first."""
+
+    jobs: list[JobSummary]
+
+
+class JobListQuery(BaseModel):
+    """``GET /jobs?limit=``: how many of the newest jobs to list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description=f"At most {MAX_LISTED}; default 100.")] = 100
 
 
 # --- Coordinator → data owner ---------------------------------------------------------------
@@ -658,6 +727,52 @@ class OwnerStatus(Answer):
     privacy: PrivacyLedger | None = Field(
         default=None, description="The privacy budget ledger, when the owner protects its rows with DP."
     )
+
+
+AuditDirection = Literal["sent", "answered"]
+
+
+class AuditEntry(Answer):
+    """One message that left a data owner: its own request to a party, or its answer to one.
+
+    ``sha256`` and ``size`` are those of the exact body bytes, which ``GET /audit/<id>`` returns.
+    """
+
+    id: int = Field(ge=1, description="Increasing with time; ``before`` pages by it.")
+    at: float = Field(description="When it was recorded, just before it left (seconds since 1970).")
+    direction: AuditDirection = Field(
+        description="'sent': a request this owner made; 'answered': its answer to a request it received."
+    )
+    peer: str = Field(description="To whom: the URL called, or for an answer the party that called.")
+    method: str
+    path: str = Field(description="The path of the request (this owner's own for an answer).")
+    kind: str = Field(
+        description="What it is: enrolment, deregistration, contribution, refusal, join, round_acceptance,"
+        " leave, error (an answer refusing a request for another reason) or other."
+    )
+    status: int | None = Field(
+        description="The HTTP status of the answer (None: a request that got no answer, or not yet)."
+    )
+    size: int = Field(ge=0, description="Bytes of the body.")
+    sha256: str = Field(description="SHA-256 of the body's exact bytes, hex.")
+
+
+class AuditList(Answer):
+    """``GET /audit`` of a data owner: the messages that left it, newest first."""
+
+    entries: list[AuditEntry]
+    next_before: int | None = Field(
+        description="Pass as ``before`` for the next (older) page; None when this page is the last."
+    )
+
+
+class AuditQuery(BaseModel):
+    """``GET /audit?limit=&before=``: a page of the audit, newest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description=f"At most {MAX_LISTED}; default 100.")] = 100
+    before: Annotated[int | None, Field(ge=1, description="Only entries with a smaller id (older).")] = None
 
 
 # --- Every service --------------------------------------------------------------------------

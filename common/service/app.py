@@ -58,7 +58,8 @@ from common.protocol.fields import validation_error
 from common.protocol.messages import ErrorBody, Health
 from common.service.audit import RecordingMiddleware, TrafficLog
 from common.service.auth import check_caller
-from common.service.http import PeerClient, is_loopback
+from common.service.http import OutboundAudit, PeerClient, is_loopback
+from common.service.pages import register_pages
 from common.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -230,7 +231,11 @@ def _openapi_path(rule: str) -> str:
 
 
 def create_base_app(name: str, title: str, description: str, settings: ServiceSettings) -> OpenAPI:
-    """A flask-openapi3 app with JSON error handlers, ``GET /health``, ``/openapi.json`` and ``/docs``."""
+    """A flask-openapi3 app with JSON error handlers, ``GET /health``, ``/openapi.json``, ``/docs`` and its page.
+
+    ``name`` is the party's (``coordinator``, ``data_owner``, ``model_creator``): its dashboard
+    page is served at ``GET /`` (:mod:`common.service.pages`).
+    """
     app = Service(
         name,
         info=Info(title=title, version=API_VERSION, description=description),
@@ -254,6 +259,7 @@ def create_base_app(name: str, title: str, description: str, settings: ServiceSe
         """200 once the service is serving; the app factory does everything readiness needs."""
         return answer(Health(status="ok"))
 
+    register_pages(app, name)
     if settings.traffic_log:
         log = TrafficLog(settings.traffic_log)
         app.extensions["traffic_log"] = log
@@ -317,13 +323,19 @@ def settings_of(app: Any, kind: type[S]) -> S:
 
 
 def peer_client(app: Any, settings: ServiceSettings) -> PeerClient:
-    """The app's HTTP client for calls to other parties, configured from its settings."""
+    """The app's HTTP client for calls to other parties, configured from its settings.
+
+    Its requests are recorded in the app's traffic log (``traffic_log``) and, before they leave,
+    in its outbound audit (``outbound_audit``, a data owner's), when the app has them.
+    """
     traffic_log = app.extensions.get("traffic_log")
+    audit: OutboundAudit | None = app.extensions.get("outbound_audit")
     return PeerClient(
         settings.request_timeout,
         connect_retries=settings.connect_retries,
         status_retries=settings.status_retries,
         recorder=traffic_log.recorder() if traffic_log else None,
+        audit=audit,
         verify=str(settings.ca_bundle) if settings.ca_bundle else True,
         allow_insecure_http=settings.allow_insecure_http,
     )

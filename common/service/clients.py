@@ -8,6 +8,7 @@ statuses.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -53,13 +54,23 @@ class _Client:
 
     def _call(self, method: str, path: str, answer: type[A], message: BaseModel | None = None) -> A:
         token = self._token() if callable(self._token) else self._token
-        payload = None if message is None else message.model_dump(mode="json", exclude_none=True)
+        payload = None if message is None else _payload(message)
         url = f"{self.base_url}{path}"
         reply: Any = self.http.request(method, url, payload, token=token)
         try:
             return answer.model_validate(reply)
         except ValidationError as exc:
             raise UpstreamError(f"{method} {url}: unexpected answer ({exc.error_count()} error(s))", peer=url) from None
+
+
+def _payload(message: BaseModel) -> Any:
+    """The JSON value a message travels as (fields never set, and ``None`` ones, left out)."""
+    return message.model_dump(mode="json", exclude_none=True)
+
+
+def wire_size(message: BaseModel) -> int:
+    """Bytes of the body a client sends for ``message`` (:meth:`PeerClient.request` encodes it so)."""
+    return len(json.dumps(_payload(message)).encode())
 
 
 class CoordinatorClient(_Client):

@@ -10,6 +10,10 @@ retried: the call's timeout is its deadline, not one of several in a row. A peer
 reached is a :class:`~common.protocol.errors.PeerUnreachable`; an error a peer answers with is
 re-raised as the class its ``type`` names (:func:`~common.protocol.errors.from_peer`), with
 ``peer`` set, so callers branch on what went wrong, never on statuses.
+
+A client with an :class:`OutboundAudit` (a data owner's) records each request's exact body in it
+before the request leaves, and the answer's status after: an audit that cannot be written stops
+the request, so nothing leaves unrecorded.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -39,6 +43,24 @@ CONNECT_TIMEOUT = 5.0
 
 #: The answers that say "try again later": a gateway's failure or timeout, a peer's storage fault.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+class OutboundAudit(Protocol):
+    """Where a party records every request it sends, before it leaves."""
+
+    def sending(self, method: str, url: str, body: bytes) -> int:
+        """Record a request about to leave with these exact body bytes; returns the record's id.
+
+        Raises
+        ------
+        StorageUnavailable
+            When the record cannot be written: the request must then not be sent.
+        """
+        ...
+
+    def answered(self, record: int, status: int | None) -> None:
+        """The status the request of ``record`` was answered with (``None``: no answer came)."""
+        ...
 
 
 class PeerRetry(Retry):
@@ -74,10 +96,12 @@ class PeerClient:
         token: str | None = None,
         verify: str | bool = True,
         allow_insecure_http: bool = False,
+        audit: OutboundAudit | None = None,
     ) -> None:
         self.allow_insecure_http = allow_insecure_http
         self.timeout = timeout
         self.recorder = recorder
+        self.audit = audit
         self.token = token
         self.verify = verify
         self.session = requests.Session()
@@ -104,12 +128,19 @@ class PeerClient:
     ) -> Any:
         """Send ``payload`` as JSON and return the decoded JSON answer (``None`` for no body).
 
-        ``token`` (default: the client's own) goes in the ``Authorization`` header.
+        ``token`` (default: the client's own) goes in the ``Authorization`` header. With an audit,
+        the request is recorded there first (a retry of a connection resends the same bytes).
+
+        Raises
+        ------
+        StorageUnavailable
+            When the audit cannot record the request; it was not sent.
         """
         target = urlsplit(url)
         if target.scheme == "http" and not self.allow_insecure_http and not is_loopback(target.hostname or ""):
             raise PeerUnreachable(f"{method} {url}: refusing plain HTTP to a non-loopback peer (use https)", peer=url)
         body = None if payload is None else json.dumps(payload).encode()
+        record = None if self.audit is None else self.audit.sending(method, url, body or b"")
         if self.recorder is not None and body is not None:
             self.recorder("sent", url, body)
         headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -127,6 +158,8 @@ class PeerClient:
             )
         except requests.RequestException as exc:
             raise PeerUnreachable(f"{method} {url}: {type(exc).__name__}: {exc}", peer=url) from exc
+        if self.audit is not None and record is not None:
+            self.audit.answered(record, response.status_code)
         if self.recorder is not None:
             self.recorder("received", url, response.content)
         if response.status_code >= 300:

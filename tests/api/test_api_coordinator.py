@@ -334,8 +334,11 @@ def test_create_then_show_job(coordinator_app, small_key):
 
     shown = client.get("/jobs/job-42")
     assert shown.status_code == 200
-    assert shown.get_json() == {"job_id": "job-42", "status": "running", "error": None,
-                                "spec": spec.model_dump(mode="json"), "rounds": []}
+    record = shown.get_json()
+    opened = record.pop("created_at")
+    assert isinstance(opened, float) and record.pop("updated_at") == opened
+    assert record == {"job_id": "job-42", "status": "running", "error": None,
+                      "spec": spec.model_dump(mode="json"), "rounds": []}
     assert JobSpec.model_validate(shown.get_json()["spec"]) == spec
 
 

@@ -18,8 +18,10 @@ from support import HTTP_METHODS, SERVICES
 FLASK_PARAMETER = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 
-# The document and its pages are not operations of the API.
+# The document and its pages are not operations of the API; nor is the party's dashboard page
+# with its assets (common/service/pages.py), static files that call the API like any client.
 DOCUMENTATION_ROUTES = re.compile(r"^/(openapi\.json$|docs(/|$))")
+PAGE_ROUTES = re.compile(r"^/(assets/|$)")
 
 
 @pytest.fixture(params=SERVICES)
@@ -47,7 +49,7 @@ def routes(app: Flask) -> dict[tuple[str, str], Any]:
     """(OpenAPI path, lower-case method) → view function, for every route but static files and the docs."""
     found = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or DOCUMENTATION_ROUTES.match(rule.rule):
+        if rule.endpoint == "static" or DOCUMENTATION_ROUTES.match(rule.rule) or PAGE_ROUTES.match(rule.rule):
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             found[(openapi_path(rule.rule), method.lower())] = app.view_functions[rule.endpoint]
@@ -129,6 +131,14 @@ def test_is_a_valid_openapi_3_document(served: dict[str, Any]) -> None:
 def test_documents_exactly_the_routes_of_the_app(service: tuple[str, Flask], served: dict[str, Any]) -> None:
     _, app = service
     assert set(operations(served)) == set(routes(app))
+
+
+def test_the_dashboard_page_is_served_and_is_no_operation(service: tuple[str, Flask], served: dict[str, Any]) -> None:
+    _, app = service
+    assert not [path for path in served["paths"] if PAGE_ROUTES.match(path)]
+    page_rules = {rule.rule for rule in app.url_map.iter_rules() if PAGE_ROUTES.match(rule.rule)}
+    assert page_rules == {"/", "/assets/<path:filename>"}
+    assert app.test_client().get("/").status_code == 200
 
 
 def test_path_parameters_are_declared(served: dict[str, Any]) -> None:

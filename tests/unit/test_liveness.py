@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 from coordinator.liveness import Liveness, SilenceWatch
+from coordinator.store import CoordinatorStore
 
 
-def test_an_offline_owner_is_back_once_it_answers_health():
+def test_an_offline_owner_is_back_once_it_answers_health(tmp_path):
     answering = {"http://a": True, "http://c": False}
-    liveness = Liveness(lambda url: answering[url], interval=0.01)
+    liveness = Liveness(lambda url: answering[url], interval=0.01, book=CoordinatorStore(str(tmp_path / "c.sqlite3")))
     liveness.mark_offline("c", "http://c", "missed round 3 of job j")
     assert liveness.offline() == {"c": "missed round 3 of job j"}
     stop = threading.Event()
@@ -29,9 +30,9 @@ def test_an_offline_owner_is_back_once_it_answers_health():
         watcher.join(5)
 
 
-def test_a_member_is_silent_only_after_the_misses_in_a_row():
+def test_a_member_is_silent_only_after_the_misses_in_a_row(tmp_path):
     answers = {"http://b": [False, True, False, False, False], "http://c": [False, False, False]}
-    liveness = Liveness(lambda url: answers[url].pop(0), interval=1)
+    liveness = Liveness(lambda url: answers[url].pop(0), interval=1, book=CoordinatorStore(str(tmp_path / "c.sqlite3")))
     watch = SilenceWatch(liveness, {"b": "http://b", "c": "http://c"}, misses=3)
     assert watch({"b", "c"}) == {}
     assert watch({"b", "c"}) == {}
