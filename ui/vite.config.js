@@ -18,6 +18,11 @@ export default defineConfig({
     emptyOutDir: true,
     modulePreload: { polyfill: false },
     rollupOptions: {
+      // The code and style every page shares are named for what they are, not for their first module.
+      output: {
+        chunkFileNames: "assets/shared-[hash].js",
+        assetFileNames: "assets/dashboard-[hash][extname]",
+      },
       input: {
         model_creator: resolve(here, "model_creator.html"),
         coordinator: resolve(here, "coordinator.html"),

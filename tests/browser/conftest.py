@@ -1,6 +1,7 @@
 """Fixtures of the browser tests: one Chromium for the session and one real federation for the
-module (a coordinator, the three shipped owners each with its traffic log, a model creator with a
-user API token), started as separate processes on free loopback ports."""
+module, started as separate processes on free loopback ports: a coordinator, the three shipped
+owners, a fourth owner protecting its rows with differential privacy (it refuses every job
+without bounds), each owner with its traffic log, and a model creator with a user API token."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from browser_support import CHROMIUM, CHROMIUM_FLAGS, chromium_missing
 from support import SHIPPED, SHIPPED_OWNERS
 
 from local_federation.cluster import LocalFederation
+
+#: The owner that runs differential privacy, on the third shard, and its options.
+PRIVATE_OWNER = "private_d"
+PRIVATE_OPTIONS = ["--dp-epsilon", "1", "--dp-delta", "1e-5", "--privacy-budget", "3"]
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +111,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     running = Federation(local, api_token)
     try:
         local.start()
-        for name, data in SHIPPED_OWNERS:
+        owners = [*((name, data, []) for name, data in SHIPPED_OWNERS), (PRIVATE_OWNER, SHIPPED_OWNERS[2][1], PRIVATE_OPTIONS)]
+        for name, data, options in owners:
             log = workdir / f"{name}.traffic.jsonl"
-            local.add_data_owner(name, data, options=["--traffic-log", str(log)])
+            local.add_data_owner(name, data, options=[*options, "--traffic-log", str(log)])
             running.traffic_logs[name] = log
         yield running
     finally:

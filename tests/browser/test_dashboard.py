@@ -29,7 +29,7 @@ from browser_support import (
     plaintexts_in,
     tab_to,
 )
-from conftest import Federation
+from conftest import PRIVATE_OWNER, Federation
 from support import SHIPPED, SHIPPED_OWNER_NAMES, SHIPPED_OWNERS
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +61,7 @@ def signed_in_model_creator(browser: Any, federation: Federation) -> Dashboard:
     page = opened.open()
     page.get_by_text("The service refused the call").wait_for()
     opened.sign_in(federation.api_token)
-    page.locator("text=3 of 3 data owners online").wait_for()
+    page.locator("text=4 of 4 data owners online").wait_for()
     return opened
 
 
@@ -190,7 +190,7 @@ def test_a_job_started_with_the_keyboard_only(browser: Any, federation: Federati
         tab_to(page, "#token")
         keys.type(federation.api_token)
         keys.press("Enter")
-        page.locator("text=3 of 3 data owners online").wait_for()
+        page.locator("text=4 of 4 data owners online").wait_for()
         before = known_models(federation)
         tab_to(page, "#job-name")
         keys.type("by keyboard")
@@ -263,7 +263,32 @@ def test_data_owner_page_audits_exactly_what_its_traffic_log_recorded(
         body = Path(download.value.path()).read_bytes()
         assert (hashlib.sha256(body).hexdigest(), len(body)) == (newest["sha256"], newest["size"])
 
-        opened.screenshots("data_owner", "#audit-heading")
+        opened.assert_documented()
+
+
+def test_private_owner_page_shows_its_refusals_and_ledger(
+    browser: Any, federation: Federation, finished_model: dict[str, Any]
+) -> None:
+    columns = ["age", "bmi", "bp", "progression"]
+    shipped = json.loads((SHIPPED / "dp_job.json").read_text())["bounds"]
+    bounds = {column: shipped[column] for column in columns}
+    private = federation.train({"features": columns[:-1], "label": columns[-1], "bounds": bounds, "name": "private"})
+    assert private["status"] == "finished", private
+    ledger = federation.local.owner_status(PRIVATE_OWNER)["privacy"]
+    assert [charge["job_id"] for charge in ledger["charges"]] == [private["model_id"]]
+    with dashboard(browser, federation.owner(PRIVATE_OWNER)) as opened:
+        page = opened.open()
+        opened.sign_in(federation.operator_token(f"data_owner_{PRIVATE_OWNER}"))
+        page.locator("#ledger").wait_for()
+        assert page.locator("#charges tbody tr").count() == 1
+        assert private["model_id"] in page.locator("#charges").text_content()
+        left = f"{ledger['jobs_remaining']} more jobs"
+        assert left in page.locator("#ledger").text_content()
+        # The job without bounds it refused, with the local detail the refusal code hides from others.
+        refusal = page.locator("#events tbody tr", has_text=finished_model["model_id"]).filter(has_text="refused")
+        assert "policy:bounds" in refusal.text_content() and "no bounds for column" in refusal.text_content()
+        page.locator("#audit tbody tr").first.wait_for()
+        opened.screenshots("data_owner", "#ledger-heading")
         opened.assert_documented()
 
 
@@ -296,7 +321,7 @@ def test_coordinator_page_shows_no_plaintext(browser: Any, federation: Federatio
         page = opened.open()
         page.get_by_text("The service refused the call").wait_for()
         opened.sign_in(federation.operator_token("coordinator"))
-        page.locator("text=3 of 3 online").wait_for()
+        page.locator("text=4 of 4 online").wait_for()
         model_id = finished_model["model_id"]
         page.get_by_role("button", name=f"Show job {model_id}").click()
         detail = page.locator(f'#job-detail[data-job-id="{model_id}"]')
