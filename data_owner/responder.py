@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from common.crypto.bigint import mpz
 from common.crypto.identity import canonical
 from common.crypto.masking import MaskContext, member_masks
-from common.protocol.errors import EncodingOverflow, FederatedError, Forbidden, Refused
+from common.protocol.errors import EncodingOverflow, FederatedError, Forbidden, Refused, StorageUnavailable
 from common.protocol.messages import Contribution, Refusal, RoundRequest, ciphertexts_under
 from common.protocol.moments import moment_values
 from common.protocol.spec import GRADIENT, MOMENTS, STATISTICS
@@ -187,8 +187,11 @@ class RoundResponder:
 
     @staticmethod
     def _send(call: Callable[[], object]) -> None:
+        """Send a reply; one the audit cannot record is not sent (the coordinator asks again at its next attempt)."""
         try:
             call()
+        except StorageUnavailable as exc:
+            logger.error("reply not sent: it could not be recorded in this owner's audit first (%s)", exc.message)
         except FederatedError as exc:
             logger.warning("the coordinator did not take our message: %s", exc.message)
 

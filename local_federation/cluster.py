@@ -87,7 +87,8 @@ class LocalFederation:
     """A coordinator, data owners (name → CSV) and a model creator under one work directory.
 
     ``environment`` adds variables to every party's environment (e.g. ``FT_COORDINATOR_ROUND_TIMEOUT``);
-    ``coordinator_traffic_log`` records every byte the coordinator receives and sends; with
+    ``coordinator_traffic_log`` records every byte the coordinator receives and sends, and
+    ``owner_traffic_logs`` every byte each data owner does (:meth:`owner_traffic_log`); with
     ``tls_cert`` and ``tls_key`` (a certificate for 127.0.0.1 that is also its own authority) every
     party serves and calls over HTTPS. ``placement`` puts parties on other hosts: party name
     (``coordinator``, ``model_creator``, ``data_owner:NAME``) → (command prefix, address), e.g.
@@ -101,6 +102,7 @@ class LocalFederation:
     key_bits: int = 2048
     environment: dict[str, str] = field(default_factory=dict)
     coordinator_traffic_log: Path | None = None
+    owner_traffic_logs: bool = False
     startup_timeout: float = 60.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -168,6 +170,7 @@ class LocalFederation:
                 self.coordinator.url,
                 "--state-dir",
                 str(self.workdir / f"data_owner_{name}"),
+                *(["--traffic-log", str(self.owner_traffic_log(name))] if self.owner_traffic_logs else []),
                 *self.owner_options,
                 *options,
                 *self._small_keys(),
@@ -186,9 +189,18 @@ class LocalFederation:
     def data_owner(self, name: str) -> Party:
         return self.parties[f"data_owner:{name}"]
 
+    def owner_traffic_log(self, name: str) -> Path:
+        """Where data owner ``name`` records its traffic, with ``owner_traffic_logs``."""
+        return self.workdir / f"traffic_{name}.jsonl"
+
+    def operator_token(self, party: str) -> str:
+        """The operator token a party made at its first start: ``coordinator`` or ``data_owner:NAME``."""
+        directory = "coordinator" if party == "coordinator" else f"data_owner_{party.removeprefix('data_owner:')}"
+        return (self.workdir / directory / "operator_token").read_text().strip()
+
     def owner_status(self, name: str) -> dict[str, Any]:
         """A data owner's ``GET /status``, as its operator sees it (with the owner's operator token)."""
-        token = (self.workdir / f"data_owner_{name}" / "operator_token").read_text().strip()
+        token = self.operator_token(f"data_owner:{name}")
         response = self.session.get(
             f"{self.data_owner(name).url}/status", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )

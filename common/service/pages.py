@@ -96,4 +96,5 @@ def _static(path: Path, cache_forever: bool) -> Response:
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
-    return response.make_conditional(request)
+    response.make_conditional(request)
+    return response

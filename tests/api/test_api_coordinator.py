@@ -15,6 +15,7 @@ code; the stub owners answer joins with signed job keys, and the test sends thei
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 import time
@@ -627,6 +628,97 @@ def test_round_is_fanned_out_collected_and_aggregated(open_round, small_key):
     assert len(rounds) == 1
     assert rounds[0]["round"] == 0 and rounds[0]["status"] == "aggregated"
     assert rounds[0]["contributors"] == ["owner-a", "owner-b"] and rounds[0]["failures"] == {}
+
+
+def operator_of(app):
+    """The coordinator, called by the federation's operator with the token kept in its state dir."""
+    return client_with(app, (app.extensions["settings"].state_dir / "operator_token").read_text().strip())
+
+
+def test_the_operator_sees_each_rounds_member_set_timings_and_sizes(open_round, small_key):
+    count = open_round.spec.reply_ciphertexts()
+    bodies = {name: {**contribution_body(small_key, open_round.spec, name),
+                     "ciphertexts": encrypted(small_key, [index + 1] * count)}
+              for index, name in enumerate(("owner-a", "owner-b"))}
+    sizes = {}
+    for name, body in bodies.items():
+        raw = json.dumps(body).encode()
+        sizes[name] = len(raw)
+        answered = open_round.owner(name).post("/jobs/job-1/rounds/0/contributions", data=raw,
+                                               content_type="application/json")
+        assert answered.status_code == 202, answered.get_data(as_text=True)
+    delivered = open_round.aggregate()
+
+    shown = operator_of(open_round.app).get("/jobs/job-1")
+    assert shown.status_code == 200, shown.get_data(as_text=True)
+    (summary,) = shown.get_json()["rounds"]
+    assert summary["members"] == ["owner-a", "owner-b"]
+    assert summary["contribution_bytes"] == sizes
+    # The aggregate's size is that of the body the model creator received (sent as compact JSON by requests).
+    assert summary["aggregate_bytes"] == len(json.dumps(delivered).encode())
+    assert summary["started_at"] <= summary["finished_at"] <= time.time()
+    (attempt,) = summary["attempt_log"]
+    assert attempt["attempt"] == 1 and attempt["members"] == ["owner-a", "owner-b"]
+    assert attempt["contribution_bytes"] == sizes
+    assert summary["started_at"] <= attempt["started_at"] <= attempt["finished_at"] <= summary["finished_at"]
+    # The model creator sees the same record.
+    assert open_round.client.get("/jobs/job-1").get_json()["rounds"] == [summary]
+
+
+def test_the_jobs_are_listed_newest_first_for_the_operator_and_the_model_creator(coordinator_app, small_key):
+    client = as_model_creator(coordinator_app)
+    for job_id in ("job-old", "job-mid", "job-new"):
+        create_job(client, small_key, make_spec(small_key, job_id))
+        time.sleep(0.01)
+    client.post("/jobs/job-mid/finish", json={"status": "failed", "error": "stopped by its user"})
+    for caller in (client, operator_of(coordinator_app)):
+        listed = caller.get("/jobs")
+        assert listed.status_code == 200, listed.get_data(as_text=True)
+        jobs = listed.get_json()["jobs"]
+        assert [job["job_id"] for job in jobs] == ["job-new", "job-mid", "job-old"]
+        spec = make_spec(small_key, "job-new")
+        assert jobs[0] == {**jobs[0], "status": "running", "error": None, "model": spec.model,
+                           "features": list(spec.features), "label": spec.label, "rounds": 0,
+                           "last_round_status": None, "min_data_owners": spec.min_data_owners}
+        assert jobs[1]["status"] == "failed" and jobs[1]["error"] == "stopped by its user"
+        assert [job["job_id"] for job in caller.get("/jobs?limit=2").get_json()["jobs"]] == ["job-new", "job-mid"]
+    assert operator_of(coordinator_app).get("/jobs/job-old").status_code == 200
+    assert operator_of(coordinator_app).get("/data_owners").status_code == 200
+
+
+@pytest.mark.parametrize("query, fragment", [("limit=0", "query.limit"), ("limit=1001", "query.limit"),
+                                             ("limit=many", "query.limit")])
+def test_a_bad_job_list_query_is_a_400_naming_it(coordinator_app, query, fragment):
+    assert_json_error(operator_of(coordinator_app).get(f"/jobs?{query}"), 400, fragment)
+
+
+def test_the_operator_views_are_for_the_operator_and_the_model_creator_only(coordinator_app):
+    owner = as_owner(coordinator_app, "owner-a")
+    for path in ("/jobs", "/jobs/job-1", "/data_owners"):
+        assert_json_error(coordinator_app.test_client().get(path), 401, "missing or unknown credentials")
+        assert_json_error(owner.get(path), 403, f"a data owner may not call GET {path}")
+        assert_json_error(as_enrolling_owner(coordinator_app).get(path), 403, "may not call")
+
+
+def test_an_offline_owner_stays_offline_across_a_restart(coordinator_app):
+    as_owner(coordinator_app, "owner-a")
+    as_owner(coordinator_app, "owner-b", "http://127.0.0.1:5002")
+    coordinator_app.extensions["round_runner"].liveness.mark_offline("owner-b", "http://127.0.0.1:5002",
+                                                                    "missed round 3 of job job-1")
+    before = {entry["name"]: entry for entry in operator_of(coordinator_app).get("/data_owners").get_json()["data_owners"]}
+    assert before["owner-b"]["online"] is False and before["owner-b"]["offline_reason"] == "missed round 3 of job job-1"
+    assert before["owner-a"]["online"] is True and before["owner-a"]["offline_since"] is None
+
+    restarted = create_app(restart_config(coordinator_app))
+    after = {entry["name"]: entry for entry in operator_of(restarted).get("/data_owners").get_json()["data_owners"]}
+    assert after["owner-b"]["online"] is False
+    assert after["owner-b"]["offline_reason"] == before["owner-b"]["offline_reason"]
+    assert after["owner-b"]["offline_since"] == before["owner-b"]["offline_since"]
+    assert restarted.extensions["round_runner"].liveness.offline() == {"owner-b": "missed round 3 of job job-1"}
+    # Back online (it enrolled again): forgotten as offline for good, also by the next restart.
+    as_owner(restarted, "owner-b", "http://127.0.0.1:5002")
+    again = create_app(restart_config(coordinator_app))
+    assert again.extensions["round_runner"].liveness.offline() == {}
 
 
 def test_joined_owners_job_keys_outlive_a_restart(open_round, small_key):

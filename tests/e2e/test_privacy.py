@@ -140,11 +140,16 @@ METADATA_NUMBER_KEYS = {
     "updated_at": "a wall-clock time (the coordinator's clock)",
     "started_at": "a wall-clock time (the coordinator's clock)",
     "last_seen": "a wall-clock time (the coordinator's clock: when it last heard from an owner)",
+    "finished_at": "a wall-clock time (the coordinator's clock)",
     "seconds": "a duration measured by the coordinator",
+    "aggregate_bytes": "the size of an aggregate the coordinator sent the model creator (in its traffic log)",
+    "contribution_bytes": "the size of a contribution the coordinator received (in its traffic log)",
     "delivered": "a flag (0 or 1)",
     "port": "the TCP port of a party, from its enrolment or the federation's configuration",
 }
-TIME_KEYS = {"signed_at", "registered_at", "created_at", "updated_at", "started_at", "last_seen"}
+TIME_KEYS = {"signed_at", "registered_at", "created_at", "updated_at", "started_at", "finished_at", "last_seen"}
+#: Mappings of owner name → number: their numbers stand under the mapping's key (the names are keys).
+PER_OWNER_NUMBER_KEYS = {"contribution_bytes"}
 
 #: Strings that are keys, signatures, digests, random ids, tokens or ciphertexts: their digits are
 #: not numbers, so they are not searched as decimal text; they are searched as hexadecimal and as
@@ -383,7 +388,7 @@ def json_leaves(node: Any, where: str, key: str | None, source: str) -> Iterator
     if isinstance(node, dict):
         for name, value in node.items():
             yield Leaf(f"{where} (key)", "<key>", name, source)
-            yield from json_leaves(value, f"{where}.{name}", name, source)
+            yield from json_leaves(value, f"{where}.{name}", key if key in PER_OWNER_NUMBER_KEYS else name, source)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             yield from json_leaves(value, f"{where}[{index}]", key, source)
@@ -1171,6 +1176,12 @@ def test_no_secret_integer_appears_as_bytes_in_base64(corpus, secrets):
     print(f"base64: {len(base64_blobs(corpus))} strings; substring search from {long_from} bytes")
 
 
+def body_sizes(run: Run, direction: str, path_end: str) -> set[int]:
+    """The sizes of the bodies the coordinator's traffic log recorded in ``direction`` on paths ending so."""
+    return {len(record["body"].encode()) for record in run.records
+            if record["direction"] == direction and record["peer"].endswith(path_end)}
+
+
 def metadata_findings(leaves: Iterable[Leaf], run: Run, protocol: Protocol) -> list[str]:
     """Every number under a metadata key that is not what the key says it is."""
     rounds = max(len(model["history"]) for model in run.models.values())
@@ -1189,6 +1200,8 @@ def metadata_findings(leaves: Iterable[Leaf], run: Run, protocol: Protocol) -> l
         "attempts": lambda v: isinstance(v, int) and 0 <= v <= 2 * ROUND_ATTEMPTS,
         "seconds": lambda v: isinstance(v, (int, float)) and 0 <= v <= run.ended - run.started,
         "delivered": lambda v: v in (0, 1),
+        "aggregate_bytes": lambda v: v in body_sizes(run, "sent", "/aggregates"),
+        "contribution_bytes": lambda v: v in body_sizes(run, "received", "/contributions"),
         "port": lambda v: v in set(run.ports.values()),
         **{key: (lambda v: isinstance(v, (int, float)) and run.started - 60 <= v <= run.ended + 60)
            for key in TIME_KEYS},

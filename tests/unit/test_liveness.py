@@ -40,3 +40,19 @@ def test_a_member_is_silent_only_after_the_misses_in_a_row(tmp_path):
     assert name == "c"
     assert reason.startswith("silent: answered neither the round nor 3 health checks in a row")
     assert set(watch({"b"})) == set() and set(watch({"b"})) == {"b"}
+
+
+def test_the_offline_marking_is_kept_in_the_store_for_the_next_start(tmp_path):
+    now = [1000.0]
+    store = CoordinatorStore(str(tmp_path / "c.sqlite3"))
+    liveness = Liveness(lambda url: False, interval=1, book=store, clock=lambda: now[0])
+    liveness.mark_offline("c", "http://c", "missed round 3 of job j")
+    now[0] = 1005.0
+    liveness.mark_offline("c", "http://c", "missed round 4 of job j")
+    assert liveness.offline_since() == {"c": 1000.0}, "offline since the first marking"
+
+    restarted = Liveness(lambda url: False, interval=1, book=CoordinatorStore(str(tmp_path / "c.sqlite3")))
+    assert restarted.offline() == {"c": "missed round 4 of job j"}
+    assert restarted.offline_since() == {"c": 1000.0}
+    restarted.mark_online("c")
+    assert Liveness(lambda url: False, interval=1, book=store).offline() == {}
