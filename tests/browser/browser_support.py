@@ -1,5 +1,7 @@
-"""Support of the browser tests: Debian's Chromium driven by Playwright, a page with every API
-call it makes recorded, keyboard navigation, screenshots, and number searches in a page's DOM.
+"""Support of the browser tests.
+
+Debian's Chromium driven by Playwright, a page with every API call it makes recorded, keyboard
+navigation, screenshots, and number searches in a page's DOM.
 
 Chromium is Debian's package at ``/usr/bin/chromium`` (``apt-get install chromium``; Playwright's
 own browser download is never used). Where it is missing the browser tests skip, naming what to
@@ -105,14 +107,19 @@ class Dashboard:
         document = requests.get(f"{self.url}/openapi.json", timeout=30).json()
         described = operations(document)
         undocumented = sorted(
-            {(method, path) for method, path in self.calls if not any(
-                method == m and pattern.match(path) for m, pattern in described)}
+            {
+                (method, path)
+                for method, path in self.calls
+                if not any(method == m and pattern.match(path) for m, pattern in described)
+            }
         )
         assert not undocumented, f"calls of the page at {self.url} not in its /openapi.json: {undocumented}"
 
     def screenshots(self, name: str, phone_view: str) -> None:
-        """``docs/screenshots/<name>-desktop.png``, the whole page 1280 px wide, and
-        ``<name>-phone.png``, a 390×844 phone screen scrolled to ``phone_view`` (a selector).
+        """Screenshots of the page, on a desktop and on a phone.
+
+        ``docs/screenshots/<name>-desktop.png`` is the whole page 1280 px wide, ``<name>-phone.png``
+        a 390×844 phone screen scrolled to ``phone_view`` (a selector).
 
         At phone width nothing may stick out sideways: wide tables scroll inside their panels.
         """
@@ -197,8 +204,10 @@ def page_text(page: Any) -> str:
 
 
 def distinctive_texts(value: float) -> set[str]:
-    """How a page could write ``value``: in full and to 4, 5 and 6 significant digits, as long
-    as the text keeps at least 4 of them (a shorter text also stands for too many other things)."""
+    """How a page could write ``value``: in full and to 4, 5 and 6 significant digits.
+
+    Only texts of at least 4 significant digits: a shorter one also stands for too many other things.
+    """
     texts = {repr(value), str(value), f"{value:.6g}", f"{value:.5g}", f"{value:.4g}"}
     if float(value).is_integer():
         texts.add(str(int(value)))

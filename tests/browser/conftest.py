@@ -1,7 +1,9 @@
-"""Fixtures of the browser tests: one Chromium for the session and one real federation for the
-module, started as separate processes on free loopback ports: a coordinator, the three shipped
+"""Fixtures of the browser tests: one Chromium for the session, one real federation for the module.
+
+The federation's parties are separate processes on free loopback ports: a coordinator, the three shipped
 owners, a fourth owner protecting its rows with differential privacy (it refuses every job
-without bounds), each owner with its traffic log, and a model creator with a user API token."""
+without bounds), each owner with its traffic log, and a model creator with a user API token.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Federation:
-    """A running federation and what its users hold: the model creator's API token and each
-    operator's token, and every owner's traffic log."""
+    """A running federation and what its users hold.
+
+    The model creator's API token, each operator's token, and every owner's traffic log.
+    """
 
     local: LocalFederation
     api_token: str
@@ -111,7 +115,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     running = Federation(local, api_token)
     try:
         local.start()
-        owners = [*((name, data, []) for name, data in SHIPPED_OWNERS), (PRIVATE_OWNER, SHIPPED_OWNERS[2][1], PRIVATE_OPTIONS)]
+        owners = [
+            *((name, data, []) for name, data in SHIPPED_OWNERS),
+            (PRIVATE_OWNER, SHIPPED_OWNERS[2][1], PRIVATE_OPTIONS),
+        ]
         for name, data, options in owners:
             log = workdir / f"{name}.traffic.jsonl"
             local.add_data_owner(name, data, options=[*options, "--traffic-log", str(log)])

@@ -89,7 +89,7 @@ def test_model_creator_page_trains_a_job_from_the_form(browser: Any, federation:
         while time.monotonic() < deadline:
             status = detail.locator("#detail-status").text_content()
             progress_seen.append(detail.locator("#detail-progress").text_content())
-            chart = detail.locator("#chart-gradient-caption + svg, figure:has(#chart-gradient-caption) svg")
+            chart = detail.locator("figure:has(#chart-gradient-caption) svg")
             if chart.count():
                 points_seen.append(int(chart.first.get_attribute("data-points")))
             if status == "finished":
@@ -97,8 +97,12 @@ def test_model_creator_page_trains_a_job_from_the_form(browser: Any, federation:
             page.wait_for_timeout(150)
         model = federation.model(model_id)
         assert model["status"] == "finished", model
-        assert any(re.fullmatch(r"round \d+ of \d+, about .+ left", text or "") for text in progress_seen), progress_seen
-        gradient_rounds = sum(1 for entry in model["history"] if entry["gradient_norm"] is not None and entry["kind"] != "statistics")
+        assert any(re.fullmatch(r"round \d+ of \d+, about .+ left", text or "") for text in progress_seen), (
+            progress_seen
+        )
+        gradient_rounds = sum(
+            1 for entry in model["history"] if entry["gradient_norm"] is not None and entry["kind"] != "statistics"
+        )
         assert len({n for n in points_seen if 0 < n < gradient_rounds}) >= 2, (points_seen, gradient_rounds)
         page.locator(f'figure:has(#chart-gradient-caption) svg[data-points="{gradient_rounds}"]').wait_for()
         assert "(log scale)" in page.locator("#chart-gradient-caption").text_content()
@@ -116,7 +120,7 @@ def test_model_creator_page_trains_a_job_from_the_form(browser: Any, federation:
 
         # Who took part in each round; the predictions on the test data; the export.
         assert page.locator("#rounds tbody tr").count() == len(model["history"])
-        for entry, cells in zip(model["history"], page.locator("#rounds tbody tr").all()):
+        for entry, cells in zip(model["history"], page.locator("#rounds tbody tr").all(), strict=True):
             assert cells.locator("td").nth(2).text_content() == ", ".join(entry["data_owners"])
         prediction = federation.api("GET", "/prediction", params={"model_id": model_id}).json()
         page.locator("#predictions tbody tr").nth(prediction["rows"] - 1).wait_for()
@@ -169,10 +173,19 @@ def test_model_creator_form_shows_the_apis_validation_message(browser: Any, fede
         page.get_by_role("button", name="Start job").click()
         alert = page.locator("form.job [role=alert]")
         alert.wait_for()
-        answer = federation.api("POST", "/model", json={
-            "model": "linear_regression", "optimizer": "exact", "protocol": "gradients", "randomness": "standard",
-            "features": ["clinic"], "label": "progression", "min_data_owners": 3,
-        })
+        answer = federation.api(
+            "POST",
+            "/model",
+            json={
+                "model": "linear_regression",
+                "optimizer": "exact",
+                "protocol": "gradients",
+                "randomness": "standard",
+                "features": ["clinic"],
+                "label": "progression",
+                "min_data_owners": 3,
+            },
+        )
         assert answer.status_code == 422, answer.text
         assert alert.text_content() == answer.json()["error"]
         assert "clinic" in alert.text_content()
@@ -293,11 +306,15 @@ def test_private_owner_page_shows_its_refusals_and_ledger(
 
 
 def plaintext_secrets(federation: Federation) -> list[tuple[str, str]]:
-    """Every plaintext the coordinator must never see, as a page could write it: the owners'
-    values, and each model's coefficients, gradient norms, metrics and predictions."""
+    """Every plaintext the coordinator must never see, as a page could write it.
+
+    The owners' values, and each model's coefficients, gradient norms, metrics and predictions.
+    """
     secrets: list[tuple[str, str]] = []
     for name, data in SHIPPED_OWNERS:
-        secrets += [(text, f"a value of {name}'s data") for value in csv_numbers(data) for text in distinctive_texts(value)]
+        secrets += [
+            (text, f"a value of {name}'s data") for value in csv_numbers(data) for text in distinctive_texts(value)
+        ]
     for listed in federation.api("GET", "/models").json()["models"]:
         model = federation.model(listed["model_id"])
         values: list[tuple[float, str]] = []
@@ -310,11 +327,17 @@ def plaintext_secrets(federation: Federation) -> list[tuple[str, str]]:
         if model["status"] == "finished":
             prediction = federation.api("GET", "/prediction", params={"model_id": model["model_id"]}).json()
             values += [(v, "a prediction") for v in prediction["predictions"]]
-        secrets += [(text, f"{what} of model {model['model_id']}") for value, what in values for text in distinctive_texts(value)]
+        secrets += [
+            (text, f"{what} of model {model['model_id']}")
+            for value, what in values
+            for text in distinctive_texts(value)
+        ]
     return secrets
 
 
-def test_coordinator_page_shows_no_plaintext(browser: Any, federation: Federation, finished_model: dict[str, Any]) -> None:
+def test_coordinator_page_shows_no_plaintext(
+    browser: Any, federation: Federation, finished_model: dict[str, Any]
+) -> None:
     federation.wait_idle()
     secrets = plaintext_secrets(federation)
     with dashboard(browser, federation.coordinator) as opened:
@@ -327,7 +350,7 @@ def test_coordinator_page_shows_no_plaintext(browser: Any, federation: Federatio
         detail = page.locator(f'#job-detail[data-job-id="{model_id}"]')
         detail.locator("#rounds tbody tr").nth(len(finished_model["history"]) - 1).wait_for()
         rows = detail.locator("#rounds tbody tr").all()
-        for entry, row in zip(finished_model["history"], rows):
+        for entry, row in zip(finished_model["history"], rows, strict=True):
             assert row.locator("td").nth(3).text_content() == ", ".join(entry["data_owners"])
         page.get_by_text("aggregated").first.wait_for()
         dom = page_text(page)
@@ -339,14 +362,20 @@ def test_coordinator_page_shows_no_plaintext(browser: Any, federation: Federatio
         opened.assert_documented()
 
 
-def test_the_model_creators_page_does_show_its_plaintexts(browser: Any, federation: Federation, finished_model: dict[str, Any]) -> None:
-    """The counterpart of the coordinator's check: the same search finds the coefficients on the
-    model creator's page, which may show them."""
+def test_the_model_creators_page_does_show_its_plaintexts(
+    browser: Any, federation: Federation, finished_model: dict[str, Any]
+) -> None:
+    """The counterpart of the coordinator's check: the search finds the model creator's coefficients.
+
+    Its page may show them, and does.
+    """
     with dashboard(browser, federation.model_creator) as opened:
         page = opened.open()
         opened.sign_in(federation.api_token)
         page.get_by_role("button", name="Show exact four").click()
         page.locator("#coefficients").wait_for()
-        coefficients = [(text, term) for term, value in finished_model["coefficients"].items() for text in distinctive_texts(value)]
+        coefficients = [
+            (text, term) for term, value in finished_model["coefficients"].items() for text in distinctive_texts(value)
+        ]
         found = {term for _, term in plaintexts_in(page_text(page), coefficients)}
         assert found == set(finished_model["coefficients"])
