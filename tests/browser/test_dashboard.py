@@ -4,7 +4,7 @@ Each test opens a party's page at ``/`` as a user would, signs in through its lo
 through real buttons, fields and keys, and checks what the page shows against the party's API,
 its traffic log or what it must never show; every call a page makes is checked against the
 party's ``/openapi.json``, and each page is photographed at 1280×800 and at phone width
-(``docs/screenshots/``, shown in the README).
+(in ``var/screenshots``; the README shows copies in ``docs/screenshots``).
 """
 
 from __future__ import annotations
