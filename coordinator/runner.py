@@ -15,6 +15,7 @@ signed job key. The owners mask their replies for exactly that member set.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -85,6 +86,9 @@ class RoundRunner:
         self.store = store
         self.http = http
         self.registry = registry
+        # The transient fault that stopped each round's last run, until an order resumes it.
+        self._faults: dict[tuple[str, int], str] = {}
+        self._faults_lock = threading.Lock()
         self.worker = worker
         self.settings = settings
         self._sleep = sleep
@@ -111,11 +115,19 @@ class RoundRunner:
         if existing.kind != kind:
             raise Conflict(f"round {round_number} of job {job_id} is a {existing.kind} round")
         if existing.status == "running":
-            return "resumed" if self._submit_round(job_id, round_number) else "in progress"
+            # Written again before it is picked up: while this party's store fails, the caller gets
+            # the 503 (and its job shows the fault) rather than a 202 for a round that cannot run.
+            resumed = self._submit_round(job_id, round_number, before=lambda: self.store.save_round(existing))
+            return "resumed" if resumed else "in progress"
         if existing.status == "aggregated":
             self.worker.submit(self.deliver, job_id, round_number)
             return "delivering again"
         raise Conflict(f"round {round_number} of job {job_id} failed")
+
+    def take_fault(self, job_id: str, round_number: int) -> str | None:
+        """The transient fault that stopped the round's last run here, once (the order that resumes it tells it)."""
+        with self._faults_lock:
+            return self._faults.pop((job_id, round_number), None)
 
     def resume_unfinished(self) -> int:
         """After a restart: pick up every round that was not done; returns how many.
@@ -131,14 +143,27 @@ class RoundRunner:
                 self.worker.submit(self.deliver, state.job_id, state.round)
         return len(unfinished)
 
-    def _submit_round(self, job_id: str, round_number: int) -> bool:
-        """Run the round in the worker unless it runs already; whether it was submitted."""
+    def _submit_round(self, job_id: str, round_number: int, before: Callable[[], None] | None = None) -> bool:
+        """Run the round in the worker unless it runs already; whether it was submitted.
+
+        ``before`` runs once the round is claimed, before it is submitted; what it raises
+        releases the claim and goes to the caller.
+        """
         if not self.registry.claim(job_id, round_number):
             return False
+        if before is not None:
+            try:
+                before()
+            except BaseException:
+                self.registry.release(job_id, round_number)
+                raise
 
         def on_error(exc: Exception) -> None:
             if isinstance(exc, FederatedError) and is_transient(exc):
-                # The round stays as stored; the model creator's asking again resumes it.
+                # The round stays as stored; the model creator's asking again resumes it, and
+                # learns from the answer what stopped it (:meth:`take_fault`).
+                with self._faults_lock:
+                    self._faults[(job_id, round_number)] = exc.message
                 logger.warning(
                     "job %s round %d interrupted (%s); resumed when asked again", job_id, round_number, exc.message
                 )

@@ -310,7 +310,10 @@ def start_round(path: JobPath, body: RoundOrder) -> tuple[Response, int]:
         ciphertexts_under(body.encrypted_weights, job.public_key, "body.encrypted_weights", job.spec.dimension)
         weights = list(body.encrypted_weights)
     outcome = _runner().request_round(job.job_id, body.round, body.kind, weights)
-    return answer(RoundStarted(job_id=job.job_id, round=body.round, status=outcome), 202)
+    started = RoundStarted(job_id=job.job_id, round=body.round, status=outcome)
+    if outcome == "resumed" and (fault := _runner().take_fault(job.job_id, body.round)) is not None:
+        started = RoundStarted(job_id=job.job_id, round=body.round, status=outcome, interrupted_by=fault)
+    return answer(started, 202)
 
 
 @jobs.post("/jobs/<job_id>/finish", responses=responses(200, JobFinished, 400, 401, 403, 404))

@@ -353,12 +353,7 @@ class Trainer:
         with self._lock:
             job = self._jobs.pop(model_id, None)
             self._interrupted.add(model_id)
-            previous = self._interruptions.get(model_id)
-            self._interruptions[model_id] = Interruption(
-                error.message,
-                time.time() if previous is None else previous.since,
-                1 if previous is None else previous.attempts + 1,
-            )
+        self._note_fault(model_id, error.message)
         if job is not None and job.run is not None:
             job.run.close()
         logger.warning(
@@ -366,6 +361,16 @@ class Trainer:
             model_id,
             error.message,
         )
+
+    def _note_fault(self, model_id: str, reason: str) -> None:
+        """Count one more transient fault in the job's current interruption (starting one if none)."""
+        with self._lock:
+            previous = self._interruptions.get(model_id)
+            self._interruptions[model_id] = Interruption(
+                reason,
+                time.time() if previous is None else previous.since,
+                1 if previous is None else previous.attempts + 1,
+            )
 
     # -- what the reconciler thread calls ----------------------------------------------------
 
@@ -520,8 +525,18 @@ class Trainer:
         if state.phase in ROUND_PHASES:
             assert job.run is not None
             job.ordered_at = time.monotonic()
-            self.coordinator.order_round(job.model_id, job.run.round_order())
-            self._moved_on(job.model_id)
+            started = self.coordinator.order_round(job.model_id, job.run.round_order())
+            if started.interrupted_by is not None:
+                # Resumed there after a fault of the coordinator's own: the job still waits on it.
+                self._note_fault(job.model_id, f"the coordinator stopped {state}: {started.interrupted_by}")
+                logger.warning(
+                    "model %s: the coordinator resumed %s, stopped by a fault of its own (%s)",
+                    job.model_id,
+                    state,
+                    started.interrupted_by,
+                )
+            else:
+                self._moved_on(job.model_id)
             return
         if not state.final:
             return

@@ -454,6 +454,12 @@ class RoundStarted(Answer):
     job_id: JobId
     round: RoundNumber
     status: Literal["started", "in progress", "resumed", "delivering again"]
+    interrupted_by: str | None = Field(
+        default=None,
+        description="When this order resumed a round whose last run at the coordinator stopped on a"
+        " transient fault there (its own storage, say): that fault. The job waits on it; it is resumed"
+        " at each order until the fault ends.",
+    )
 
 
 class FinishJob(Message):

@@ -65,7 +65,7 @@ def register_pages(app: Flask, party: str, dist: Path = DIST) -> None:
     def page() -> Response:
         entry = dist / f"{party}.html"
         if not entry.is_file():
-            raise NotFound(f"the dashboard page {entry.name} is not built in {dist}")
+            raise NotFound(f"the dashboard page {entry.name} is not built (the dashboard package has no such file)")
         return _static(entry, cache_forever=False)
 
     def asset(filename: str) -> Response:

@@ -98,7 +98,14 @@ def test_resumed_models_wait_for_a_coordinator_that_is_gone_and_lose_nothing(mod
     trainer.worker.submit(lambda: None).result(timeout=60)  # the worker runs its tasks in order
 
     client = app.test_client()
-    # A coordinator not reached is a transient fault: the models keep their state and wait for it.
-    for model_id in (running, pending, finished):
-        assert client.get(f"/model/{model_id}").get_json() == before[model_id]
+    # A coordinator not reached is a transient fault: the models keep their state and wait for it,
+    # and the two in flight say so (``interrupted``); the finished one is as it was.
+    assert client.get(f"/model/{finished}").get_json() == before[finished]
+    for model_id in (running, pending):
+        now = client.get(f"/model/{model_id}").get_json()
+        interrupted = now.pop("interrupted")
+        assert now == before[model_id]
+        assert interrupted["reason"].startswith(f"POST {app.extensions['settings'].coordinator_url}/jobs: ConnectionError")
+        assert "Connection refused" in interrupted["reason"] and interrupted["attempts"] >= 1, interrupted
+        assert f"POST /model/{model_id}/cancel" in interrupted["note"], interrupted
     assert trainer.resume_unfinished() == 2

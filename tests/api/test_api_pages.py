@@ -94,7 +94,8 @@ def test_a_page_not_built_is_a_json_404_naming_it(tmp_path):
 
     register_error_handlers(app)
     register_pages(app, "data_owner", tmp_path)
-    assert_json_error(app.test_client().get("/"), 404, "the dashboard page data_owner.html is not built")
+    body = assert_json_error(app.test_client().get("/"), 404, "the dashboard page data_owner.html is not built")
+    assert str(tmp_path) not in body["error"], "an error names the input, never a server path"
 
 
 def test_the_package_has_a_page_per_party():

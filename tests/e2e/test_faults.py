@@ -98,7 +98,9 @@ def test_exact_job_survives_a_model_creator_restart(federation_factory):
 def test_owner_killed_and_restarted_mid_job_rejoins(federation_factory):
     federation = federation_factory(environment={"FT_COORDINATOR_ROUND_TIMEOUT": "2",
                                                  "FT_COORDINATOR_RETRY_DELAY": "0.2"})
-    body = {**GD_JOB, "max_rounds": 30, "min_data_owners": 2}
+    # Enough rounds for the owner's restart (a new process: a second or two) to end well before
+    # the job does: a round of two owners takes tens of milliseconds.
+    body = {**GD_JOB, "max_rounds": 200, "min_data_owners": 2}
     model_id = _start(federation, body)
     _wait_for_round(federation, model_id, 5)
     owner = federation.data_owner("c")
@@ -107,7 +109,7 @@ def test_owner_killed_and_restarted_mid_job_rejoins(federation_factory):
     federation.start_party(owner)
     model = federation.wait_model(model_id, timeout=180)
 
-    _assert_rounds_once_each(model, 30, federation)
+    _assert_rounds_once_each(model, 200, federation)
     history = model["history"]
     missing = [entry for entry in history if entry["data_owners"] == ["a", "b"]]
     assert missing, "owner c was never missing"

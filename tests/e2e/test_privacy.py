@@ -93,6 +93,9 @@ OWNER_NAMES = ("amber", "birch", "cedar")
 MISSING_COLUMN_OWNER = "birch"
 NOT_BINARY_OWNER = "cedar"
 CEDAR_MAX_ROUNDS = 25
+# Rounds of the dropout job: past cedar's limit, and enough for the killed owner's restart (a new
+# process: a second or two, while a round takes tens of milliseconds) to end well before the job.
+DROPOUT_ROUNDS = 120
 DROPOUT_OWNER = "birch"
 BINARY_LABEL = "subscribed"
 # Columns no job reads: their names are the owners' schema, which must never leave them (section 7).
@@ -110,7 +113,7 @@ JOBS: dict[str, dict[str, Any]] = {
     "not_binary": {"model": "logistic_regression", "features": STD_FEATURES, "label": BINARY_LABEL,
                    "optimizer": "gd", "max_rounds": 2},
     "dropout": {"features": STD_FEATURES, "label": STD_LABEL, "optimizer": "gd", "learning_rate": 0.5,
-                "max_rounds": CEDAR_MAX_ROUNDS + 2},
+                "max_rounds": DROPOUT_ROUNDS},
     "coordinator_restart": {"features": STD_FEATURES, "label": STD_LABEL, "optimizer": "gd", "learning_rate": 0.5,
                             "max_rounds": 8},
 }

@@ -81,8 +81,14 @@ def test_a_full_disk_mid_job_interrupts_it_and_it_resumes_to_the_undisturbed_mod
     workdir = tmp_path / "federation"
     directory, database_name = STATE[party]
     with small_tmpfs(workdir / directory, "3m") as state:
+        environment = dict(QUICK_RECONCILE)
+        if party.startswith("data_owner"):
+            # Every owner is needed (min_data_owners 3), and one whose ledger cannot be written
+            # refuses the round at once: the coordinator's attempts at a round must span the
+            # fault (attempts 0, 4 and 8 s after the first failure), as for an owner restarting.
+            environment["FT_COORDINATOR_RETRY_DELAY"] = str(FAULT_SECONDS * 2 / 3)
         federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
-                                     environment=QUICK_RECONCILE)
+                                     environment=environment)
         try:
             reference, model_id = _reference_then_job_at_round_5(federation)
             # The disk fills up while the write-ahead log is empty: the next commit needs new space.
@@ -148,10 +154,11 @@ def test_a_coordinator_disk_kept_full_shows_the_job_interrupted_and_it_can_be_ca
             listed = federation.session.get(f"{federation.model_creator.url}/models", timeout=30).json()["models"]
             assert [m["interrupted"]["since"] for m in listed if m["model_id"] == model_id] == [interrupted["since"]]
 
-            # A job started while the fault lasts: accepted, with a warning, then held up the same way.
+            # A job started while the fault lasts: accepted, then held up the same way. The coordinator
+            # still reads its store (its connections stay open), so the columns were checked.
             second = federation.session.post(f"{federation.model_creator.url}/model", json=GD_JOB, timeout=30)
             assert second.status_code == 202, second.text
-            assert "the job's columns were not checked against the federation" in second.json()["warnings"][0]
+            assert not second.json().get("warnings"), second.json()
             second_id = second.json()["model_id"]
             deadline = time.monotonic() + 60
             while "interrupted" not in _model(federation, second_id):
