@@ -80,7 +80,7 @@ def create_app(settings: DataOwnerSettings | Mapping[str, Any] | None = None) ->
         auth=Authenticator({OPERATOR: operator_token}, enrolment.identify),
         job_book=JobBook(str(settings.data), settings.name, policy, ledger, identity),
         coordinator=coordinator,
-        responder=RoundResponder(settings.name, coordinator, processes, policy, ledger),
+        responder=RoundResponder(settings.name, coordinator, processes, policy, ledger, settings.delivery_seconds),
         processes=processes,
     )
     app.register_api(jobs)

@@ -47,6 +47,10 @@ class DataOwnerSettings(ServiceSettings):
     # Connection retries per call (with backoff up to 8 s): rides out a coordinator restart.
     connect_retries: Annotated[int, Field(ge=0, le=20)] = 8
     register_interval: Seconds = 2.0
+    # How long a reply (contribution or refusal) is tried again while the coordinator cannot take
+    # it (503, not reached) or this owner's audit cannot record it: retried with back-off, off the
+    # worker, until the coordinator takes it or closes the attempt (409).
+    delivery_seconds: Seconds = 120.0
     # The enrolment secret; if empty it is read from the owner's own SECRETS_FILE.
     enrolment_secret: str | None = None
     # Processes sharing each round's encrypted matrix–vector product; None: one per core.

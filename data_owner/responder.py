@@ -18,13 +18,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common.crypto.bigint import mpz
 from common.crypto.identity import canonical
 from common.crypto.masking import MaskContext, member_masks
-from common.protocol.errors import EncodingOverflow, FederatedError, Forbidden, Refused, StorageUnavailable
+from common.protocol.errors import (
+    EncodingOverflow,
+    FederatedError,
+    Forbidden,
+    Refused,
+    StorageUnavailable,
+    is_transient,
+)
 from common.protocol.messages import Contribution, Refusal, RoundRequest, ciphertexts_under
 from common.protocol.moments import moment_values
 from common.protocol.spec import GRADIENT, MOMENTS, STATISTICS
@@ -62,12 +71,14 @@ class RoundResponder:
         processes: ProcessPool,
         policy: OwnerPolicy,
         ledger: Ledger,
+        delivery_seconds: float = 120.0,
     ) -> None:
         self.name = name
         self.coordinator = coordinator
         self.processes = processes
         self.policy = policy
         self.ledger = ledger
+        self.delivery_seconds = delivery_seconds
         self.worker = Worker("data-owner-rounds")
 
     def admit(self, joined: JoinedJob, request: RoundRequest) -> AdmittedRound:
@@ -170,7 +181,10 @@ class RoundResponder:
                     "job %s round %d: the refusal is not in the ledger: %s", job_id, admitted.round, fault.message
                 )
             message = Refusal(data_owner=self.name, attempt=admitted.attempt, code=refusal.code, column=refusal.column)
-            self._send(lambda: self.coordinator.refuse(job_id, admitted.round, message))
+            self._send(
+                lambda: self.coordinator.refuse(job_id, admitted.round, message),
+                f"job {job_id} round {admitted.round}: the refusal",
+            )
             return
         contribution = Contribution(
             data_owner=self.name,
@@ -178,7 +192,10 @@ class RoundResponder:
             key_fingerprint=joined.public_key.fingerprint,
             ciphertexts=encode_ciphertexts(ciphertexts, joined.public_key),
         )
-        self._send(lambda: self.coordinator.contribute(job_id, admitted.round, contribution))
+        self._send(
+            lambda: self.coordinator.contribute(job_id, admitted.round, contribution),
+            f"job {job_id} round {admitted.round}: the contribution",
+        )
 
     def _compute(self, admitted: AdmittedRound) -> list[mpz]:
         joined = admitted.joined
@@ -199,15 +216,37 @@ class RoundResponder:
             admitted.masks,
         )
 
-    @staticmethod
-    def _send(call: Callable[[], object]) -> None:
-        """Send a reply; one the audit cannot record is not sent (the coordinator asks again at its next attempt)."""
+    def _send(self, call: Callable[[], object], what: str, deadline: float | None = None, delay: float = 1.0) -> None:
+        """Send a reply, trying again while a transient fault keeps it from the coordinator.
+
+        A reply the coordinator cannot take now (it answers 503, or is not reached after the
+        client's own retries) or that this owner's audit cannot record first (it is then not
+        sent) is tried again after ``delay`` seconds, doubling up to 8, until it is taken, the
+        coordinator refuses it for good (a closed attempt is a 409), or ``delivery_seconds``
+        have passed since the first try: otherwise the round would wait for it until its
+        deadline. The waits are timers, so the worker goes on with other rounds meanwhile.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + self.delivery_seconds
         try:
             call()
-        except StorageUnavailable as exc:
-            logger.error("reply not sent: it could not be recorded in this owner's audit first (%s)", exc.message)
         except FederatedError as exc:
-            logger.warning("the coordinator did not take our message: %s", exc.message)
+            own_audit = isinstance(exc, StorageUnavailable) and exc.peer is None
+            cause = f"this owner's audit could not record it first ({exc.message})" if own_audit else exc.message
+            if is_transient(exc) and time.monotonic() + delay < deadline:
+                logger.warning("%s was not delivered: %s; trying again in %g s", what, cause, delay)
+                retry = threading.Timer(delay, self._resend, (call, what, deadline, min(2 * delay, 8.0)))
+                retry.daemon = True
+                retry.start()
+                return
+            logger.warning("%s was not delivered, and is given up: %s", what, cause)
+
+    def _resend(self, call: Callable[[], object], what: str, deadline: float, delay: float) -> None:
+        """A retry's timer: the next try goes to the worker, unless this owner is stopping."""
+        try:
+            self.worker.submit(self._send, call, what, deadline, delay)
+        except RuntimeError:
+            logger.info("%s is not tried again: this owner is stopping", what)
 
 
 def request_digest(request: RoundRequest) -> str:

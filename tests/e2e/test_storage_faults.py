@@ -239,3 +239,40 @@ def test_a_full_disk_under_the_traffic_log_answers_503_and_loses_no_record(tmp_p
                 assert "HTTP 500" not in party.log_path.read_text(errors="replace"), name
         finally:
             federation.stop()
+
+
+def test_replies_held_up_by_a_long_fault_are_delivered_once_it_ends_and_no_round_waits_its_deadline(tmp_path):
+    """A coordinator that cannot take replies for longer than an owner's HTTP retries (about 6 s).
+
+    An owner used to drop such a reply after its client's retries, and the round then waited for
+    it until the round's deadline. Now the owner tries again, with back-off, until the coordinator
+    takes the reply (or closes the attempt): the round ends soon after the fault does.
+    """
+    long_fault = 15
+    round_timeout = 120
+    workdir = tmp_path / "federation"
+    with small_tmpfs(tmp_path / "traffic", "16m") as traffic:
+        environment = {**QUICK_RECONCILE, "FT_COORDINATOR_ROUND_TIMEOUT": str(round_timeout)}
+        federation = LocalFederation(workdir, SHIPPED_OWNERS_ABC, test_data=SHIPPED / "test.csv", key_bits=1024,
+                                     environment=environment, coordinator_traffic_log=traffic / "coordinator.jsonl")
+        try:
+            reference, model_id = _reference_then_job_at_round_5(federation)
+            filler = fill(traffic)
+            time.sleep(long_fault)
+            filler.unlink()
+            freed = time.monotonic()
+
+            model = federation.wait_model(model_id, timeout=round_timeout + 60)
+            assert model["status"] == "finished", model.get("error")
+            assert model["coefficients"] == reference["coefficients"]
+            assert time.monotonic() - freed < round_timeout / 2, "a round waited for its deadline"
+            assert max(entry["seconds"] for entry in model["history"]) < long_fault + round_timeout / 2
+            retried = [name for name, party in federation.parties.items() if name.startswith("data_owner")
+                       and re.search(r"the contribution was not delivered: .*; trying again in \d",
+                                     party.log_path.read_text(errors="replace"))]
+            assert retried, "no owner had to try a contribution again: the fault did not hold one up"
+            for name, party in federation.parties.items():
+                text = party.log_path.read_text(errors="replace")
+                assert "is given up" not in text and "Traceback" not in text, f"{name}:\n{text[-3000:]}"
+        finally:
+            federation.stop()
