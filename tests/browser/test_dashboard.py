@@ -75,8 +75,10 @@ def test_model_creator_page_trains_a_job_from_the_form(browser: Any, federation:
             page.get_by_role("checkbox", name=re.compile(rf"^{feature} ")).check()
         page.get_by_label("Label").select_option("progression")
         page.get_by_label("Optimiser").select_option("gd")
-        page.get_by_label("Learning rate").fill("0.5")
-        page.get_by_label("Most rounds").fill("60")
+        # Enough rounds for the page's polls (a second apart) to see the chart grow more than once:
+        # a round of this job takes tens of milliseconds.
+        page.get_by_label("Learning rate").fill("0.1")
+        page.get_by_label("Most rounds").fill("150")
         page.get_by_label("Standardise features").select_option("yes")
         page.get_by_role("button", name="Start job").click()
         model_id = newest_model_id(federation, before)
@@ -261,7 +263,8 @@ def test_data_owner_page_audits_exactly_what_its_traffic_log_recorded(
         while page.get_by_role("button", name="Older messages").count():
             shown = page.locator("#audit tbody tr").count()
             page.get_by_role("button", name="Older messages").click()
-            page.wait_for_function(f"document.querySelectorAll('#audit tbody tr').length > {shown}")
+            # The next page's first row (a locator: the pages' CSP forbids evaluating script text).
+            page.locator("#audit tbody tr").nth(shown).wait_for()
         expected = sent_messages(federation.traffic_logs[name])
         entries = audit_entries(page)
         assert Counter((entry["sha256"], entry["size"]) for entry in entries) == expected
