@@ -240,7 +240,7 @@ class RoundRunner:
                 rejoining,
             )
             if isinstance(decision, Accept):
-                self._aggregate(job, state, decision, replies, self._clock() - started)
+                self._aggregate(job, state, decision, replies, member_keys, self._clock() - started)
                 return
             if isinstance(decision, Fail):
                 failed = state.replace(
@@ -259,10 +259,20 @@ class RoundRunner:
             self._sleep(self.settings.retry_delay)
 
     def _aggregate(
-        self, job: Job, state: RoundState, decision: Accept, replies: dict[str, list[mpz]], seconds: float
+        self,
+        job: Job,
+        state: RoundState,
+        decision: Accept,
+        replies: dict[str, list[mpz]],
+        keys: dict[str, MemberKey],
+        seconds: float,
     ) -> None:
+        """Sum the contributions, store the aggregate and deliver it.
+
+        ``keys`` are the job keys the attempt asked its members under: each contributor's privacy
+        declaration travels with the aggregate from the very key its reply was made for.
+        """
         summed = aggregate(job.public_key.nsquare, [replies[name] for name in decision.contributors])
-        keys = self.store.member_keys(job.job_id)
         privacy = {
             name: declaration
             for name in decision.contributors
