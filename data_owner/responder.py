@@ -156,35 +156,17 @@ class RoundResponder:
         """Send the round's reply, or a coded refusal saying why there is none.
 
         The contribution leaves only once its event is in the ledger. When the ledger cannot be
-        written (a full disk) the round gets a refusal (``internal``) instead, at once: the
-        coordinator goes on without this owner, or asks again, rather than waiting out the
-        round's deadline for a reply that never comes. The refusal's own event is then lost (the
-        events are the owner's status record, never what its policy rests on), with a warning.
+        written (a full disk), recording and sending are tried again with the reply's delivery
+        (:meth:`_send`), so a fault that ends in time costs the round nothing; one that outlasts
+        ``delivery_seconds`` gets the round a refusal (``internal``), rather than leaving it to
+        wait out its deadline for a reply that never comes.
         """
         joined = admitted.joined
         job_id = joined.spec.job_id
         try:
             ciphertexts = self._compute(admitted)
-            self.ledger.record_event(job_id, "contributed", admitted.round, detail=f"attempt {admitted.attempt}")
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the round must not wait for us
-            refusal = _as_refusal(exc)
-            if isinstance(exc, FederatedError):
-                logger.warning("job %s round %d: no reply: %s", job_id, admitted.round, refusal.detail)
-            else:
-                logger.exception("job %s round %d: no reply", job_id, admitted.round)
-            try:
-                self.ledger.record_event(
-                    job_id, "refused", admitted.round, refusal.code, refusal.column, refusal.detail
-                )
-            except StorageUnavailable as fault:
-                logger.warning(
-                    "job %s round %d: the refusal is not in the ledger: %s", job_id, admitted.round, fault.message
-                )
-            message = Refusal(data_owner=self.name, attempt=admitted.attempt, code=refusal.code, column=refusal.column)
-            self._send(
-                lambda: self.coordinator.refuse(job_id, admitted.round, message),
-                f"job {job_id} round {admitted.round}: the refusal",
-            )
+            self._refuse(admitted, exc)
             return
         contribution = Contribution(
             data_owner=self.name,
@@ -192,9 +174,43 @@ class RoundResponder:
             key_fingerprint=joined.public_key.fingerprint,
             ciphertexts=encode_ciphertexts(ciphertexts, joined.public_key),
         )
+        recorded = False
+
+        def record_and_contribute() -> None:
+            nonlocal recorded
+            if not recorded:
+                self.ledger.record_event(job_id, "contributed", admitted.round, detail=f"attempt {admitted.attempt}")
+                recorded = True
+            self.coordinator.contribute(job_id, admitted.round, contribution)
+
+        def unrecorded(error: FederatedError) -> None:
+            if not recorded:
+                self._refuse(admitted, error)
+
+        self._send(record_and_contribute, f"job {job_id} round {admitted.round}: the contribution", unrecorded)
+
+    def _refuse(self, admitted: AdmittedRound, error: Exception) -> None:
+        """Tell the coordinator that this round gets no reply, with the code ``error`` maps to.
+
+        The refusal's own event may not reach the ledger (a full disk): it is then lost, with a
+        warning; the events are the owner's status record, never what its policy rests on.
+        """
+        job_id = admitted.joined.spec.job_id
+        refusal = _as_refusal(error)
+        if isinstance(error, FederatedError):
+            logger.warning("job %s round %d: no reply: %s", job_id, admitted.round, refusal.detail)
+        else:
+            logger.error("job %s round %d: no reply", job_id, admitted.round, exc_info=error)
+        try:
+            self.ledger.record_event(job_id, "refused", admitted.round, refusal.code, refusal.column, refusal.detail)
+        except StorageUnavailable as fault:
+            logger.warning(
+                "job %s round %d: the refusal is not in the ledger: %s", job_id, admitted.round, fault.message
+            )
+        message = Refusal(data_owner=self.name, attempt=admitted.attempt, code=refusal.code, column=refusal.column)
         self._send(
-            lambda: self.coordinator.contribute(job_id, admitted.round, contribution),
-            f"job {job_id} round {admitted.round}: the contribution",
+            lambda: self.coordinator.refuse(job_id, admitted.round, message),
+            f"job {job_id} round {admitted.round}: the refusal",
         )
 
     def _compute(self, admitted: AdmittedRound) -> list[mpz]:
@@ -216,35 +232,52 @@ class RoundResponder:
             admitted.masks,
         )
 
-    def _send(self, call: Callable[[], object], what: str, deadline: float | None = None, delay: float = 1.0) -> None:
+    def _send(
+        self,
+        call: Callable[[], object],
+        what: str,
+        on_give_up: Callable[[FederatedError], None] | None = None,
+        deadline: float | None = None,
+        delay: float = 1.0,
+    ) -> None:
         """Send a reply, trying again while a transient fault keeps it from the coordinator.
 
         A reply the coordinator cannot take now (it answers 503, or is not reached after the
-        client's own retries) or that this owner's audit cannot record first (it is then not
-        sent) is tried again after ``delay`` seconds, doubling up to 8, until it is taken, the
+        client's own retries) or that this owner cannot record first, in its ledger or its audit
+        (it is then not sent), is tried again after ``delay`` seconds, doubling up to 8, until it is taken, the
         coordinator refuses it for good (a closed attempt is a 409), or ``delivery_seconds``
         have passed since the first try: otherwise the round would wait for it until its
         deadline. The waits are timers, so the worker goes on with other rounds meanwhile.
+        ``on_give_up`` is called with the last transient fault when the time is up.
         """
         if deadline is None:
             deadline = time.monotonic() + self.delivery_seconds
         try:
             call()
         except FederatedError as exc:
-            own_audit = isinstance(exc, StorageUnavailable) and exc.peer is None
-            cause = f"this owner's audit could not record it first ({exc.message})" if own_audit else exc.message
+            own_storage = isinstance(exc, StorageUnavailable) and exc.peer is None
+            cause = f"this owner could not record it first ({exc.message})" if own_storage else exc.message
             if is_transient(exc) and time.monotonic() + delay < deadline:
                 logger.warning("%s was not delivered: %s; trying again in %g s", what, cause, delay)
-                retry = threading.Timer(delay, self._resend, (call, what, deadline, min(2 * delay, 8.0)))
+                retry = threading.Timer(delay, self._resend, (call, what, on_give_up, deadline, min(2 * delay, 8.0)))
                 retry.daemon = True
                 retry.start()
                 return
             logger.warning("%s was not delivered, and is given up: %s", what, cause)
+            if on_give_up is not None and is_transient(exc):
+                on_give_up(exc)
 
-    def _resend(self, call: Callable[[], object], what: str, deadline: float, delay: float) -> None:
+    def _resend(
+        self,
+        call: Callable[[], object],
+        what: str,
+        on_give_up: Callable[[FederatedError], None] | None,
+        deadline: float,
+        delay: float,
+    ) -> None:
         """A retry's timer: the next try goes to the worker, unless this owner is stopping."""
         try:
-            self.worker.submit(self._send, call, what, deadline, delay)
+            self.worker.submit(self._send, call, what, on_give_up, deadline, delay)
         except RuntimeError:
             logger.info("%s is not tried again: this owner is stopping", what)
 

@@ -256,11 +256,16 @@ class Trainer:
 
         Raises
         ------
+        StorageUnavailable
+            While the job is interrupted or being resumed (its run not built yet): the caller
+            (the coordinator delivering an aggregate) tries again later.
         NotFound
             When no job of ``model_id`` is in flight here.
         """
         with self._lock:
             job = self._jobs.get(model_id)
+            if model_id in self._interrupted or (job is not None and job.run is None):
+                raise StorageUnavailable(f"model {model_id} is resuming after a transient fault; deliver again later")
         if job is None or job.run is None:
             raise NotFound(f"model {model_id} has no job in flight")
         return job.run
@@ -406,9 +411,12 @@ class Trainer:
         if interrupted:
             for model in self.store.unfinished():
                 with self._lock:
-                    # Taken up only if still interrupted: a cancel may have come in meanwhile.
+                    # Taken up only if still interrupted: a cancel may have come in meanwhile. The
+                    # job is in flight again (without its run until it is rebuilt) before it stops
+                    # counting as interrupted, so a delivery meanwhile hears "later", never "unknown".
                     resume = model.model_id in interrupted and model.model_id in self._interrupted
                     if resume:
+                        self._jobs[model.model_id] = Job(model.model_id, JobState(Phase.PENDING))
                         self._interrupted.discard(model.model_id)
                 if resume:
                     logger.info("model %s: resuming after a transient fault", model.model_id)

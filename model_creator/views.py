@@ -206,7 +206,13 @@ def _federation(client: str = "coordinator") -> list[FederationMember]:
     coordinator: CoordinatorClient = current_app.extensions[client]
     listed = coordinator.data_owners().data_owners
     return [
-        FederationMember(name=entry.name, columns=entry.columns, online=entry.online, last_seen=entry.last_seen)
+        FederationMember(
+            name=entry.name,
+            columns=entry.columns,
+            online=entry.online,
+            offline_reason=None if entry.online else entry.offline_reason,
+            last_seen=entry.last_seen,
+        )
         for entry in listed
     ]
 

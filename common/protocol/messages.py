@@ -874,6 +874,7 @@ class FederationMember(Answer):
     name: OwnerName
     columns: list[str] = Field(description="The column names it publishes (names only).")
     online: bool = Field(description="False while the coordinator has it offline (left out of rounds).")
+    offline_reason: str | None = Field(default=None, description="Why the coordinator has it offline, while it does.")
     last_seen: float | None = Field(description="When the coordinator last heard from it (seconds since 1970).")
 
 

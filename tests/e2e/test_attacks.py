@@ -511,9 +511,9 @@ def attacking(runner: Any, monkeypatch, tamper: Callable[[Any, Any, dict[str, An
     honest = runner._aggregate
     tampered: list[int] = []
 
-    def aggregate(job, state, decision, replies, seconds):
+    def aggregate(job, state, decision, replies, keys, seconds):
         tampered.append(state.round)
-        honest(job, state, decision, tamper(job, state, replies), seconds)
+        honest(job, state, decision, tamper(job, state, replies), keys, seconds)
 
     monkeypatch.setattr(runner, "_aggregate", aggregate)
     return tampered

@@ -158,3 +158,9 @@ def test_an_owner_marked_offline_is_still_offline_after_the_coordinator_restarts
         for field in ("online", "offline_reason", "offline_since"):
             assert after["owner_c"][field] == before["owner_c"][field], field
         assert after["owner_a"]["online"] is True
+        # The model creator's user sees the same, with the reason (GET /federation, its page's table).
+        shown = {owner["name"]: owner for owner in get_json(federation, f"{federation.model_creator.url}/federation")
+                 ["data_owners"]}
+        assert shown["owner_c"]["online"] is False and shown["owner_c"]["offline_reason"] == before["owner_c"]["offline_reason"]
+        assert before["owner_c"]["offline_reason"].startswith("not reached "), before["owner_c"]
+        assert shown["owner_a"]["online"] is True and shown["owner_a"]["offline_reason"] is None
