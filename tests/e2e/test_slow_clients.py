@@ -19,6 +19,7 @@ import requests
 from e2e_support import running_federation
 from support import SHIPPED, SHIPPED_OWNERS_ABC
 
+from common.service.server import HEADER_SECONDS
 from local_federation.slow_clients import health_latency
 
 pytestmark = pytest.mark.e2e
@@ -75,7 +76,9 @@ def test_a_reconnecting_slowloris_from_one_address_does_not_hold_health_up(feder
     party = federation.model_creator
     latency = health_latency(party.port, RECONNECTING, patience=5.0, source="127.0.0.2", reconnect=True)
     assert latency is not None, f"/health did not answer within 5 s beside {RECONNECTING} reconnecting slow clients"
-    assert latency < 1.0, f"/health took {latency:.2f} s beside {RECONNECTING} reconnecting slow clients"
+    # The defect is a wait in the queue behind the slow clients, for their header deadline or
+    # longer (8.1 s measured before the share); a loaded CI machine answered in about 1 s.
+    assert latency < HEADER_SECONDS / 2, f"/health took {latency:.2f} s beside {RECONNECTING} reconnecting slow clients"
     log = party.log_path.read_text(errors="replace")
     assert "127.0.0.2 holds 48 worker threads; its further connections wait" in log
     assert "127.0.0.2 that waited 5 s for a thread" in log
