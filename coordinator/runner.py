@@ -117,8 +117,12 @@ class RoundRunner:
         if existing.status == "running":
             # Written again before it is picked up: while this party's store fails, the caller gets
             # the 503 (and its job shows the fault) rather than a 202 for a round that cannot run.
-            resumed = self._submit_round(job_id, round_number, before=lambda: self.store.save_round(existing))
-            return "resumed" if resumed else "in progress"
+            submitted = self._submit_round(job_id, round_number, resave=True)
+            if submitted != "ended":
+                return "resumed" if submitted == "submitted" else "in progress"
+            # Its run ended between the read above and the claim: answer from what it left.
+            existing = self.store.round(job_id, round_number)
+            assert existing is not None, "a round once started is never deleted"
         if existing.status == "aggregated":
             self.worker.submit(self.deliver, job_id, round_number)
             return "delivering again"
@@ -143,20 +147,30 @@ class RoundRunner:
                 self.worker.submit(self.deliver, state.job_id, state.round)
         return len(unfinished)
 
-    def _submit_round(self, job_id: str, round_number: int, before: Callable[[], None] | None = None) -> bool:
-        """Run the round in the worker unless it runs already; whether it was submitted.
+    def _submit_round(
+        self, job_id: str, round_number: int, resave: bool = False
+    ) -> Literal["submitted", "running", "ended"]:
+        """Run the round in the worker unless a run of it goes on here or it is no longer running.
 
-        ``before`` runs once the round is claimed, before it is submitted; what it raises
-        releases the claim and goes to the caller.
+        The round's state is read once the round is claimed: a run that ended between a caller's
+        read and the claim is never followed by a second run, which would ask the owners again
+        and deliver an aggregate the model creator has already absorbed and moved past. With
+        ``resave`` the state is written again before it is submitted; what fails there releases
+        the claim and goes to the caller.
         """
         if not self.registry.claim(job_id, round_number):
-            return False
-        if before is not None:
-            try:
-                before()
-            except BaseException:
-                self.registry.release(job_id, round_number)
-                raise
+            return "running"
+        try:
+            state = self.store.round(job_id, round_number)
+            running = state if state is not None and state.status == "running" else None
+            if running is not None and resave:
+                self.store.save_round(running)
+        except BaseException:
+            self.registry.release(job_id, round_number)
+            raise
+        if running is None:
+            self.registry.release(job_id, round_number)
+            return "ended"
 
         def on_error(exc: Exception) -> None:
             if isinstance(exc, FederatedError) and is_transient(exc):
@@ -171,7 +185,7 @@ class RoundRunner:
             self.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}")
 
         self.worker.submit(self._run_claimed_round, job_id, round_number, on_error=on_error)
-        return True
+        return "submitted"
 
     def _run_claimed_round(self, job_id: str, round_number: int) -> None:
         try:
