@@ -320,7 +320,10 @@ class RoundRunner:
         """Send a round's stored aggregate to the model creator.
 
         A model creator that cannot be reached keeps its job: the aggregate stays stored here
-        until it asks for the round again (which a restarted model creator does).
+        until it asks for the round again (which a restarted model creator does). One that
+        answers 409 does not await this aggregate: it took it from a delivery under way at the
+        same time (a round asked for again while it was being delivered), or has gone on past
+        it. That is no failure of the job.
         """
         job = self.store.job(job_id)
         state = self.store.round(job_id, round_number)
@@ -328,6 +331,10 @@ class RoundRunner:
             raise NotFound(f"round {round_number} of job {job_id} has no aggregate")
         try:
             self._model_creator(job).deliver(job_id, state.aggregate)
+        except Conflict as exc:
+            logger.info(
+                "job %s round %d: the model creator has the aggregate already (%s)", job_id, round_number, exc.message
+            )
         except FederatedError as exc:
             if not (isinstance(exc, UpstreamError) or is_transient(exc)):
                 raise

@@ -1,4 +1,4 @@
-"""The coordinator's answer to a model creator asking for a round (``RoundRunner.request_round``).
+"""The coordinator's answer to a model creator asking for a round, and its delivery of the aggregate.
 
 A model creator asks again for a round it awaits (after a restart, or when a delivery seems late).
 The answer must come from the round as it is once this call holds it: a run that ended between
@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from common.protocol.errors import Conflict
+from common.protocol.errors import Conflict, PeerUnreachable, ProtocolViolation
+from common.protocol.messages import Aggregate
 from coordinator.config import CoordinatorSettings
 from coordinator.rounds import RoundRegistry
 from coordinator.runner import RoundRunner
@@ -93,3 +94,55 @@ def test_a_running_round_nobody_runs_is_resumed_once(runner):
     assert runner.request_round(JOB, 6, "gradient", None) == "in progress"
 
     assert [name for name, _ in runner.worker.tasks] == ["_run_claimed_round"]
+
+
+class ModelCreatorAnswering:
+    """The model creator's client, answering each delivery with ``error`` (None: taken)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.delivered: list[str] = []
+
+    def deliver(self, job_id: str, aggregate: object) -> None:
+        self.delivered.append(job_id)
+        if self.error is not None:
+            raise self.error
+
+
+def _aggregated(runner: RoundRunner, monkeypatch: pytest.MonkeyPatch, error: Exception | None) -> ModelCreatorAnswering:
+    """Round 6 aggregated and not yet delivered, with a model creator that answers ``error``."""
+    running = runner.store.start_round(JOB, 6, "gradient", None)
+    aggregate = Aggregate(round=6, kind="gradient", key_fingerprint="0" * 64, ciphertexts=["AAAB"], contributors=["a"])
+    runner.store.save_round(running.replace(attempt=1, status="aggregated", aggregate=aggregate))
+    model_creator = ModelCreatorAnswering(error)
+    monkeypatch.setattr(runner.store, "job", lambda job_id: None)
+    monkeypatch.setattr(runner, "_model_creator", lambda job: model_creator)
+    return model_creator
+
+
+def test_a_delivery_the_model_creator_has_already_taken_is_done_not_a_failure(runner, monkeypatch):
+    """A 409 (it took the aggregate from a concurrent delivery, or went on past it) never fails the job."""
+    model_creator = _aggregated(runner, monkeypatch, Conflict("model 0123 already has the aggregate of round 6"))
+
+    runner.deliver(JOB, 6)
+
+    assert model_creator.delivered == [JOB]
+    assert runner.store.round(JOB, 6).delivered
+
+
+def test_a_delivery_to_an_unreachable_model_creator_is_kept_for_its_next_order(runner, monkeypatch):
+    _aggregated(runner, monkeypatch, PeerUnreachable("the model creator at http://127.0.0.1:9 did not answer"))
+
+    runner.deliver(JOB, 6)
+
+    stored = runner.store.round(JOB, 6)
+    assert (stored.status, stored.delivered) == ("aggregated", False)
+
+
+def test_a_delivery_refused_for_its_content_is_raised(runner, monkeypatch):
+    _aggregated(runner, monkeypatch, ProtocolViolation("body.key_fingerprint: not the job's key"))
+
+    with pytest.raises(ProtocolViolation, match="not the job's key"):
+        runner.deliver(JOB, 6)
+
+    assert not runner.store.round(JOB, 6).delivered
