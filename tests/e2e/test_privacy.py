@@ -34,7 +34,9 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
+import signal
 import sqlite3
 import stat
 import time
@@ -59,6 +61,7 @@ from e2e_support import (
     coordinator_job,
     design,
     generate_rows,
+    get_json,
     load,
     numbers_in_csv,
     post_model,
@@ -88,8 +91,9 @@ OWNER_NAMES = ("amber", "birch", "cedar")
 # birch has no ``unused_score`` column (it refuses the job that reads it: missing_column); cedar's
 # ``subscribed`` column holds one 2 (it refuses the logistic job on it: not_binary) and cedar's
 # operator allows at most CEDAR_MAX_ROUNDS rounds per job (it refuses later rounds: policy:max_rounds).
-# The dropout job's killed owner is back well before then: the rounds go on at full speed without
-# it once the coordinator has it offline, so its restart spans many rounds.
+# The dropout job's killed owner must be back before then, or the attempt after cedar's refusal has
+# one member (amber), whose reply is then unmasked: the rounds go on at full speed without it, far
+# faster than it restarts, so the job waits for it (its model creator stopped) at round 5.
 MISSING_COLUMN_OWNER = "birch"
 NOT_BINARY_OWNER = "cedar"
 CEDAR_MAX_ROUNDS = 25
@@ -301,6 +305,18 @@ def _wait_for_round(federation, model_id: str, round_number: int, timeout: float
     raise TimeoutError(f"model {model_id} did not reach round {round_number}")
 
 
+def _wait_online(federation, name: str, timeout: float = 60) -> None:
+    """Until the coordinator has data owner ``name`` online again (it is then a member of the next attempts)."""
+    headers = federation.bearer("model_creator_token")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owners = get_json(federation, f"{federation.coordinator.url}/data_owners", headers)["data_owners"]
+        if any(owner["name"] == name and owner["online"] for owner in owners):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the coordinator did not have {name} online again")
+
+
 def dump_tables(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table of a SQLite database, read-only."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -341,7 +357,12 @@ def run(tmp_path_factory) -> Iterator[Run]:
         dropped.process.kill()
         dropped.process.wait(10)
         _wait_for_round(federation, model_id, 5)
-        federation.start_party(dropped)
+        os.kill(federation.model_creator.process.pid, signal.SIGSTOP)
+        try:
+            federation.start_party(dropped)
+            _wait_online(federation, DROPOUT_OWNER)
+        finally:
+            os.kill(federation.model_creator.process.pid, signal.SIGCONT)
         models["dropout"] = federation.wait_model(model_id, 120)
 
         # The coordinator restarted in the middle of a job.
