@@ -93,6 +93,18 @@ def wait_coordinator_job(federation: LocalFederation, job_id: str, timeout: floa
         time.sleep(0.1)
 
 
+def wait_online(federation: LocalFederation, name: str, timeout: float = 60) -> None:
+    """Until the coordinator has data owner ``name`` online again (it is then a member of the next attempts)."""
+    headers = federation.bearer("model_creator_token")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owners = get_json(federation, f"{federation.coordinator.url}/data_owners", headers)["data_owners"]
+        if any(owner["name"] == name and owner["online"] for owner in owners):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the coordinator did not have {name} online again")
+
+
 # --------------------------------------------------------------------------------------------
 # A small file system to fill: the storage faults
 # --------------------------------------------------------------------------------------------

@@ -61,7 +61,6 @@ from e2e_support import (
     coordinator_job,
     design,
     generate_rows,
-    get_json,
     load,
     numbers_in_csv,
     post_model,
@@ -69,6 +68,7 @@ from e2e_support import (
     running_federation,
     traffic_records,
     wait_coordinator_job,
+    wait_online,
     write_csv,
 )
 
@@ -305,18 +305,6 @@ def _wait_for_round(federation, model_id: str, round_number: int, timeout: float
     raise TimeoutError(f"model {model_id} did not reach round {round_number}")
 
 
-def _wait_online(federation, name: str, timeout: float = 60) -> None:
-    """Until the coordinator has data owner ``name`` online again (it is then a member of the next attempts)."""
-    headers = federation.bearer("model_creator_token")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        owners = get_json(federation, f"{federation.coordinator.url}/data_owners", headers)["data_owners"]
-        if any(owner["name"] == name and owner["online"] for owner in owners):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"the coordinator did not have {name} online again")
-
-
 def dump_tables(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Every row of every table of a SQLite database, read-only."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -360,7 +348,7 @@ def run(tmp_path_factory) -> Iterator[Run]:
         os.kill(federation.model_creator.process.pid, signal.SIGSTOP)
         try:
             federation.start_party(dropped)
-            _wait_online(federation, DROPOUT_OWNER)
+            wait_online(federation, DROPOUT_OWNER)
         finally:
             os.kill(federation.model_creator.process.pid, signal.SIGCONT)
         models["dropout"] = federation.wait_model(model_id, 120)
