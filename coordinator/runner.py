@@ -117,9 +117,9 @@ class RoundRunner:
         if existing.status == "running":
             # Written again before it is picked up: while this party's store fails, the caller gets
             # the 503 (and its job shows the fault) rather than a 202 for a round that cannot run.
-            submitted = self._submit_round(job_id, round_number, resave=True)
-            if submitted != "ended":
-                return "resumed" if submitted == "submitted" else "in progress"
+            resumed = self._resume_round(job_id, round_number)
+            if resumed != "ended":
+                return resumed
             # Its run ended between the read above and the claim: answer from what it left.
             existing = self.store.round(job_id, round_number)
             assert existing is not None, "a round once started is never deleted"
@@ -147,23 +147,26 @@ class RoundRunner:
                 self.worker.submit(self.deliver, state.job_id, state.round)
         return len(unfinished)
 
-    def _submit_round(
-        self, job_id: str, round_number: int, resave: bool = False
-    ) -> Literal["submitted", "running", "ended"]:
-        """Run the round in the worker unless a run of it goes on here or it is no longer running.
+    def _submit_round(self, job_id: str, round_number: int) -> None:
+        """Run a round just started (or found running at start-up) in the worker, unless it runs already."""
+        if self.registry.claim(job_id, round_number):
+            self._run_in_worker(job_id, round_number)
 
-        The round's state is read once the round is claimed: a run that ended between a caller's
-        read and the claim is never followed by a second run, which would ask the owners again
-        and deliver an aggregate the model creator has already absorbed and moved past. With
-        ``resave`` the state is written again before it is submitted; what fails there releases
-        the claim and goes to the caller.
+    def _resume_round(self, job_id: str, round_number: int) -> Literal["resumed", "in progress", "ended"]:
+        """Run a round the model creator asks for again, unless a run of it goes on here or has ended.
+
+        The round's state is read once the round is claimed: a run that ended between the
+        caller's read and the claim is never followed by a second run, which would ask the owners
+        again and deliver an aggregate the model creator has already absorbed and moved past. The
+        state is written again before it is submitted; what fails there releases the claim and
+        goes to the caller.
         """
         if not self.registry.claim(job_id, round_number):
-            return "running"
+            return "in progress"
         try:
             state = self.store.round(job_id, round_number)
             running = state if state is not None and state.status == "running" else None
-            if running is not None and resave:
+            if running is not None:
                 self.store.save_round(running)
         except BaseException:
             self.registry.release(job_id, round_number)
@@ -171,6 +174,11 @@ class RoundRunner:
         if running is None:
             self.registry.release(job_id, round_number)
             return "ended"
+        self._run_in_worker(job_id, round_number)
+        return "resumed"
+
+    def _run_in_worker(self, job_id: str, round_number: int) -> None:
+        """Hand a claimed round to the worker; a transient fault leaves it to be resumed when asked again."""
 
         def on_error(exc: Exception) -> None:
             if isinstance(exc, FederatedError) and is_transient(exc):
@@ -185,7 +193,6 @@ class RoundRunner:
             self.fail_job(job_id, f"round {round_number}: {getattr(exc, 'message', exc)}")
 
         self.worker.submit(self._run_claimed_round, job_id, round_number, on_error=on_error)
-        return "submitted"
 
     def _run_claimed_round(self, job_id: str, round_number: int) -> None:
         try:
