@@ -12,6 +12,7 @@ import errno
 import json
 import math
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -93,16 +94,28 @@ def wait_coordinator_job(federation: LocalFederation, job_id: str, timeout: floa
         time.sleep(0.1)
 
 
-def wait_online(federation: LocalFederation, name: str, timeout: float = 60) -> None:
-    """Until the coordinator has data owner ``name`` online again (it is then a member of the next attempts)."""
+def restart_owner_while_the_job_waits(federation: LocalFederation, name: str, timeout: float = 60) -> None:
+    """Start data owner ``name`` again with the model creator stopped (SIGSTOP) until the coordinator has it online.
+
+    Rounds go on far faster than an owner restarts (tens of milliseconds against a second or
+    two): a test that needs rounds with the owner back holds its job still meanwhile, and the
+    next attempts have the owner among their members.
+    """
+    model_creator = federation.model_creator.process
+    assert model_creator is not None
     headers = federation.bearer("model_creator_token")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        owners = get_json(federation, f"{federation.coordinator.url}/data_owners", headers)["data_owners"]
-        if any(owner["name"] == name and owner["online"] for owner in owners):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"the coordinator did not have {name} online again")
+    os.kill(model_creator.pid, signal.SIGSTOP)
+    try:
+        federation.start_party(federation.data_owner(name))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            owners = get_json(federation, f"{federation.coordinator.url}/data_owners", headers)["data_owners"]
+            if any(entry["name"] == name and entry["online"] for entry in owners):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the coordinator did not have {name} online again")
+    finally:
+        os.kill(model_creator.pid, signal.SIGCONT)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from e2e_support import wait_online
+from e2e_support import restart_owner_while_the_job_waits
 from support import DIABETES_FEATURES, DIABETES_LABEL, SHIPPED, SHIPPED_OWNERS_ABC
 
 from common.dataset import load_columns
@@ -99,21 +99,14 @@ def test_exact_job_survives_a_model_creator_restart(federation_factory):
 def test_owner_killed_and_restarted_mid_job_rejoins(federation_factory):
     federation = federation_factory(environment={"FT_COORDINATOR_ROUND_TIMEOUT": "2",
                                                  "FT_COORDINATOR_RETRY_DELAY": "0.2"})
-    # A round of two owners takes tens of milliseconds, far less than the owner's restart (a new
-    # process: a second or two): the job waits for it (its model creator stopped) at round 10, so
-    # that rounds are left to rejoin in.
+    # The job waits at round 10 for the owner's restart, so that rounds are left to rejoin in.
     body = {**GD_JOB, "max_rounds": 200, "min_data_owners": 2}
     model_id = _start(federation, body)
     _wait_for_round(federation, model_id, 5)
     owner = federation.data_owner("c")
     owner.stop()
     _wait_for_round(federation, model_id, 10)
-    os.kill(federation.model_creator.process.pid, signal.SIGSTOP)
-    try:
-        federation.start_party(owner)
-        wait_online(federation, "c")
-    finally:
-        os.kill(federation.model_creator.process.pid, signal.SIGCONT)
+    restart_owner_while_the_job_waits(federation, "c")
     model = federation.wait_model(model_id, timeout=180)
 
     _assert_rounds_once_each(model, 200, federation)

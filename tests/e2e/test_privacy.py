@@ -34,9 +34,7 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import re
-import signal
 import sqlite3
 import stat
 import time
@@ -65,10 +63,10 @@ from e2e_support import (
     numbers_in_csv,
     post_model,
     read_table,
+    restart_owner_while_the_job_waits,
     running_federation,
     traffic_records,
     wait_coordinator_job,
-    wait_online,
     write_csv,
 )
 
@@ -345,12 +343,7 @@ def run(tmp_path_factory) -> Iterator[Run]:
         dropped.process.kill()
         dropped.process.wait(10)
         _wait_for_round(federation, model_id, 5)
-        os.kill(federation.model_creator.process.pid, signal.SIGSTOP)
-        try:
-            federation.start_party(dropped)
-            wait_online(federation, DROPOUT_OWNER)
-        finally:
-            os.kill(federation.model_creator.process.pid, signal.SIGCONT)
+        restart_owner_while_the_job_waits(federation, DROPOUT_OWNER)
         models["dropout"] = federation.wait_model(model_id, 120)
 
         # The coordinator restarted in the middle of a job.
