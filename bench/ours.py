@@ -31,6 +31,7 @@ from bench.federation import (
     KeyMaterial,
 )
 from bench.timing import RoundMeasurement, best_of
+from common.crypto.bigint import mpz
 from data_owner.affine import EncryptedAffineMap
 from common.crypto.encoding import decode
 from common.crypto.packing import unpack_sum
@@ -148,15 +149,7 @@ class OursRound:
         with measurement.phase("mc_decrypt"):
             body = json.loads(aggregate_body)
             ciphertexts = decode_ciphertexts(body["ciphertexts"], public_key, "body.ciphertexts", self.reply_count)
-            plaintexts = [self.keys.private_key.raw_decrypt(c) for c in ciphertexts]
-            contributors, values = unpack_sum(plaintexts, spec.layout, spec.reply_values(), "bench round")
-            gradient = [float(decode(v, spec.gradient_frac_bits)) for v in values[1:]]
-        if contributors != len(self.maps) or values[0] != self.federation.total_rows:
-            raise GradientMismatch(
-                f"{self.name}: decrypted {contributors} contributors and {values[0]} rows;"
-                f" expected {len(self.maps)} and {self.federation.total_rows}"
-            )
-        measurement.gradient = np.asarray(gradient)
+            measurement.gradient = decrypt_gradient(self.name, self.keys, spec, ciphertexts, self.federation)
         return measurement
 
     def _owner_reply(self, index: int, relayed: str) -> str:
@@ -177,6 +170,23 @@ class OursRound:
                 "ciphertexts": encode_ciphertexts(ciphertexts, public_key),
             }
         )
+
+
+def decrypt_gradient(
+    variant: str, keys: KeyMaterial, spec: JobSpec, ciphertexts: list[mpz], federation: Federation
+) -> np.ndarray:
+    """The model creator's side of a round: decrypt the aggregate, unpack it, decode the gradient.
+
+    Raises :class:`GradientMismatch` unless every owner was counted once with all its rows.
+    """
+    plaintexts = [keys.private_key.raw_decrypt(c) for c in ciphertexts]
+    contributors, values = unpack_sum(plaintexts, spec.layout, spec.reply_values(), f"{variant} round")
+    if contributors != len(federation.owners) or values[0] != federation.total_rows:
+        raise GradientMismatch(
+            f"{variant}: decrypted {contributors} contributors and {values[0]} rows;"
+            f" expected {len(federation.owners)} and {federation.total_rows}"
+        )
+    return np.asarray([float(decode(v, spec.gradient_frac_bits)) for v in values[1:]])
 
 
 def all_cores() -> int:

@@ -97,9 +97,26 @@ class EncryptedAffineMap:
     ) -> list[mpz]:
         """E(row count) and E(A_i w − b_i), packed into the job's layout, masked, re-randomised.
 
-        ``pool`` supplies the re-randomisers made ahead of time; ``executor`` and ``parts`` split
-        the matrix–vector product over workers; ``masks`` are this owner's pairwise masks, one per
-        packed ciphertext (PROTOCOL.md section 9).
+        ``pool`` supplies the re-randomisers made ahead of time; the other arguments are
+        :meth:`product`'s.
+        """
+        packed = self.product(public_key, encrypted_weights, spec, executor, parts, masks)
+        return [public_key.rerandomise(c, pool.take() if pool else None) for c in packed]
+
+    def product(
+        self,
+        public_key: PublicKey,
+        encrypted_weights: Sequence[mpz],
+        spec: JobSpec,
+        executor: Executor | None = None,
+        parts: int = 1,
+        masks: Sequence[int] | None = None,
+    ) -> list[mpz]:
+        """The round's homomorphic work before re-randomisation: the product, packed and masked.
+
+        ``executor`` and ``parts`` split the matrix–vector product over workers; ``masks`` are
+        this owner's pairwise masks, one per packed ciphertext (PROTOCOL.md section 9). These
+        ciphertexts are never sent as they are: they are deterministic in the weights and A_i.
         """
         if len(encrypted_weights) != len(self.offset):
             raise ProtocolViolation(f"expected {len(self.offset)} encrypted weights, got {len(encrypted_weights)}")
@@ -107,5 +124,4 @@ class EncryptedAffineMap:
         products = self.plan.evaluate(encrypted_weights, nsquare, executor, parts)
         gradient = [public_key.raw_add_constant(product, -b) for product, b in zip(products, self.offset, strict=True)]
         values = [public_key.raw_constant(self.row_count), *gradient]
-        packed = pack_encrypted(public_key, values, spec.layout, masks)
-        return [public_key.rerandomise(c, pool.take() if pool else None) for c in packed]
+        return pack_encrypted(public_key, values, spec.layout, masks)

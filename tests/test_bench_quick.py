@@ -9,6 +9,7 @@ import pytest
 
 from bench.federation import GradientMismatch, KeyMaterial, check_gradient, make_federation
 from bench.ours import OursRound
+from bench.products import OwnerProductsRound
 from bench.suite import VARIANTS, check_variants
 from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS
 
@@ -37,6 +38,20 @@ def test_the_owners_product_split_over_processes_is_still_exact(keys: KeyMateria
 
     check_gradient("ours-mp", measurement.gradient, federation)
     assert round_.pool_misses == 0
+
+
+def test_the_owners_products_alone_sum_to_numpys_gradient(keys: KeyMaterial) -> None:
+    federation = make_federation(dimension=5, rows_per_owner=20, owners=3, seed=4)
+    round_ = OwnerProductsRound(keys, federation)
+    try:
+        measurement = round_.run_round()
+    finally:
+        round_.close()
+
+    check_gradient("owner-products", measurement.gradient, federation)
+    assert len(measurement.owner_seconds) == 3 and min(measurement.owner_seconds) > 0
+    assert measurement.critical_path == pytest.approx(max(measurement.owner_seconds))
+    assert measurement.reply_ciphertexts == round_.spec.reply_ciphertexts()
 
 
 def test_a_wrong_gradient_fails_loudly() -> None:
