@@ -4,11 +4,12 @@ A gradient round through the services cannot be faster than its owners' homomorp
 owner's encrypted matrix–vector product and the packing of its reply
 (:meth:`~data_owner.affine.EncryptedAffineMap.product`, the code the services run). Here every
 owner is a process of its own, as in the services, holding its prepared statistics and the round's
-encrypted weights; the owners start together at a barrier and the round is the time until the last
-has finished, on the same cores the services share. Nothing else is counted: no HTTP, JSON,
-randomness, masks, storage, coordinator or model creator. Each owner works in one process (split
-over worker processes, its product would only add the tables each worker builds, on cores the
-other owners need).
+encrypted weights; the owners start together at a barrier, on the same cores the services share,
+and the round is the longest owner's time from the barrier to its own end (an owner scheduled late
+only shortens its time, so the floor errs low and the ceiling below errs high). Nothing else is
+counted: no HTTP, JSON, randomness, masks, storage, coordinator or model creator. Each owner works
+in one process (split over worker processes, its product would only add the tables each worker
+builds, on cores the other owners need).
 
 phe-gram's round divided by this floor is therefore a ceiling on the speed-up any gradient round
 can show on this machine, whatever the rest of a round is made to cost. The aggregate of the last
