@@ -10,6 +10,7 @@ import pytest
 from bench.federation import GradientMismatch, KeyMaterial, check_gradient, make_federation
 from bench.ours import OursRound
 from bench.products import OwnerProductsRound
+from bench.services import ratios
 from bench.suite import VARIANTS, check_variants
 from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS
 
@@ -52,6 +53,31 @@ def test_the_owners_products_alone_sum_to_numpys_gradient(keys: KeyMaterial) -> 
     assert len(measurement.owner_seconds) == 3 and min(measurement.owner_seconds) > 0
     assert measurement.critical_path == pytest.approx(max(measurement.owner_seconds))
     assert measurement.reply_ciphertexts == round_.spec.reply_ciphertexts()
+
+
+def test_the_services_ratios_name_every_target() -> None:
+    product = {
+        job: {"round_seconds": seconds, "job_seconds": seconds * rounds, "rounds": rounds}
+        for job, seconds, rounds in [
+            ("gd-standard", 0.5, 10),
+            ("gd-djn", 0.4, 10),
+            ("exact-standard", 0.5, 11),
+            ("exact-djn", 0.4, 11),
+            ("one-shot-djn", 2.0, 1),
+        ]
+    }
+    baselines = {"owner-products": {"round_seconds": 0.25}, "phe-gram": {"round_seconds": 3.0},
+                 "tenseal-ckks": {"round_seconds": 0.3}}
+
+    (row,) = ratios([{"key_bits": 2048, "dimension": 50, "product": product, "baselines": baselines}])
+
+    assert row["phe-gram/gd-djn round"] == pytest.approx(7.5)
+    assert row["one phe-gram round/one-shot-djn job"] == pytest.approx(1.5)
+    assert row["phe-gram exact job/exact-standard job"] == pytest.approx(3.0 * 11 / 5.5)
+    assert row["phe-gram exact job/exact-djn job"] == pytest.approx(3.0 * 11 / 4.4)
+    assert row["phe-gram round/owner products (ceiling)"] == pytest.approx(12.0)
+    assert row["owner-products/gd-djn round"] == pytest.approx(0.625)
+    assert "owner-products round/one-shot-djn job" not in row
 
 
 def test_a_wrong_gradient_fails_loudly() -> None:
