@@ -243,6 +243,7 @@ def measure_dimension(
     if warm_up["status"] != "finished":
         raise GradientMismatch(f"the warm-up job at d={dimension} ended {warm_up['status']}: {warm_up.get('error')}")
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[dict[str, float]]] = {job: [] for job in jobs}
     product: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
     keys = model_creator_keys(workdir)
@@ -250,7 +251,9 @@ def measure_dimension(
     try:
         for repetition in range(config.repeats):
             for job in jobs:
-                model = run_job(federation, job_body(job, features, config.gradient_rounds))
+                model, used = run_counted_job(federation, job_body(job, features, config.gradient_rounds))
+                if used is not None:
+                    cpu[job].append(used)
                 error = check_coefficients(job, model, references[job.rsplit("-", 1)[0]], features)
                 seconds = float(model["updated_at"]) - float(model["created_at"])
                 times.setdefault(job, []).append(seconds)
@@ -276,6 +279,7 @@ def measure_dimension(
     for job, entry in product.items():
         entry.update(job_seconds=statistics.median(times[job]), job_seconds_all=times[job])
         entry["round_seconds"] = entry["job_seconds"] / entry["rounds"]
+        entry["cpu_seconds_per_round"] = median_cpu(cpu[job])
     for name, entry in baselines.items():
         entry.update(round_seconds=statistics.median(times[name]), round_seconds_all=times[name])
     return product, baselines
@@ -322,6 +326,24 @@ def party_cpu_seconds(federation: LocalFederation) -> dict[str, float] | None:
     return seconds
 
 
+def run_counted_job(federation: LocalFederation, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """:func:`run_job`, and each party's CPU seconds over the job ÷ its rounds (None without /proc)."""
+    before = party_cpu_seconds(federation)
+    model = run_job(federation, body)
+    after = party_cpu_seconds(federation)
+    if before is None or after is None:
+        return model, None
+    rounds = max(1, len(model["history"]))
+    return model, {party: (after[party] - before[party]) / rounds for party in after}
+
+
+def median_cpu(samples: list[dict[str, float]]) -> dict[str, float] | None:
+    """Each party's median over the jobs' CPU-per-round samples (None when none was measured)."""
+    if not samples:
+        return None
+    return {party: statistics.median(sample[party] for sample in samples) for party in samples[0]}
+
+
 def measure_demo(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
     """The README's default job on the shipped shards, against phe used directly for the same job.
 
@@ -342,14 +364,12 @@ def measure_demo(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
     with LocalFederation(workdir / "demo", owners, DIABETES / "test.csv", key_bits) as services:
         for _ in range(config.demo_repeats):
             for job, body in DEMO_JOBS.items():
-                before = party_cpu_seconds(services)
-                model = run_job(services, body)
-                after = party_cpu_seconds(services)
+                model, used = run_counted_job(services, body)
                 check_coefficients(f"demo {job}", model, reference, DIABETES_FEATURES)
                 times[job].append(float(model["updated_at"]) - float(model["created_at"]))
                 rounds[job] = len(model["history"])
-                if before is not None and after is not None:
-                    cpu[job].append({party: (after[party] - before[party]) / rounds[job] for party in after})
+                if used is not None:
+                    cpu[job].append(used)
                 log(f"demo {job}: {times[job][-1]:.3f} s, {rounds[job]} round(s)")
             measurement = PheGramRound(model_creator_keys(workdir / "demo"), federation).run_round()
             check_gradient("demo phe-gram", measurement.gradient, federation)
@@ -363,11 +383,7 @@ def measure_demo(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
             "job_seconds_all": times[job],
             "rounds": rounds[job],
             "phe_same_job_over_ours": phe_round * rounds["exact-standard"] / seconds,
-            "cpu_seconds_per_round": (
-                {party: statistics.median(entry[party] for entry in cpu[job]) for party in cpu[job][0]}
-                if cpu[job]
-                else None
-            ),
+            "cpu_seconds_per_round": median_cpu(cpu[job]),
         }
     return results
 
@@ -446,6 +462,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{entry['key_bits']:>5} {entry['dimension']:>4}  {'ours ' + job:<20} {value['round_seconds']:>10.4f}"
                 f" {value['job_seconds']:>9.3f} {value['rounds']:>6}"
             )
+            lines.extend(cpu_line(value["cpu_seconds_per_round"]))
         for name, value in entry["baselines"].items():
             lines.append(f"{entry['key_bits']:>5} {entry['dimension']:>4}  {name:<20} {value['round_seconds']:>10.4f}")
     demo = results["demo"]
@@ -455,15 +472,20 @@ def render(results: dict[str, Any]) -> str:
             f"  {job:<16} {value['job_seconds']:.3f} s, {value['rounds']} round(s);"
             f" phe for the same job / ours: {value['phe_same_job_over_ours']:.2f}×"
         )
-        if value["cpu_seconds_per_round"]:
-            used = value["cpu_seconds_per_round"]
-            parties = ", ".join(f"{party} {seconds * 1000:.0f}" for party, seconds in used.items())
-            lines.append(f"    CPU ms per round: {parties}; all {sum(used.values()) * 1000:.0f}")
+        lines.extend(cpu_line(value["cpu_seconds_per_round"]))
     lines.append("Ratios (baseline time / ours):")
     for row in results["ratios"]:
         cells = ", ".join(f"{k}: {v:.2f}×" for k, v in row.items() if k not in ("key_bits", "dimension"))
         lines.append(f"  {row['key_bits']}-bit d={row['dimension']}: {cells}")
     return "\n".join(lines)
+
+
+def cpu_line(used: dict[str, float] | None) -> list[str]:
+    """The line that shows a job's CPU per round by party (none when it was not measured)."""
+    if not used:
+        return []
+    parties = ", ".join(f"{party} {seconds * 1000:.0f}" for party, seconds in used.items())
+    return [f"    CPU ms per round: {parties}; all {sum(used.values()) * 1000:.0f}"]
 
 
 PLOT_SERIES = {
@@ -486,7 +508,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     key_sizes = sorted({entry["key_bits"] for entry in results["runs"]})
-    figure, panels = plt.subplots(1, len(key_sizes), figsize=(6 * len(key_sizes), 5), dpi=110, squeeze=False)
+    figure, panels = plt.subplots(1, len(key_sizes), figsize=(6 * len(key_sizes), 6.2), dpi=110, squeeze=False)
     for axes, key_bits in zip(panels[0], key_sizes, strict=True):
         runs = [entry for entry in results["runs"] if entry["key_bits"] == key_bits]
         for label, (group, name, field, colour, marker, style) in PLOT_SERIES.items():
@@ -503,7 +525,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axes.set_ylabel("seconds (log): a round, or a whole one-shot job")
         axes.set_title(f"{key_bits}-bit Paillier, through the services", fontsize=10)
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7)
+        axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
