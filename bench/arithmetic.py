@@ -29,14 +29,14 @@ from typing import Any
 from bench.federation import Federation, KeyMaterial
 from bench.ours import OursRound, all_cores
 from bench.timing import best_of
-from data_owner.affine import EncryptedAffineMap
 from common.crypto.bigint import invert, mpz, powmod, random_unit
-from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS
 from common.crypto.packing import pack_encrypted
 from common.crypto.paillier import PublicKey
-from data_owner.processes import ProcessPool
-from common.protocol.spec import JobSpec
 from common.crypto.randomness import ObfuscatorPool
+from common.protocol.spec import JobSpec
+from data_owner.affine import EncryptedAffineMap
+from data_owner.multiexp import PARALLEL_MIN_MULTIPLICATIONS
+from data_owner.processes import ProcessPool
 
 # A Mersenne prime: every base is invertible, and products stay one machine word or two.
 TINY_MODULUS = mpz(2**61 - 1)

@@ -111,7 +111,9 @@ class CkksRound:
             gradient = ts.ckks_vector_from(self.secret_context, _blob(message["gradient"])).decrypt()
             row_count = ts.ckks_vector_from(self.secret_context, _blob(message["row_count"])).decrypt()[0]
         if round(row_count) != self.federation.total_rows:
-            raise GradientMismatch(f"{self.name}: decrypted row count {row_count}, expected {self.federation.total_rows}")
+            raise GradientMismatch(
+                f"{self.name}: decrypted row count {row_count}, expected {self.federation.total_rows}"
+            )
         measurement.gradient = np.asarray(gradient, dtype=np.float64)
         return measurement
 
@@ -122,5 +124,9 @@ class CkksRound:
         gradient = weights.matmul(self.grams[index]) - self.moments[index]
         row_count = ts.ckks_vector(self.public_context, [float(self.federation.owners[index].row_count)])
         return json.dumps(
-            {"data_owner": f"owner-{index}", "gradient": _text(gradient.serialize()), "row_count": _text(row_count.serialize())}
+            {
+                "data_owner": f"owner-{index}",
+                "gradient": _text(gradient.serialize()),
+                "row_count": _text(row_count.serialize()),
+            }
         )

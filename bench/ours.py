@@ -32,15 +32,15 @@ from bench.federation import (
 )
 from bench.timing import RoundMeasurement, best_of
 from common.crypto.bigint import mpz
-from data_owner.affine import EncryptedAffineMap
 from common.crypto.encoding import decode
 from common.crypto.packing import unpack_sum
 from common.crypto.paillier import PublicKey
-from data_owner.processes import ProcessPool
-from common.protocol.spec import JobSpec
 from common.crypto.randomness import ObfuscatorPool
+from common.protocol.spec import JobSpec
 from common.protocol.wire import decode_ciphertexts, encode_ciphertexts
 from coordinator.policy import aggregate
+from data_owner.affine import EncryptedAffineMap
+from data_owner.processes import ProcessPool
 
 
 def job_spec(public_key: PublicKey, dimension: int) -> JobSpec:

@@ -56,9 +56,21 @@ def job_spec() -> JobSpec:
     bounds = json.loads((DATA / "dp_job.json").read_text())["bounds"]
     key = PrivateKey.generate(1024).public_key
     feature_scales, label_scale = scales_from_bounds(FEATURES, LABEL, bounds, binary_label=False)
-    return JobSpec.for_bounds("privacy-bench", "linear_regression", FEATURES, LABEL, key, data_bits=48,
-                              data_frac_bits=32, weight_bits=16, weight_frac_bits=32, max_contributors=100,
-                              bounds=bounds, feature_scales=feature_scales, label_scale=label_scale)
+    return JobSpec.for_bounds(
+        "privacy-bench",
+        "linear_regression",
+        FEATURES,
+        LABEL,
+        key,
+        data_bits=48,
+        data_frac_bits=32,
+        weight_bits=16,
+        weight_frac_bits=32,
+        max_contributors=100,
+        bounds=bounds,
+        feature_scales=feature_scales,
+        label_scale=label_scale,
+    )
 
 
 def private_model(spec: JobSpec, parts: list[tuple[FloatArray, FloatArray]], epsilon: float) -> FloatArray:
@@ -79,8 +91,13 @@ def mse(coefficients: FloatArray, features: FloatArray, labels: FloatArray) -> f
 
 def summary(values: list[float]) -> dict[str, float]:
     quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-    return {"median": statistics.median(values), "q1": quartiles[0], "q3": quartiles[2],
-            "min": min(values), "max": max(values)}
+    return {
+        "median": statistics.median(values),
+        "q1": quartiles[0],
+        "q3": quartiles[2],
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def run(draws: int) -> dict[str, Any]:
@@ -99,8 +116,15 @@ def run(draws: int) -> dict[str, Any]:
         per_owner = [mse(private_model(spec, owners, epsilon), *test) for _ in range(draws)]
         central = [mse(private_model(spec, [pooled], epsilon), *test) for _ in range(draws)]
         rows.append({"epsilon": epsilon, "per_owner": summary(per_owner), "central": summary(central)})
-    return {"delta": DELTA, "draws": draws, "owners": 3, "rows": len(pooled[1]), "test_rows": len(test[1]),
-            "features": len(FEATURES), "results": rows}
+    return {
+        "delta": DELTA,
+        "draws": draws,
+        "owners": 3,
+        "rows": len(pooled[1]),
+        "test_rows": len(test[1]),
+        "features": len(FEATURES),
+        "results": rows,
+    }
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -113,12 +137,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     exact = next(row for row in results["results"] if row["epsilon"] is None)["per_owner"]["median"]
     epsilons = [row["epsilon"] for row in finite]
     figure, axes = plt.subplots(figsize=(7, 4.2))
-    for key, label, colour in (("per_owner", "DP per owner (3 owners, this system)", "tab:blue"),
-                               ("central", "central DP on the pooled rows (same ε)", "tab:orange")):
+    for key, label, colour in (
+        ("per_owner", "DP per owner (3 owners, this system)", "tab:blue"),
+        ("central", "central DP on the pooled rows (same ε)", "tab:orange"),
+    ):
         medians = [row[key]["median"] for row in finite]
         axes.plot(epsilons, medians, "o-", color=colour, label=label)
-        axes.fill_between(epsilons, [row[key]["q1"] for row in finite], [row[key]["q3"] for row in finite],
-                          color=colour, alpha=0.2)
+        axes.fill_between(
+            epsilons, [row[key]["q1"] for row in finite], [row[key]["q3"] for row in finite], color=colour, alpha=0.2
+        )
     axes.axhline(exact, color="black", linestyle="--", label="no DP (ε = ∞), exact")
     axes.set_xscale("log")
     axes.set_yscale("log")
@@ -142,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'epsilon':>8}  {'per owner: median [q1, q3]':>34}  {'central: median [q1, q3]':>34}")
     for row in results["results"]:
         epsilon = "inf" if row["epsilon"] is None else f"{row['epsilon']:g}"
-        cells = [f"{row[k]['median']:10.1f} [{row[k]['q1']:9.1f}, {row[k]['q3']:9.1f}]" for k in ("per_owner", "central")]
+        cells = [
+            f"{row[k]['median']:10.1f} [{row[k]['q1']:9.1f}, {row[k]['q3']:9.1f}]" for k in ("per_owner", "central")
+        ]
         print(f"{epsilon:>8}  {cells[0]:>34}  {cells[1]:>34}")
     arguments.results.parent.mkdir(parents=True, exist_ok=True)
     arguments.results.write_text(json.dumps(results, indent=2))

@@ -96,7 +96,11 @@ FULL = ServicesConfig("full", (2048, 3072), (10, 50, 100), 3, 2000, 10, 2, 10, 1
 CHECKOUT = HERE.parent
 DIABETES = CHECKOUT / "data" / "diabetes"
 DIABETES_FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-DEMO_JOBS = {"exact-standard": None, "exact-djn": {"randomness": "djn"}, "one-shot-djn": {"protocol": "one_shot", "randomness": "djn"}}
+DEMO_JOBS = {
+    "exact-standard": None,
+    "exact-djn": {"randomness": "djn"},
+    "one-shot-djn": {"protocol": "one_shot", "randomness": "djn"},
+}
 MODES = {"quick": QUICK, "full": FULL}
 
 
@@ -326,7 +330,9 @@ def party_cpu_seconds(federation: LocalFederation) -> dict[str, float] | None:
     return seconds
 
 
-def run_counted_job(federation: LocalFederation, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float] | None]:
+def run_counted_job(
+    federation: LocalFederation, body: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, float] | None]:
     """:func:`run_job`, and each party's CPU seconds over the job ÷ its rounds (None without /proc)."""
     before = party_cpu_seconds(federation)
     model = run_job(federation, body)
@@ -436,7 +442,7 @@ def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{name}/{job} round"] = baseline["round_seconds"] / product[job]["round_seconds"]
             if name == "owner-products":
                 continue
-            row[f"one phe-gram round/one-shot-djn job" if name == "phe-gram" else f"{name} round/one-shot-djn job"] = (
+            row["one phe-gram round/one-shot-djn job" if name == "phe-gram" else f"{name} round/one-shot-djn job"] = (
                 baseline["round_seconds"] / product["one-shot-djn"]["job_seconds"]
             )
             if name == "phe-gram" and "exact-standard" in product:
@@ -466,7 +472,9 @@ def render(results: dict[str, Any]) -> str:
         for name, value in entry["baselines"].items():
             lines.append(f"{entry['key_bits']:>5} {entry['dimension']:>4}  {name:<20} {value['round_seconds']:>10.4f}")
     demo = results["demo"]
-    lines.append(f"Demo job (shipped diabetes shards, {demo['key_bits']}-bit), phe round {demo['phe_round_seconds']:.4f} s:")
+    lines.append(
+        f"Demo job (shipped diabetes shards, {demo['key_bits']}-bit), phe round {demo['phe_round_seconds']:.4f} s:"
+    )
     for job, value in demo["jobs"].items():
         lines.append(
             f"  {job:<16} {value['job_seconds']:.3f} s, {value['rounds']} round(s);"
@@ -536,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.services", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="1024-bit, d = 4 (CI)")
-    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="2048 and 3072 bits, d = 10, 50, 100")
+    mode.add_argument(
+        "--full", dest="mode", action="store_const", const="full", help="2048 and 3072 bits, d = 10, 50, 100"
+    )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.set_defaults(mode="quick")
     arguments = parser.parse_args(argv)
