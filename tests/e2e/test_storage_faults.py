@@ -24,12 +24,13 @@ import sqlite3
 import time
 from collections import Counter
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 from e2e_support import fill, small_tmpfs, traffic_records, wait_coordinator_job
 from support import SHIPPED, SHIPPED_OWNERS_ABC
 
-from local_federation.cluster import LocalFederation
+from local_federation.cluster import LocalFederation, Party
 
 pytestmark = pytest.mark.e2e
 
@@ -253,6 +254,34 @@ def _rounds_awaiting_replies(records: list[dict], job_id: str, owners: int) -> s
     return {number for number, count in asked.items() if count >= owners and replied[number] < owners}
 
 
+def _stop_owners_with_replies_to_come(owners: list[Party], log: Path, job_id: str) -> None:
+    """Stop (SIGSTOP) every owner at a moment when a round of ``job_id`` still awaits some of their replies.
+
+    A round the coordinator asked every owner for (the requests may wait in the stopped owners'
+    sockets) and that not every owner has answered yet. Replies already on their way when the
+    owners stopped reach the coordinator all the same, so the round is looked at again once they
+    had a second to land; if they completed it, the owners go on and are stopped again.
+    """
+    def awaiting() -> bool:
+        return bool(_rounds_awaiting_replies(traffic_records(log), job_id, len(owners)))
+
+    deadline = time.monotonic() + 60
+    while True:
+        for owner in owners:
+            os.kill(owner.process.pid, signal.SIGSTOP)
+        asked_by = time.monotonic() + 10
+        while not awaiting() and time.monotonic() < asked_by:
+            time.sleep(0.05)
+        if awaiting():
+            time.sleep(1)
+            if awaiting():
+                return
+        for owner in owners:
+            os.kill(owner.process.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the owners were never stopped with a round's replies to come"
+        time.sleep(0.3)
+
+
 def test_replies_held_up_by_a_long_fault_are_delivered_once_it_ends_and_no_round_waits_its_deadline(tmp_path):
     """A coordinator that cannot take replies for longer than an owner's HTTP retries (about 6 s).
 
@@ -277,14 +306,7 @@ def test_replies_held_up_by_a_long_fault_are_delivered_once_it_ends_and_no_round
         try:
             reference, model_id = _reference_then_job_at_round_5(federation)
             owners = [federation.data_owner(name) for name in ("a", "b", "c")]
-            for owner in owners:
-                os.kill(owner.process.pid, signal.SIGSTOP)
-            # A round the coordinator asked every owner for (the requests may wait in the stopped
-            # owners' sockets) and that not every owner has answered yet: their replies are to come.
-            deadline = time.monotonic() + 30
-            while not _rounds_awaiting_replies(traffic_records(log), model_id, 3):
-                assert time.monotonic() < deadline, "the coordinator did not ask the owners for a round"
-                time.sleep(0.05)
+            _stop_owners_with_replies_to_come(owners, log, model_id)
             filler = fill(traffic)
             for owner in owners:
                 os.kill(owner.process.pid, signal.SIGCONT)
