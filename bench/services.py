@@ -36,7 +36,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -256,8 +255,7 @@ def measure_dimension(
         for repetition in range(config.repeats):
             for job in jobs:
                 model, used = run_counted_job(federation, job_body(job, features, config.gradient_rounds))
-                if used is not None:
-                    cpu[job].append(used)
+                cpu[job].append(used)
                 error = check_coefficients(job, model, references[job.rsplit("-", 1)[0]], features)
                 seconds = float(model["updated_at"]) - float(model["created_at"])
                 times.setdefault(job, []).append(seconds)
@@ -295,58 +293,42 @@ def model_creator_keys(workdir: Path) -> KeyMaterial:
     return KeyMaterial.from_private_key(PrivateKey.from_json(json.loads(key_file.read_text())))
 
 
-def party_cpu_seconds(federation: LocalFederation) -> dict[str, float] | None:
-    """CPU seconds each party has used so far, with the processes it started; None without Linux's /proc.
+def party_cpu_seconds(federation: LocalFederation) -> dict[str, float]:
+    """CPU seconds (user and system) each party has used so far, with the processes it started.
 
     A process that has ended is no longer counted, so take differences over spans in which the
     parties' processes live (an owner's worker processes live as long as the owner).
     """
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    used: dict[int, float] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended while being read
-            continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    # Imported here, as matplotlib is: the test suite's environment imports this module without it.
+    import psutil
+
     seconds = {}
     for name, party in federation.parties.items():
         if party.process is None:
             continue
-        pending, total = [party.process.pid], 0.0
-        while pending:
-            pid = pending.pop()
-            total += used.get(pid, 0.0)
-            pending.extend(children.get(pid, []))
+        root = psutil.Process(party.process.pid)
+        total = 0.0
+        for process in (root, *root.children(recursive=True)):
+            try:
+                used = process.cpu_times()
+            except psutil.NoSuchProcess:  # a worker that ended since it was listed
+                continue
+            total += used.user + used.system
         seconds[name] = total
     return seconds
 
 
-def run_counted_job(
-    federation: LocalFederation, body: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, float] | None]:
-    """:func:`run_job`, and each party's CPU seconds over the job ÷ its rounds (None without /proc)."""
+def run_counted_job(federation: LocalFederation, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """:func:`run_job`, and each party's CPU seconds over the job ÷ its rounds."""
     before = party_cpu_seconds(federation)
     model = run_job(federation, body)
     after = party_cpu_seconds(federation)
-    if before is None or after is None:
-        return model, None
     rounds = max(1, len(model["history"]))
     return model, {party: (after[party] - before[party]) / rounds for party in after}
 
 
-def median_cpu(samples: list[dict[str, float]]) -> dict[str, float] | None:
-    """Each party's median over the jobs' CPU-per-round samples (None when none was measured)."""
-    if not samples:
-        return None
+def median_cpu(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Each party's median over the jobs' CPU-per-round samples."""
     return {party: statistics.median(sample[party] for sample in samples) for party in samples[0]}
 
 
@@ -374,8 +356,7 @@ def measure_demo(config: ServicesConfig, workdir: Path) -> dict[str, Any]:
                 check_coefficients(f"demo {job}", model, reference, DIABETES_FEATURES)
                 times[job].append(float(model["updated_at"]) - float(model["created_at"]))
                 rounds[job] = len(model["history"])
-                if used is not None:
-                    cpu[job].append(used)
+                cpu[job].append(used)
                 log(f"demo {job}: {times[job][-1]:.3f} s, {rounds[job]} round(s)")
             measurement = PheGramRound(model_creator_keys(workdir / "demo"), federation).run_round()
             check_gradient("demo phe-gram", measurement.gradient, federation)
@@ -468,7 +449,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{entry['key_bits']:>5} {entry['dimension']:>4}  {'ours ' + job:<20} {value['round_seconds']:>10.4f}"
                 f" {value['job_seconds']:>9.3f} {value['rounds']:>6}"
             )
-            lines.extend(cpu_line(value["cpu_seconds_per_round"]))
+            lines.append(cpu_line(value["cpu_seconds_per_round"]))
         for name, value in entry["baselines"].items():
             lines.append(f"{entry['key_bits']:>5} {entry['dimension']:>4}  {name:<20} {value['round_seconds']:>10.4f}")
     demo = results["demo"]
@@ -480,7 +461,7 @@ def render(results: dict[str, Any]) -> str:
             f"  {job:<16} {value['job_seconds']:.3f} s, {value['rounds']} round(s);"
             f" phe for the same job / ours: {value['phe_same_job_over_ours']:.2f}×"
         )
-        lines.extend(cpu_line(value["cpu_seconds_per_round"]))
+        lines.append(cpu_line(value["cpu_seconds_per_round"]))
     lines.append("Ratios (baseline time / ours):")
     for row in results["ratios"]:
         cells = ", ".join(f"{k}: {v:.2f}×" for k, v in row.items() if k not in ("key_bits", "dimension"))
@@ -488,12 +469,10 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cpu_line(used: dict[str, float] | None) -> list[str]:
-    """The line that shows a job's CPU per round by party (none when it was not measured)."""
-    if not used:
-        return []
+def cpu_line(used: dict[str, float]) -> str:
+    """The line that shows a job's CPU per round by party."""
     parties = ", ".join(f"{party} {seconds * 1000:.0f}" for party, seconds in used.items())
-    return [f"    CPU ms per round: {parties}; all {sum(used.values()) * 1000:.0f}"]
+    return f"    CPU ms per round: {parties}; all {sum(used.values()) * 1000:.0f}"
 
 
 PLOT_SERIES = {
