@@ -27,6 +27,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import requests
 from e2e_support import fill, small_tmpfs, traffic_records, wait_coordinator_job
 from support import SHIPPED, SHIPPED_OWNERS_ABC
 
@@ -78,6 +79,22 @@ def _reference_then_job_at_round_5(federation: LocalFederation) -> tuple[dict, s
     model_id = started.json()["model_id"]
     _wait_for_round(federation, model_id, 5)
     return reference, model_id
+
+
+def _until_the_coordinator_refuses(federation: LocalFederation) -> requests.Response:
+    """Use up the room a full disk still leaves the traffic log, until the coordinator answers 503 (returned).
+
+    A file system filled to its last byte still has the unused end of the log file's last page
+    (tmpfs allocates whole pages): the next few records fit there, every contribution of a
+    round included (seen in CI). Each request to ``/health`` is recorded too; once one is refused, no
+    record of a contribution, longer than it, can fit either.
+    """
+    for _ in range(200):
+        answer = federation.session.get(f"{federation.coordinator.url}/health", timeout=10)
+        if answer.status_code == 503:
+            return answer
+        assert answer.status_code == 200, answer.text
+    raise AssertionError("the coordinator still records requests on a full disk")
 
 
 @pytest.mark.parametrize("party", ["coordinator", "model_creator", "data_owner:a"])
@@ -200,12 +217,7 @@ def test_a_full_disk_under_the_traffic_log_answers_503_and_loses_no_record(tmp_p
         try:
             reference, model_id = _reference_then_job_at_round_5(federation)
             filler = fill(traffic)
-            # The log's last page may still hold a few short records: the next ones find no room.
-            for _ in range(200):
-                answer = federation.session.get(f"{federation.coordinator.url}/health", timeout=30)
-                if answer.status_code != 200:
-                    break
-            assert answer.status_code == 503, answer.text
+            answer = _until_the_coordinator_refuses(federation)
             assert answer.headers["Retry-After"] == "2"
             assert answer.json() == {"error": "this party cannot write its traffic log right now (its disk is full or"
                                               " failing); try again later", "type": "StorageUnavailable"}
@@ -308,6 +320,7 @@ def test_replies_held_up_by_a_long_fault_are_delivered_once_it_ends_and_no_round
             owners = [federation.data_owner(name) for name in ("a", "b", "c")]
             _stop_owners_with_replies_to_come(owners, log, model_id)
             filler = fill(traffic)
+            _until_the_coordinator_refuses(federation)
             for owner in owners:
                 os.kill(owner.process.pid, signal.SIGCONT)
             time.sleep(long_fault)
